@@ -1,0 +1,110 @@
+"""The composite training objective and its schedules (paper Eq. 1, SPEC §3, §3.1).
+
+    L = L_LM + λ(t) · L_probe
+
+* L_LM: token-weighted mean cross-entropy over target positions that are neither probe-answer
+  positions nor ignored (-100);
+* L_probe: token-weighted mean cross-entropy over the probe-answer positions of the micro-batch
+  (0 when the micro-batch holds no probe token).
+
+Pure torch functions; the LightningModule and the diagnostics both call these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class LossParts:
+    loss: torch.Tensor  # scalar, L_LM + λ L_probe
+    lm: torch.Tensor  # scalar L_LM (nats/token)
+    probe: torch.Tensor  # scalar L_probe (nats/token); 0 if no probe token
+    n_lm: int  # number of LM target tokens
+    n_probe: int  # number of probe target tokens
+
+
+def composite_loss(
+    logits: torch.Tensor, targets: torch.Tensor, probe_mask: torch.Tensor, lam: float
+) -> LossParts:
+    """Composite loss of one micro-batch (SPEC §3.1).
+
+    logits (B, T, V) float; targets (B, T) int64 with -100 = ignore; probe_mask (B, T) bool.
+    """
+    token_ce = F.cross_entropy(
+        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view_as(targets)
+    valid = targets != IGNORE_INDEX
+    probe = probe_mask & valid
+    lm = valid & ~probe
+    n_lm, n_probe = int(lm.sum()), int(probe.sum())
+    zero = token_ce.new_zeros(())
+    l_lm = (token_ce * lm).sum() / n_lm if n_lm else zero
+    l_probe = (token_ce * probe).sum() / n_probe if n_probe else zero
+    return LossParts(l_lm + lam * l_probe, l_lm, l_probe, n_lm, n_probe)
+
+
+def per_sample_composite_loss(
+    logits: torch.Tensor, targets: torch.Tensor, probe_mask: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """Composite loss of each sequence on its own, shape (B,) (for per-sample Fisher, SPEC §5.10).
+
+    Sequence i's loss is L_LM(i) + λ L_probe(i) with the token means taken within sequence i.
+    """
+    token_ce = F.cross_entropy(
+        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view_as(targets)
+    valid = targets != IGNORE_INDEX
+    probe = probe_mask & valid
+    lm = valid & ~probe
+    l_lm = (token_ce * lm).sum(1) / lm.sum(1).clamp_min(1)
+    l_probe = (token_ce * probe).sum(1) / probe.sum(1).clamp_min(1)
+    return l_lm + lam * l_probe
+
+
+def lambda_at(step: int, schedule: Sequence[Sequence[float]]) -> float:
+    """λ in force at optimizer step `step` for a schedule [(start_step, λ), ...] sorted by start.
+
+    The paper's schedule [(0, 2.0), (4000, 4.0)] gives λ(3999) = 2.0 and λ(4000) = 4.0 (SPEC §8).
+    """
+    if not schedule:
+        raise ValueError("lambda schedule is empty; give at least one (start_step, lambda) pair")
+    lam = float(schedule[0][1])
+    for start, value in schedule:
+        if step >= start:
+            lam = float(value)
+    return lam
+
+
+def validate_lambda_schedule(schedule: Sequence[Sequence[float]]) -> list[tuple[int, float]]:
+    pairs = []
+    for item in schedule:
+        if len(item) != 2:
+            raise ValueError(f"lambda schedule entries must be [start_step, lambda], got {item!r}")
+        pairs.append((int(item[0]), float(item[1])))
+    starts = [s for s, _ in pairs]
+    if not pairs or starts != sorted(starts) or starts[0] > 1:
+        raise ValueError(
+            f"lambda schedule {pairs} must be non-empty, sorted by start step and start at step 0 or 1"
+        )
+    return pairs
+
+
+def lr_at(step: int, peak_lr: float, warmup: int, total: int, floor: float = 0.1) -> float:
+    """Learning rate at optimizer step `step` (1-based), SPEC §3.
+
+    lr·t/warmup for t < warmup, then lr·max(½(1 + cos(π r)), floor) with
+    r = min(1, (t − warmup)/(total − warmup)). The floor is a clamp, not a rescaled cosine.
+    Paper values (lr 1e-3, warmup 1500, total 10000): lr(1) = 6.667e-7, lr(4000) = 8.013e-4.
+    """
+    if step < warmup:
+        return peak_lr * step / warmup
+    r = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak_lr * max(0.5 * (1.0 + math.cos(math.pi * r)), floor)
