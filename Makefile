@@ -1,0 +1,47 @@
+# backbone_lab — `make help` lists the targets.
+# CPU machines take torch==2.13.0 (CPU wheel) through constraints-cpu.txt; on a GPU machine
+# install your CUDA torch into the venv first and run `make install TORCH_CONSTRAINTS=`.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_CONSTRAINTS ?= -c constraints-cpu.txt
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast bench bench-analysis bench-diagnostics clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints-cpu.txt
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_CONSTRAINTS) "torch==2.13.0"
+	$(BIN)/pip install -q $(TORCH_CONSTRAINTS) -e ".[dev,launchers]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install backbone_lab with its dependencies (idempotent)
+
+demo: $(STAMP) ## train + analyse the embedded CPU default; report in multirun_outputs/runs/<time>/analysis
+	$(BIN)/python -m backbone_lab $(ARGS)
+
+test: $(STAMP) ## run the whole test suite (what CI runs)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the suite without the slow end-to-end subprocess tests
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+bench: $(STAMP) ## all benchmarks (prints ratios against baselines measured in the same run)
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_analysis.py --size a
+	$(BIN)/python benchmarks/bench_diagnostics.py
+
+bench-analysis: $(STAMP) ## analysis engine at paper scale (writes ~5 GB into a temp dir)
+	$(BIN)/python benchmarks/bench_analysis.py --size both
+
+clean: ## remove generated outputs (keeps .venv)
+	rm -rf multirun_outputs/* outputs wandb lightning_logs .pytest_cache
+	touch multirun_outputs/.gitkeep

@@ -1,0 +1,84 @@
+"""Model shape, parameter counts and the canonical trunk (SPEC §1, §8)."""
+
+import torch
+
+from backbone_lab.model import GPT, GPTConfig, expected_num_parameters, preset
+from backbone_lab import trunk
+
+
+def test_paper_model_has_51_045_888_parameters():
+    cfg = preset("paper", vocab_size=50257)
+    with torch.device("meta"):
+        model = GPT(cfg)
+    assert model.num_parameters() == 51_045_888 == expected_num_parameters(cfg)
+    assert trunk.subset_dim(model, "trunk") == 25_165_824
+    per_block = [n for n in trunk.subset_names(model) if n.startswith("blocks.0.")]
+    assert sum(dict(model.named_parameters())[n].numel() for n in per_block) == 3_145_728
+    assert trunk.subset_dim(model, "blocks_with_ln") == 8 * 3_147_776
+
+
+def test_tiny_model_counts_and_tied_head():
+    cfg = preset("tiny", vocab_size=512)
+    model = GPT(cfg)
+    assert model.num_parameters() == expected_num_parameters(cfg)
+    assert model.lm_head.weight is model.tok_emb.weight
+    # tied weight listed twice in state_dict, once in named_parameters
+    assert "lm_head.weight" in model.state_dict()
+    assert "lm_head.weight" not in dict(model.named_parameters())
+
+
+def test_init_statistics_and_causality():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=300, n_layer=2, d_model=64, n_head=4, d_ff=128, seq_len=32))
+    w = model.blocks[0].mlp.w_up.weight
+    assert abs(w.std().item() - 0.02) < 0.002
+    assert torch.all(model.blocks[0].ln1.weight == 1) and torch.all(model.blocks[0].ln1.bias == 0)
+    x = torch.randint(0, 300, (2, 16))
+    y = x.clone()
+    y[:, 10:] = torch.randint(0, 300, (2, 6))
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    # changing future tokens never changes earlier logits
+    torch.testing.assert_close(a[:, :10], b[:, :10])
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_trunk_order_is_module_order_with_natural_block_sort():
+    model = GPT(GPTConfig(vocab_size=50, n_layer=12, d_model=16, n_head=2, d_ff=32, seq_len=8))
+    names = trunk.subset_names(model)
+    assert names[:4] == [
+        "blocks.0.attn.qkv.weight", "blocks.0.attn.out_proj.weight",
+        "blocks.0.mlp.w_up.weight", "blocks.0.mlp.w_down.weight",
+    ]
+    blocks = [int(n.split(".")[1]) for n in names]
+    assert blocks == sorted(blocks) and blocks[-1] == 11  # 10, 11 after 9 (not lexicographic)
+
+
+def test_flatten_order_is_shared_by_params_and_grads():
+    """<flatten(grad), flatten(dtheta)> equals the per-tensor sum (guards SPEC bug W8)."""
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=40, n_layer=2, d_model=16, n_head=2, d_ff=48, seq_len=8))
+    before = {n: p.detach().clone() for n, p in trunk.named_subset(model).items()}
+    x = torch.randint(0, 40, (3, 8))
+    model(x).square().mean().backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    after = trunk.named_subset(model)
+    delta_flat = trunk.flatten_params(model) - trunk.flatten(before.values())
+    grad_flat = trunk.flatten_grads(model)
+    per_tensor = sum((after[n].grad * (after[n].detach() - before[n])).sum() for n in before)
+    torch.testing.assert_close(torch.dot(grad_flat, delta_flat), per_tensor, rtol=1e-5, atol=1e-8)
+    # unflatten inverts flatten
+    back = trunk.unflatten(grad_flat, trunk.subset_shapes(model))
+    for n, g in back.items():
+        torch.testing.assert_close(g, after[n].grad)
+
+
+def test_bad_config_is_rejected_clearly():
+    import pytest
+
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(d_model=10, n_head=3)
+    with pytest.raises(ValueError, match="unknown model preset"):
+        preset("huge")
