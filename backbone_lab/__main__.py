@@ -1,0 +1,40 @@
+"""`python -m backbone_lab [overrides]`: the Hydra shell around `backbone_lab.train.train`.
+
+    python -m backbone_lab                              # embedded CPU default
+    python -m backbone_lab +experiment=optimizer_demo -m
+    python -m backbone_lab -m optimizer=adamw,sgd seed=1,2
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from backbone_lab.config_schema import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from backbone_lab.errors import user_facing_errors
+    from backbone_lab.train import train
+
+    try:
+        result = train(cfg)
+    except user_facing_errors() as err:
+        logging.getLogger("backbone_lab").error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    from backbone_lab.summary_print import print_result
+
+    print_result(result)
+    value = result.get("final_val_loss")
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()

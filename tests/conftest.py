@@ -1,0 +1,57 @@
+"""Shared fixtures: repo paths, the shared/ folder, composed configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED = REPO.parent / "shared"
+
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.exists():
+        pytest.skip(f"../shared not found next to the repo ({SHARED}); reference data unavailable")
+    return SHARED
+
+
+def compose_config(overrides: list[str] | None = None, config_name: str = "config"):
+    """Compose the project config like the CLI does (no Hydra job, no run dir)."""
+    from hydra import compose, initialize_config_dir
+
+    from backbone_lab.config_schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose(config_name=config_name, overrides=overrides or [])
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """The embedded default, shrunk to a few seconds of CPU work, writing into tmp_path."""
+    return compose_config(TINY_OVERRIDES + [f"run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"])
+
+
+TINY_OVERRIDES = [
+    "logger=none",
+    "callbacks=none",
+    "train.max_steps=30",
+    "train.eval_every=10",
+    "train.ckpt_every=10",
+    "snapshots.every=5",
+    "schedule.warmup=5",
+    "data.n_train_stories=400",
+    "data.n_val_stories=40",
+    "data.n_eval=32",
+    "data.n_val=32",
+    "data.micro_batch_size=8",
+    "data.vocab_size=300",
+    "data.n_codewords=16",
+    "model.seq_len=64",
+]
