@@ -1,0 +1,144 @@
+"""Training/validation texts from synthetic stories, local files or the TinyStories hub dataset.
+
+SPEC §2.1 filters (applied to every source): take the first ``max_texts`` records in dataset
+order, skip empty/whitespace-only texts, then drop texts shorter than ``min_chars`` (40).
+Local ``.txt`` files are read with the ``datasets`` "text" builder and ``sample_by="paragraph"``
+(one record per blank-line separated block); ``.json``/``.jsonl`` with the "json" builder,
+taking the ``text_field`` column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .errors import DataError
+from .synthetic import generate_stories
+from .tokenizer import texts_sha256
+
+HUB_DATASET = "roneneldan/TinyStories"
+MIN_CHARS = 40
+
+
+@dataclass
+class Corpus:
+    """Train and validation texts plus a content hash of each (used as cache keys)."""
+
+    train: list[str]
+    val: list[str]
+    source: str
+
+    def __post_init__(self):
+        self.train_sha256 = texts_sha256(self.train)
+        self.val_sha256 = texts_sha256(self.val)
+
+
+def filter_texts(texts: Sequence[str], min_chars: int = MIN_CHARS, max_texts: int | None = None) -> list[str]:
+    """First ``max_texts`` records, minus empty/whitespace texts and texts < ``min_chars`` chars."""
+    if max_texts is not None:
+        texts = texts[: int(max_texts)]
+    return [t for t in texts if t and t.strip() and len(t) >= min_chars]
+
+
+def _as_list(files) -> list[str]:
+    if files is None:
+        return []
+    if isinstance(files, (str, Path)):
+        return [str(files)]
+    return [str(f) for f in files]
+
+
+def load_local_texts(files, cache_dir: str | Path | None = None, text_field: str = "text") -> list[str]:
+    """All records of local text/JSON/JSONL files, in file order (no filtering; text records lose
+    leading/trailing newlines left over from the paragraph split)."""
+    import datasets
+
+    paths = _as_list(files)
+    if not paths:
+        raise DataError("no local data files given: set data.train_files=[path/to/stories.txt]")
+    for p in paths:
+        if not Path(p).expanduser().exists():
+            raise DataError(f"data file not found: {p}")
+    paths = [str(Path(p).expanduser().resolve()) for p in paths]
+    suffixes = {Path(p).suffix.lower() for p in paths}
+    if suffixes <= {".json", ".jsonl"}:
+        builder, kwargs = "json", {}
+    elif not suffixes & {".json", ".jsonl"}:
+        builder, kwargs = "text", {"sample_by": "paragraph"}
+    else:
+        raise DataError(f"mixed text and JSON data files are not supported: {paths}")
+    hf_cache = str(Path(cache_dir) / "hf_datasets") if cache_dir is not None else None
+    ds = datasets.load_dataset(builder, data_files={"train": paths}, split="train", cache_dir=hf_cache, **kwargs)
+    if text_field not in ds.column_names:
+        raise DataError(f"JSON data has no {text_field!r} field (columns: {ds.column_names}); set data.text_field")
+    texts = list(ds[text_field])
+    return [t.strip("\n") for t in texts] if builder == "text" else texts  # paragraph-split artefacts
+
+
+def load_hub_texts(split: str, max_texts: int | None, cache_dir: str | Path | None = None) -> list[str]:
+    """First ``max_texts`` records of a split of the TinyStories hub dataset (needs network or HF cache)."""
+    import datasets
+
+    sl = f"{split}[:{int(max_texts)}]" if max_texts is not None else split
+    hf_cache = str(Path(cache_dir) / "hf_datasets") if cache_dir is not None else None
+    try:
+        ds = datasets.load_dataset(HUB_DATASET, split=sl, cache_dir=hf_cache)
+    except Exception as exc:  # offline (ConnectionError), missing cache, ...
+        raise DataError(
+            f"cannot load {HUB_DATASET!r} from the hub ({type(exc).__name__}); offline? use local "
+            f"files instead: data.source=local data.train_files=[stories.txt] data.val_files=[val.txt]"
+        ) from None
+    return list(ds["text"])
+
+
+def load_corpus(
+    source: str = "synthetic",
+    *,
+    train_files=None,
+    val_files=None,
+    n_train_stories: int = 8000,
+    n_val_stories: int = 400,
+    synthetic_seed: int = 1234,
+    max_train_texts: int | None = None,
+    max_val_texts: int | None = None,
+    min_chars: int = MIN_CHARS,
+    val_fraction: float = 0.05,
+    text_field: str = "text",
+    cache_dir: str | Path | None = None,
+) -> Corpus:
+    """Build the filtered train/val texts for ``source`` in {"synthetic", "local", "tinystories"}.
+
+    - synthetic: ``n_train_stories`` + ``n_val_stories`` stories from one seeded stream
+      (validation = the stories after the training ones).
+    - local: ``train_files`` (and ``val_files``); without ``val_files`` the last
+      ``val_fraction`` of the training records (at least 1) are held out for validation.
+    - tinystories: the hub dataset (SPEC §2.1: first 200k train / 5k validation records).
+    """
+    if source == "synthetic":
+        stories = generate_stories(n_train_stories + n_val_stories, synthetic_seed)
+        train_raw, val_raw = stories[:n_train_stories], stories[n_train_stories:]
+    elif source == "local":
+        train_raw = load_local_texts(train_files, cache_dir, text_field)
+        if _as_list(val_files):
+            val_raw = load_local_texts(val_files, cache_dir, text_field)
+        else:
+            n_hold = max(1, int(round(len(train_raw) * val_fraction)))
+            if len(train_raw) < 2:
+                raise DataError(f"need >= 2 records in {train_files} to hold out validation; set data.val_files")
+            train_raw, val_raw = train_raw[:-n_hold], train_raw[-n_hold:]
+    elif source == "tinystories":
+        train_raw = load_hub_texts("train", max_train_texts, cache_dir)
+        val_raw = load_hub_texts("validation", max_val_texts, cache_dir)
+    else:
+        raise DataError(f"unknown data.source={source!r}; use synthetic | local | tinystories")
+    corpus = Corpus(
+        train=filter_texts(train_raw, min_chars, max_train_texts),
+        val=filter_texts(val_raw, min_chars, max_val_texts),
+        source=source,
+    )
+    if not corpus.train:
+        raise DataError(f"no training texts left after filtering (source={source}, min_chars={min_chars})")
+    if not corpus.val:
+        raise DataError(f"no validation texts left after filtering (source={source}, min_chars={min_chars})")
+    return corpus
