@@ -1,0 +1,95 @@
+"""Command line: ``python -m backbone_lab.analyze <run_dir> [key=value ...]``.
+
+Overrides are parsed with ``OmegaConf.from_dotlist`` onto :class:`AnalysisConfig`; an unknown
+key, a bad value, or a missing/corrupt run dir or snapshot gives a one-line error and exit code 2
+(no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+USAGE = "usage: python -m backbone_lab.analyze <run_dir | trajectory_dir> [key=value ...]   (keys: see docs/ANALYSIS.md)"
+
+
+def parse_config(overrides: Sequence[str]):
+    """AnalysisConfig from ``key=value`` strings (raises ValueError with a one-line message)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from backbone_lab.analysis.config import AnalysisConfig
+
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"override {bad[0]!r} is not key=value")
+    base = OmegaConf.structured(AnalysisConfig)
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        msg = str(e).strip().splitlines()[0]
+        if "Key" in msg and "not in" in msg:
+            key = getattr(e, "full_key", None) or msg
+            raise ValueError(f"unknown analysis key {key!r}; valid keys: {', '.join(AnalysisConfig.__dataclass_fields__)}") from None
+        raise ValueError(f"bad override: {msg}") from None
+
+
+def _progress_factory(enabled: bool):
+    if not enabled:
+        return None, None
+    try:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        prog = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), TimeRemainingColumn(), transient=True)
+        tasks: dict = {}
+
+        def cb(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(f"streaming {stage}", total=total)
+            prog.update(tasks[stage], completed=done)
+
+        return cb, prog
+    except ImportError:  # pragma: no cover
+        def cb(stage: str, done: int, total: int) -> None:
+            print(f"\r{stage}: {100 * done / max(total, 1):5.1f}%", end="" if done < total else "\n", file=sys.stderr)
+
+        return cb, None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    run_dir, overrides = argv[0], argv[1:]
+    from backbone_lab.analysis.run_analysis import run_analysis
+    from backbone_lab.trajectory.store import TrajectoryError
+
+    try:
+        cfg = parse_config(overrides)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cb, prog = _progress_factory(cfg.progress and sys.stderr.isatty())
+    try:
+        if prog is not None:
+            with prog:
+                s = run_analysis(run_dir, cfg, progress=cb)
+        else:
+            s = run_analysis(run_dir, cfg, progress=cb)
+    except (TrajectoryError, ValueError, FileNotFoundError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}", file=sys.stderr)
+        return 2
+    out = s["trajectory"]["path"]
+    pn = s["pca"]["rownorm"]
+    d = s["decomposition"]
+    print(f"analysed {s['n_steps']} snapshots of {s['subset']} (D={s['dim']:,}, anchor {s['anchor_step']}) from {out}")
+    print(f"PC1 row-norm {pn['pc1_pct']:.2f} %  raw {s['pca']['raw']['pc1_pct']:.2f} %  k95 {pn['k95']}  "
+          f"f_b final {100 * d['backbone_frac_final']:.1f} %  mean {100 * (d['backbone_frac_mean'] or 0):.1f} %")
+    print(f"outputs: {s.get('out_dir')}  ({s['elapsed_seconds']:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

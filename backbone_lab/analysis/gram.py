@@ -1,0 +1,275 @@
+"""Streamed T×T Gram matrices of trajectory drifts (SPEC §5.0 "efficient algorithm", W1).
+
+Everything downstream (PCA, a(t), ‖r(t)‖, rolling windows, phase backbones, update alignment,
+switching directions, reheating projections) is computed from one float64 Gram
+
+    G_ij = <x_i, x_j>,   x_i = θ(s_i) − θ(s_ref)   (drift from a reference snapshot),
+
+accumulated in a single pass over column chunks of the store. Accumulating drifts (not raw θ)
+avoids the cancellation of S_ij − S_ia − S_aj + S_aa with ‖θ‖² ≫ ‖x‖². The float32 snapshot
+values are differenced in float64 (exact), the products are accumulated in float64.
+
+Any other anchor a follows algebraically: <θ_i − θ_a, θ_j − θ_a> = G_ij − G_ia − G_aj + G_aa.
+
+Directions are represented by *coefficient vectors* c ∈ ℝ^T over the drift rows: v = Σ_i c_i x_i
+(= Xᵀc). Inner products are then cᵀ G d; no D-dimensional vector is ever formed.
+Peak memory: O(T² · groups + T · chunk), independent of D.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backbone_lab.trajectory.store import TrajectoryError, TrajectoryReader, merge_ranges
+
+ProgressFn = Callable[[int, int], None]
+
+DEFAULT_CHUNK_BYTES = 64 << 20  # size of the float64 working block (T × c × 8 bytes)
+
+
+@dataclass
+class DriftGram:
+    """Gram of drifts x_i = θ(steps[i]) − θ(ref_step) over one parameter subset.
+
+    Attributes:
+        steps: (T,) int, the snapshot steps in row order (sorted).
+        G: (T, T) float64, G_ij = <x_i, x_j> in squared parameter units.
+        ref_step: the step whose snapshot was subtracted (its row/column are zero).
+        subset: label of the parameter subset (e.g. ``trunk``, ``block0``).
+        dim: D, number of parameters in the subset.
+        meta: provenance (crc verification, timing, source labels for joint Grams).
+    """
+
+    steps: np.ndarray
+    G: np.ndarray
+    ref_step: int
+    subset: str
+    dim: int
+    meta: dict = field(default_factory=dict)
+
+    def index(self, step: int) -> int:
+        i = int(np.searchsorted(self.steps, step))
+        if i >= len(self.steps) or self.steps[i] != step:
+            raise KeyError(f"step {step} not in Gram (steps {self.steps[0]}..{self.steps[-1]})")
+        return i
+
+    def indices(self, steps: Sequence[int]) -> np.ndarray:
+        return np.array([self.index(int(s)) for s in steps], dtype=int)
+
+    def anchored(self, anchor_index: int, rows: Sequence[int] | None = None) -> np.ndarray:
+        """K_ij = <x_i − x_a, x_j − x_a> for i, j in ``rows`` (default all). Shape (n, n)."""
+        return anchored_gram(self.G, anchor_index, rows)
+
+    def inner(self, c: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """<Xᵀc, Xᵀd> = cᵀ G d (works column-wise for 2-D coefficient matrices)."""
+        return np.asarray(c).T @ self.G @ np.asarray(d)
+
+    def norm(self, c: np.ndarray) -> float:
+        return float(np.sqrt(max(float(c @ self.G @ c), 0.0)))
+
+
+def anchored_gram(G: np.ndarray, a: int, rows: Sequence[int] | None = None) -> np.ndarray:
+    """Re-anchor a drift Gram: K_ij = G_ij − G_ia − G_aj + G_aa, restricted to ``rows``."""
+    idx = np.arange(G.shape[0]) if rows is None else np.asarray(rows, dtype=int)
+    ga = G[idx, a]
+    return G[np.ix_(idx, idx)] - ga[:, None] - ga[None, :] + G[a, a]
+
+
+def row_normalise_gram(K: np.ndarray, floor: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
+    """Gram of row-normalised rows: K_ij / (‖x_i‖‖x_j‖), norms floored at ``floor``.
+
+    Returns (K_normalised, norms) with norms (n,) = sqrt(diag K).
+    """
+    norms = np.sqrt(np.clip(np.diag(K), 0.0, None))
+    d = np.maximum(norms, floor)
+    return K / d[:, None] / d[None, :], norms
+
+
+def coeff_rows(T: int, rows: Sequence[int], anchor: int | None) -> np.ndarray:
+    """Coefficient matrix C (n, T) of drift rows x_rows − x_anchor (anchor None: x_rows)."""
+    rows = np.asarray(rows, dtype=int)
+    C = np.zeros((len(rows), T))
+    C[np.arange(len(rows)), rows] = 1.0
+    if anchor is not None:
+        C[:, anchor] -= 1.0
+    return C
+
+
+def _segments(groups: Mapping[str, Sequence[slice]]) -> tuple[list[slice], np.ndarray, list[list[str]]]:
+    """Partition the union of all group ranges into atomic segments, each in a fixed set of groups."""
+    union = merge_ranges([r for rs in groups.values() for r in rs])
+    bounds = sorted({b for rs in groups.values() for r in rs for b in (r.start, r.stop)})
+    seg_starts, members = [], []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        names = [g for g, rs in groups.items() if any(r.start <= a and b <= r.stop for r in rs)]
+        seg_starts.append(a)
+        members.append(names)
+    return union, np.array(bounds, dtype=np.int64), members
+
+
+def stream_grams(
+    readers: TrajectoryReader | Sequence[TrajectoryReader],
+    groups: Mapping[str, Sequence[slice]],
+    steps: Sequence[int] | Sequence[Sequence[int]] | None = None,
+    ref: tuple[int, int] | int | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    device: str | None = None,
+    verify: bool = True,
+    progress: ProgressFn | None = None,
+) -> dict[str, DriftGram]:
+    """One streamed pass: drift Grams of several column groups (and several stores).
+
+    Args:
+        readers: one reader, or several stores with identical tensor layout (e.g. a source run and
+            its reheating run); their rows are stacked in order.
+        groups: name -> column ranges (e.g. ``{"trunk": reader.subset_columns("trunk"),
+            "block0": ...}``). Groups may overlap; the pass reads the union once.
+        steps: steps to use (one list per reader when several); default all stored steps.
+        ref: reference snapshot subtracted from every row, ``(reader_index, step)`` or a step of
+            the first reader; default the first step of the first reader.
+        chunk_bytes: size of the float64 working block; chunk columns = chunk_bytes / (8 T).
+        device: None/"numpy" for numpy float64 BLAS, or a torch device string ("cpu", "cuda")
+            for torch float64 matmuls.
+        verify: chain crc32 over whole files while streaming (only when the union covers them).
+        progress: optional callback(done_columns, total_columns).
+
+    Returns:
+        name -> DriftGram. For several readers the Gram rows are the concatenation; ``steps`` of
+        the result is then the concatenated step list (not sorted) and ``meta["sources"]`` holds
+        the per-row reader index.
+    """
+    if isinstance(readers, TrajectoryReader):
+        readers = [readers]
+        steps = [steps] if steps is not None else None
+    readers = list(readers)
+    steps_l = [list(r.steps) if steps is None or steps[i] is None else [int(s) for s in steps[i]] for i, r in enumerate(readers)]
+    for i, r in enumerate(readers[1:], start=1):
+        if r.names != readers[0].names or r.shapes != readers[0].shapes:
+            raise TrajectoryError(f"{r.path}: tensor layout differs from {readers[0].path}; joint Grams need identical stores")
+    if ref is None:
+        ref = (0, steps_l[0][0])
+    elif isinstance(ref, (int, np.integer)):
+        ref = (0, int(ref))
+    src_of_row = np.concatenate([np.full(len(s), i) for i, s in enumerate(steps_l)])
+    all_steps = np.concatenate([np.asarray(s, dtype=np.int64) for s in steps_l])
+    offsets = np.cumsum([0] + [len(s) for s in steps_l])
+    try:
+        ref_row = int(offsets[ref[0]] + steps_l[ref[0]].index(int(ref[1])))
+    except ValueError:
+        raise TrajectoryError(f"reference step {ref[1]} not among the streamed steps of {readers[ref[0]].path}") from None
+    T = len(all_steps)
+    groups = {k: merge_ranges(list(v)) for k, v in groups.items()}
+    if not groups or any(not v for v in groups.values()):
+        raise TrajectoryError("stream_grams: every group needs at least one column range")
+    union, bounds, members = _segments(groups)
+    total = sum(r.stop - r.start for r in union)
+    chunk_cols = max(1024, int(chunk_bytes) // (8 * T))
+    full_cover = union == [slice(0, readers[0].dim)]
+
+    use_torch = device not in (None, "numpy")
+    if use_torch:
+        import torch
+
+        tdev = torch.device(device)
+        acc = {g: torch.zeros((T, T), dtype=torch.float64, device=tdev) for g in groups}
+    else:
+        acc = {g: np.zeros((T, T), dtype=np.float64) for g in groups}
+
+    t0 = time.perf_counter()
+    gens = [r.iter_column_chunks(chunk_cols, steps=s, columns=union, verify=verify) for r, s in zip(readers, steps_l)]
+    done = 0
+    for parts in zip(*gens):
+        sl = parts[0][0]
+        block = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts], axis=0)
+        # split the chunk at segment boundaries so each piece belongs to a fixed set of groups
+        cut = bounds[(bounds > sl.start) & (bounds < sl.stop)]
+        edges = [sl.start, *cut.tolist(), sl.stop]
+        if use_torch:
+            X = torch.from_numpy(block).to(tdev).double()
+            X -= X[ref_row].clone()
+        else:
+            X = block.astype(np.float64)
+            X -= X[ref_row].copy()
+        for a, b in zip(edges[:-1], edges[1:]):
+            seg = int(np.searchsorted(bounds, a, side="right")) - 1
+            names = members[seg] if 0 <= seg < len(members) else []
+            if not names:
+                continue
+            Xs = X[:, a - sl.start: b - sl.start]
+            g = Xs @ Xs.T
+            for n in names:
+                acc[n] += g
+        done += sl.stop - sl.start
+        if progress is not None:
+            progress(done, total)
+    elapsed = time.perf_counter() - t0
+
+    out = {}
+    for g, M in acc.items():
+        M = M.cpu().numpy() if use_torch else M
+        M = 0.5 * (M + M.T)
+        out[g] = DriftGram(
+            steps=all_steps.copy(),
+            G=M,
+            ref_step=int(ref[1]),
+            subset=g,
+            dim=int(sum(r.stop - r.start for r in groups[g])),
+            meta={
+                "crc_verified": bool(verify and full_cover),
+                "stream_seconds": elapsed,
+                "chunk_cols": chunk_cols,
+                "device": device or "numpy",
+                "sources": src_of_row.tolist() if len(readers) > 1 else None,
+                "ref_source": int(ref[0]),
+            },
+        )
+    return out
+
+
+def gram_from_matrix(theta: np.ndarray, steps: Sequence[int] | None = None, ref_index: int = 0, subset: str = "dense") -> DriftGram:
+    """DriftGram of an in-memory (T, D) snapshot matrix (tests, small problems)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    X = theta - theta[ref_index]
+    steps = np.arange(theta.shape[0]) if steps is None else np.asarray(steps, dtype=np.int64)
+    return DriftGram(steps=steps, G=X @ X.T, ref_step=int(steps[ref_index]), subset=subset, dim=theta.shape[1])
+
+
+def reconstruct_directions(
+    reader: TrajectoryReader,
+    gram: DriftGram,
+    coeffs: np.ndarray,
+    columns: Sequence[slice] | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """D-dimensional directions v_k = Xᵀ c_k, reconstructed chunk-wise (one extra pass).
+
+    Args:
+        coeffs: (T,) or (T, k) coefficient vectors over ``gram``'s rows.
+        columns: the subset's column ranges (default: all columns of the reader).
+        out: optional preallocated (D_subset, k) float32 array (e.g. an np.memmap on disk).
+
+    Returns: float32 array (D_subset, k) (or (D_subset,) for 1-D ``coeffs``); only use it when a
+    D-vector is really needed (export, gradient diagnostics).
+    """
+    c = np.asarray(coeffs, dtype=np.float64)
+    one = c.ndim == 1
+    c = c[:, None] if one else c
+    cols = merge_ranges(list(columns)) if columns is not None else [slice(0, reader.dim)]
+    D = sum(r.stop - r.start for r in cols)
+    res = out if out is not None else np.empty((D, c.shape[1]), dtype=np.float32)
+    T = len(gram.steps)
+    ref_row = gram.index(gram.ref_step)
+    chunk_cols = max(1024, int(chunk_bytes) // (8 * T))
+    pos = 0
+    for sl, block in reader.iter_column_chunks(chunk_cols, steps=gram.steps.tolist(), columns=cols, verify=False):
+        X = block.astype(np.float64)
+        X -= X[ref_row].copy()
+        n = sl.stop - sl.start
+        res[pos: pos + n] = (X.T @ c).astype(np.float32)
+        pos += n
+    return res[:, 0] if one else res

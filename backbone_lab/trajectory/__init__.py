@@ -1,0 +1,1 @@
+"""Trunk trajectories on disk: the store (format, writer, reader) and the snapshot callback."""
