@@ -21,14 +21,20 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from backbone_lab.errors import user_facing_errors
+    from backbone_lab.sweep import in_multirun, run_sweep_job
     from backbone_lab.train import train
 
-    try:
-        result = train(cfg)
-    except user_facing_errors() as err:
-        logging.getLogger("backbone_lab").error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    if in_multirun():  # a sweep job: skip/resume finished work, never crash the other jobs
+        result = run_sweep_job(cfg, train)
+        if result is None:
+            return None
+    else:
+        try:
+            result = train(cfg)
+        except user_facing_errors() as err:
+            logging.getLogger("backbone_lab").error("%s", err)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
     from backbone_lab.summary_print import print_result
 
     print_result(result)
