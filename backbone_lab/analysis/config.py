@@ -43,6 +43,9 @@ class AnalysisConfig:
     """Bootstrap resamples for correlation CIs (0 = none)."""
     corr_block: int = 1
     """Moving-block length for the bootstrap (1 = pairs bootstrap)."""
+    corr_exclude_zero_r: bool = True
+    """Drop the anchor point (‖r‖ = 0) from correlations (SPEC §5.7). False = reference beta2 /
+    paper seed-42 "0–4k +0.856" convention."""
     seed: int = 0
     update_lag: Optional[int] = None
     """Lag of fixed-lag updates u(s) = θ(s) − θ(s − lag) (SPEC §5.8 variant 2); None = cadence."""

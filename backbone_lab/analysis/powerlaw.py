@@ -99,13 +99,19 @@ def windowed_correlations(
     n_boot: int = 2000,
     seed: int = 0,
     block: int = 1,
+    exclude_zero_r: bool = True,
 ) -> dict:
     """corr(p, ‖r‖) over points with finite p and ‖r‖ > 0: ``full`` and per window (lo, hi]
-    (windows with < 3 points are None) — SPEC §5.7."""
+    (windows with < 3 points are None) — SPEC §5.7.
+
+    ``exclude_zero_r=False`` keeps the anchor point (‖r‖ = 0, t > 0) like the reference's beta2
+    script does for every window and as the paper's seed-42 "0–4k: +0.856" requires (the
+    reference's main-run script drops it: +0.848). ``full`` then spans t > 0.
+    """
     t = np.asarray(steps, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     r = np.asarray(norm_r, dtype=np.float64)
-    ok = np.isfinite(p) & np.isfinite(r) & (r > 0)
+    ok = np.isfinite(p) & np.isfinite(r) & ((r > 0) if exclude_zero_r else (t > 0))
     out = {"full": pearson(p[ok], r[ok], n_boot=n_boot, seed=seed, block=block)}
     for lo, hi in windows:
         m = ok & (t > lo) & (t <= hi)

@@ -236,9 +236,10 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
                        "a": "abs(a(t))", "by_window": regime_fits(st_arr, dec.a, dec.norm_r, windows), **common}
     if have_p:
         summary["correlations"] = {
-            "quantity": "pearson(p_ood, ||r||) over analysed steps with ||r|| > 0",
+            "quantity": "pearson(p_ood, ||r||) over analysed steps" + (" with ||r|| > 0" if cfg.corr_exclude_zero_r else " with t > 0 (anchor kept)"),
             "bootstrap": {"n_boot": cfg.corr_bootstrap, "block": cfg.corr_block, "seed": cfg.seed, "ci": 0.95},
-            "by_window": windowed_correlations(st_arr, p_ood, dec.norm_r, windows, n_boot=cfg.corr_bootstrap, seed=cfg.seed, block=cfg.corr_block),
+            "by_window": windowed_correlations(st_arr, p_ood, dec.norm_r, windows, n_boot=cfg.corr_bootstrap, seed=cfg.seed, block=cfg.corr_block,
+                                                 exclude_zero_r=cfg.corr_exclude_zero_r),
             **common,
         }
 
