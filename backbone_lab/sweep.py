@@ -44,6 +44,32 @@ from backbone_lab.run_markers import read_marker, write_marker
 
 log = logging.getLogger("backbone_lab")
 
+MAX_DIRNAME = 120  # file systems allow 255 bytes per path component
+
+
+def job_dirname(override_dirname: str, max_len: int = MAX_DIRNAME) -> str:
+    """Sweep job folder name from Hydra's override_dirname: '/' made safe, long names cut.
+
+    Used as `${bl_job_dirname:${hydra.job.override_dirname}}` in `conf/hydra/default.yaml`: a
+    long override list would otherwise exceed the 255-byte name limit and crash the sweep; a cut
+    name keeps its first characters plus a hash of the whole (still unique per job).
+    """
+    name = str(override_dirname).replace("/", "_").replace("\\", "_")
+    if len(name) <= max_len:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name[: max_len - 10]}~{digest}"
+
+
+def register_resolvers() -> None:
+    """Register `bl_job_dirname` (idempotent). Runs on import: Hydra imports this module when it
+    builds the `SweepSummary` callback, also inside joblib/submitit worker processes."""
+    if not OmegaConf.has_resolver("bl_job_dirname"):
+        OmegaConf.register_new_resolver("bl_job_dirname", job_dirname)
+
+
+register_resolvers()
+
 # Top-level keys / dotted paths that do not change what a run computes.
 FINGERPRINT_NEUTRAL_KEYS = (
     "run_dir", "run_name", "resume", "logger", "paths", "tags", "experiment_name",
@@ -177,6 +203,8 @@ def run_sweep_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> di
                 _write_redirect(job_dir, unfinished, "resumed", fp)
                 log.info("job %s: resuming the unfinished run in %s", job_dir.name, unfinished)
                 cfg.run_dir = str(unfinished)
+                cfg.resume = "auto"
+            elif (job_dir / "config.yaml").exists():  # this very job again (e.g. re-queued by SLURM)
                 cfg.resume = "auto"
             cfg.run_name = job_dir.name
         _configure_wandb(cfg, ctx, swept)
