@@ -14,8 +14,10 @@ import hydra
 from omegaconf import DictConfig
 
 from backbone_lab.config_schema import register_configs
+from backbone_lab.sweep import register_resolvers
 
 register_configs()
+register_resolvers()  # ${bl_job_dirname:...} in conf/hydra/default.yaml
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
