@@ -82,9 +82,20 @@ def test_save_run_files_and_mismatch(dm, tmp_path):
 def test_datamodule_local_files(tmp_path):
     m = BackboneDataModule(source="local", train_files=[str(SAMPLE)], vocab_size=600, seq_len=128,
                            n_codewords=16, n_eval=8, n_val=8, cache_dir=str(tmp_path))
-    m.setup()
+    with pytest.warns(UserWarning, match="scaled"):  # default OOD gaps [80, 200] at seq_len 128
+        m.setup()
     assert m.train_store.n_docs > 400 and m.vocab_size == 600
     assert next(iter(m.train_dataloader()))["input_ids"].shape == (32, 128)
+
+
+def test_short_seq_len_records_gap_adjustments(dm):
+    m = BackboneDataModule(**dict(SMALL, seq_len=64, gap_ood=(80, 200)), cache_dir=str(dm.cache_dir))
+    with pytest.warns(UserWarning):
+        m.setup()
+    notes = m.summary()["gap_adjustments"]
+    assert any("scaled" in n for n in notes) and m.gap_overlap and "not OOD" in notes[-1]
+    fit = 65 - 10 - m.bank.max_key_len - m.bank.max_query_len
+    assert m.probe_sets["ood"].gap_range[1] == fit
 
 
 def test_bad_config_values_are_clear(tmp_path):
@@ -157,5 +168,6 @@ def test_evaluate_lm_direct(dm):
     assert evaluate_lm(model, dm.val_loader(batch_size=3), "cpu") == pytest.approx(full, rel=1e-5)
     assert not model.training
     first = collate([dm.val_set[i] for i in range(3)])
-    ce = F.cross_entropy(model(first["input_ids"]).flatten(0, 1), first["targets"].flatten(), ignore_index=-100)
+    with torch.no_grad():
+        ce = F.cross_entropy(model(first["input_ids"]).flatten(0, 1), first["targets"].flatten(), ignore_index=-100)
     assert evaluate_lm(model, dm.val_loader(batch_size=3), "cpu", max_batches=1) == pytest.approx(float(ce), rel=1e-5)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -146,6 +147,12 @@ class BackboneDataModule(L.LightningDataModule):
                                filler_range=self.filler_range, gap_policy=self.gap_policy)
             for kind, gaps in (("in", self.gap_train), ("ood", self.gap_ood))
         }
+        (_, in_hi), (ood_lo, _) = self.probe_sets["in"].gap_range, self.probe_sets["ood"].gap_range
+        self.gap_overlap = None
+        if ood_lo <= in_hi:
+            self.gap_overlap = (f"OOD eval gaps {list(self.probe_sets['ood'].gap_range)} overlap the ID gaps "
+                                f"{list(self.probe_sets['in'].gap_range)} at seq_len={self.seq_len}: p_ood is not OOD")
+            warnings.warn(self.gap_overlap, stacklevel=2)
         self._ready = True
         log.info("data ready in %.2fs: %s", time.perf_counter() - t0, self.summary())
 
@@ -173,7 +180,8 @@ class BackboneDataModule(L.LightningDataModule):
             "train_docs": self.train_store.n_docs, "train_tokens": self.train_store.n_tokens,
             "val_docs": self.val_store.n_docs, "n_codewords": len(self.codewords),
             "gap_in": list(self.probe_sets["in"].gap_range), "gap_ood": list(self.probe_sets["ood"].gap_range),
-            "gap_adjustments": [s.adjustment for s in self.probe_sets.values() if s.adjustment],
+            "gap_adjustments": [s.adjustment for s in self.probe_sets.values() if s.adjustment]
+            + ([self.gap_overlap] if self.gap_overlap else []),
         }
 
     def save_run_files(self, run_dir: str | Path) -> None:
@@ -195,6 +203,8 @@ class BackboneDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Micro-batches of the resumable stream (content is a pure function of the sample keys)."""
+        if self.num_workers > 0:  # workers never tokenise; silences the tokenizers fork warning
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         return DataLoader(self.train_set, batch_size=self.micro_batch_size, sampler=self.train_sampler(),
                           num_workers=self.num_workers, collate_fn=collate,
                           persistent_workers=self.num_workers > 0)

@@ -179,15 +179,33 @@ def load_or_train_bpe(
     return TextTokenizer(Tokenizer.from_file(str(path)), name=f"bpe-{key}")
 
 
+def _from_vocab_merges(name: str, revision: str):
+    """GPT-2-style repos without ``tokenizer.json``: byte-level BPE from vocab.json + merges.txt."""
+    from huggingface_hub import hf_hub_download
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = hf_hub_download(name, "vocab.json", revision=revision)
+    merges = hf_hub_download(name, "merges.txt", revision=revision)
+    tok = Tokenizer(models.BPE.from_file(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([EOS_TOKEN])
+    return tok
+
+
 def load_pretrained_tokenizer(name: str = PRETRAINED_DEFAULT, revision: str = "main") -> TextTokenizer:
-    """A pretrained ``tokenizer.json`` from the Hugging Face hub (or its local cache)."""
+    """A pretrained tokenizer from the Hugging Face hub (or its local cache): the repo's
+    ``tokenizer.json`` or else its GPT-2-style ``vocab.json`` + ``merges.txt``."""
     from tokenizers import Tokenizer
 
-    try:
-        tok = Tokenizer.from_pretrained(name, revision=revision)
-    except Exception as exc:  # offline, unknown name, no tokenizer.json
-        raise DataError(
-            f"cannot load pretrained tokenizer {name!r} ({type(exc).__name__}); offline? "
-            f"use the trained one instead: data.tokenizer=bpe data.vocab_size=512"
-        ) from None
-    return TextTokenizer(tok, name=name)
+    errors = []
+    for load in (lambda: Tokenizer.from_pretrained(name, revision=revision),
+                 lambda: _from_vocab_merges(name, revision)):
+        try:
+            return TextTokenizer(load(), name=name)
+        except Exception as exc:  # offline, unknown name, missing files
+            errors.append(type(exc).__name__)
+    raise DataError(
+        f"cannot load pretrained tokenizer {name!r} ({', '.join(errors)}); offline? "
+        f"use the trained one instead: data.tokenizer=bpe data.vocab_size=512"
+    )
