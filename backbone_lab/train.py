@@ -63,7 +63,7 @@ def build_model_config(model_cfg: DictConfig, vocab_size: int) -> GPTConfig:
 
 
 def _comparable(cfg: DictConfig) -> dict:
-    data = OmegaConf.to_container(cfg, resolve=False)
+    data = OmegaConf.to_container(cfg, resolve=True)
     for key in RESUME_NEUTRAL_KEYS:
         node, *rest = key.split(".")
         if rest and isinstance(data.get(node), dict):
@@ -188,6 +188,7 @@ def train(cfg: DictConfig) -> dict:
         log_every_n_steps=int(cfg.train.log_every),
         limit_val_batches=0,
         num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # the resumable sampler already defines the stream
         enable_model_summary=False,
         enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks),
     )
@@ -204,9 +205,7 @@ def train(cfg: DictConfig) -> dict:
         result["steps_done"] = int(trainer.global_step)
         result.update(_final_eval_numbers(run_dir))
         if cfg.get("analyze", True) and snap.enabled:
-            from backbone_lab.analysis.run_analysis import run_analysis
-
-            summary = run_analysis(run_dir, OmegaConf.to_container(cfg.get("analysis") or {}, resolve=True))
+            summary = _analyse(run_dir, cfg.get("analysis"))
             result.update(_headline(summary))
         write_marker(run_dir, "DONE", result)
     except BaseException as err:
@@ -216,6 +215,24 @@ def train(cfg: DictConfig) -> dict:
     finally:
         _finish_wandb()
     return result
+
+
+def analysis_config(node: DictConfig | dict | None):
+    """`AnalysisConfig` from the run config's `analysis` node (unknown keys -> ConfigError)."""
+    from backbone_lab.analysis.config import AnalysisConfig
+
+    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+    try:
+        return AnalysisConfig(**data)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"analysis config: {err}") from err
+
+
+def _analyse(run_dir: Path, node) -> dict:
+    from backbone_lab.analysis.run_analysis import run_analysis
+
+    log.info("analysing the trajectory in %s", run_dir / "trajectory")
+    return run_analysis(run_dir, analysis_config(node))
 
 
 def _checkpoint_step(ckpt_path: Path) -> int:
