@@ -51,6 +51,7 @@ class BackboneLitModule(L.LightningModule):
         warmup, total_steps, lr_floor: the warmup + cosine-with-floor schedule (SPEC §3).
         run_dir: where callbacks write their files.
         divergence_loss: stop (DivergenceError) when the loss exceeds it or is non-finite.
+        compile: run the training forward through `torch.compile` (GPU speed-up).
     """
 
     def __init__(
@@ -63,9 +64,12 @@ class BackboneLitModule(L.LightningModule):
         lr_floor: float = 0.1,
         run_dir: str | Path = ".",
         divergence_loss: float | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         self.model = GPT(model_cfg)
+        # torch.compile'd forward, kept out of the module tree so parameter names stay canonical
+        self.__dict__["_compiled_model"] = torch.compile(self.model) if compile else None
         self.optimizer_factory = optimizer
         self.lambda_schedule = validate_lambda_schedule(lambda_schedule)
         self.warmup, self.total_steps, self.lr_floor = int(warmup), int(total_steps), float(lr_floor)
@@ -94,7 +98,7 @@ class BackboneLitModule(L.LightningModule):
         return self.model(input_ids)
 
     def loss_parts(self, batch: dict, lam: float) -> LossParts:
-        logits = self.model(batch["input_ids"])
+        logits = (self._compiled_model or self.model)(batch["input_ids"])
         return composite_loss(logits, batch["targets"], batch["probe_mask"], lam)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

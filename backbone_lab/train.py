@@ -143,6 +143,7 @@ def train(cfg: DictConfig) -> dict:
         lr_floor=float(cfg.schedule.floor),
         run_dir=run_dir,
         divergence_loss=cfg.train.divergence_loss,
+        compile=bool(cfg.train.compile),
     )
     if cfg.get("init_from"):
         from backbone_lab.init_from import load_initial_weights
