@@ -27,7 +27,7 @@ CODEWORDS_FILE = "codewords.json"
 def codeword_candidates(tokenizer: TextTokenizer, min_len: int = 4) -> list[str]:
     """Sorted pool of single-token uppercase words (see module docstring)."""
     ids = sorted(set(tokenizer.get_vocab().values()))
-    words = {tokenizer.decode([i]).strip() for i in ids}
+    words = {w.strip() for w in tokenizer.tok.decode_batch([[i] for i in ids], skip_special_tokens=False)}
     words = sorted(w for w in words if len(w) >= min_len and w.isascii() and w.isalpha() and w.isupper())
     encoded = tokenizer.encode_batch([" " + w for w in words])
     return [w for w, ids in zip(words, encoded) if len(ids) == 1]
