@@ -261,13 +261,19 @@ def _final_eval_numbers(run_dir: Path) -> dict:
 
 
 def _headline(summary: dict) -> dict:
-    """A few analysis numbers for the DONE marker / sweeper (full summary in analysis/)."""
-    out = {}
-    for key in ("pc1_rownorm", "pc1_raw", "k95_raw", "k99_raw", "drift_norm_final", "backbone_fraction_final",
-                "backbone_fraction_mean"):
-        if key in summary:
-            out[key] = summary[key]
-    return out
+    """A few analysis numbers for the DONE marker and the console (full summary in analysis/)."""
+    pca, dec = summary.get("pca", {}), summary.get("decomposition", {})
+    out = {
+        "pc1_rownorm_pct": pca.get("rownorm", {}).get("pc1_pct"),
+        "pc1_raw_pct": pca.get("raw", {}).get("pc1_pct"),
+        "k95_raw": pca.get("raw", {}).get("k95"),
+        "drift_norm_final": dec.get("norm_delta_final"),
+        "backbone_frac_final": dec.get("backbone_frac_final"),
+        "backbone_frac_mean": dec.get("backbone_frac_mean"),
+        "rho_mean": summary.get("rolling", {}).get("rho_mean"),
+        "report": str(Path(summary.get("out_dir", "")) / "report.md"),
+    }
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _finish_wandb() -> None:
