@@ -112,3 +112,21 @@ def test_module_entry_no_traceback(tmp_path):
     assert "lightning" not in subprocess.run(
         [sys.executable, "-c", "import sys, backbone_lab.analysis.run_analysis, backbone_lab.analysis.cli; print(sorted(m for m in sys.modules if 'lightning' in m))"],
         cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout.replace("[]", "")
+
+
+def test_diagnostics_hook(tmp_path):
+    from backbone_lab.analysis.config import AnalysisConfig
+    from backbone_lab.analysis.run_analysis import register_diagnostic, run_analysis
+
+    @register_diagnostic("probe_gram")
+    def probe(ctx):
+        return {"T": len(ctx["steps"]), "has_trunk": "trunk" in ctx["grams"], "coeffs": len(ctx["backbone_coeffs"])}
+
+    run = tiny_run(tmp_path / "run", with_metrics=False, steps=list(range(0, 130, 10)))
+    s = run_analysis(run, AnalysisConfig(figures=False, report=False, rolling_window=4, diagnostics=["probe_gram"]))
+    assert s["diagnostics"]["probe_gram"] == {"T": 13, "has_trunk": True, "coeffs": 13}
+    with pytest.raises(ValueError, match="unknown diagnostic"):
+        run_analysis(run, AnalysisConfig(figures=False, report=False, rolling_window=4, diagnostics=["nope"]))
+    s = run_analysis(run, AnalysisConfig(figures=False, report=False, rolling_window=4, save_backbone=True))
+    vb = np.load(s["backbone_file"])
+    assert vb.shape == (s["dim"],) and abs(np.linalg.norm(vb) - 1) < 1e-5

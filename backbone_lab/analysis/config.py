@@ -65,6 +65,9 @@ class AnalysisConfig:
     """σ of p_ood for switch-pair tiers (A ≥ 3σ, B ≥ 2σ); None = no tiers."""
     switch_top_k: int = 6
     """E_{2:k} transverse-energy upper index (paper: 6)."""
+    window_sets: Optional[list[list[int]]] = None
+    """Checkpoint windows [s0, s1, ...] for SPEC §5.13 window geometry within this run
+    (anchor s0, row-normalised PC1 %, k95, k99, drift, sub-window stability)."""
     chunk_mb: int = 64
     """Float64 working block size of the streamed Gram (MiB)."""
     device: Optional[str] = None
@@ -108,6 +111,10 @@ class AnalysisConfig:
             errs.append("switch_prominence >= 0, switch_neighbourhood >= 1, switch_top_k >= 2 required")
         if self.device is not None and not str(self.device).startswith(VALID_DEVICES_PREFIX):
             errs.append(f"device must start with one of {VALID_DEVICES_PREFIX}, got {self.device!r}")
+        if self.window_sets is not None:
+            for w in self.window_sets:
+                if len(w) < 2 or sorted(w) != list(w):
+                    errs.append(f"window {w} must list >= 2 increasing steps")
         if self.fit_windows is not None:
             for w in self.fit_windows:
                 if len(w) != 2 or not w[0] < w[1]:

@@ -18,8 +18,11 @@ Peak memory: O(T² · groups + T · chunk), independent of D.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +32,16 @@ from backbone_lab.trajectory.store import TrajectoryError, TrajectoryReader, mer
 ProgressFn = Callable[[int, int], None]
 
 DEFAULT_CHUNK_BYTES = 64 << 20  # size of the float64 working block (T × c × 8 bytes)
+_BLOCK_COLS = 4096  # cache-sized sub-block for the float64 difference + rank update
+
+
+def _blas_single_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(1, user_api="blas")
+    except Exception:  # pragma: no cover - threadpoolctl missing
+        return contextlib.nullcontext()
 
 
 @dataclass
@@ -120,6 +133,8 @@ def stream_grams(
     device: str | None = None,
     verify: bool = True,
     progress: ProgressFn | None = None,
+    threads: int | None = None,
+    prefetch: bool = True,
 ) -> dict[str, DriftGram]:
     """One streamed pass: drift Grams of several column groups (and several stores).
 
@@ -136,6 +151,9 @@ def stream_grams(
             for torch float64 matmuls.
         verify: chain crc32 over whole files while streaming (only when the union covers them).
         progress: optional callback(done_columns, total_columns).
+        threads: compute threads for the numpy path (default min(8, cpu count)); BLAS is limited
+            to one thread each meanwhile (T×T rank updates do not scale inside BLAS).
+        prefetch: read (and crc-check) the next chunk in a background thread.
 
     Returns:
         name -> DriftGram. For several readers the Gram rows are the concatenation; ``steps`` of
@@ -176,37 +194,71 @@ def stream_grams(
 
         tdev = torch.device(device)
         acc = {g: torch.zeros((T, T), dtype=torch.float64, device=tdev) for g in groups}
+        n_threads = 1
     else:
-        acc = {g: np.zeros((T, T), dtype=np.float64) for g in groups}
+        n_threads = max(1, int(threads if threads is not None else min(8, os.cpu_count() or 1)))
+        accs = [{g: np.zeros((T, T), dtype=np.float64) for g in groups} for _ in range(n_threads)]
+        bufs = [np.empty((T, _BLOCK_COLS), dtype=np.float64) for _ in range(n_threads)]
+        pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
 
-    t0 = time.perf_counter()
-    gens = [r.iter_column_chunks(chunk_cols, steps=s, columns=union, verify=verify) for r, s in zip(readers, steps_l)]
-    done = 0
-    for parts in zip(*gens):
-        sl = parts[0][0]
-        block = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts], axis=0)
-        # split the chunk at segment boundaries so each piece belongs to a fixed set of groups
+    def pieces(sl: slice) -> list[tuple[int, int, list[str]]]:
+        """Split a chunk at segment boundaries and into cache-sized blocks: (a, b, groups)."""
         cut = bounds[(bounds > sl.start) & (bounds < sl.stop)]
         edges = [sl.start, *cut.tolist(), sl.stop]
-        if use_torch:
-            X = torch.from_numpy(block).to(tdev).double()
-            X -= X[ref_row].clone()
-        else:
-            X = block.astype(np.float64)
-            X -= X[ref_row].copy()
+        out_p = []
         for a, b in zip(edges[:-1], edges[1:]):
             seg = int(np.searchsorted(bounds, a, side="right")) - 1
             names = members[seg] if 0 <= seg < len(members) else []
-            if not names:
-                continue
-            Xs = X[:, a - sl.start: b - sl.start]
-            g = Xs @ Xs.T
+            if names:
+                out_p.extend((x, min(x + _BLOCK_COLS, b), names) for x in range(a, b, _BLOCK_COLS))
+        return out_p
+
+    def work(k: int, block: np.ndarray, c0: int, my: list[tuple[int, int, list[str]]]) -> None:
+        # float32 -> float64 and the exact difference to the reference row, in cache-sized
+        # blocks, then a rank-update of the T×T Gram (BLAS syrk)
+        acc_k, buf = accs[k], bufs[k]
+        for a, b, names in my:
+            Y = buf[:, : b - a]
+            np.subtract(block[:, a - c0: b - c0], block[ref_row, a - c0: b - c0], out=Y, dtype=np.float64)
+            g = Y @ Y.T
             for n in names:
-                acc[n] += g
-        done += sl.stop - sl.start
-        if progress is not None:
-            progress(done, total)
+                acc_k[n] += g
+
+    t0 = time.perf_counter()
+    gens = [r.iter_column_chunks(chunk_cols, steps=s, columns=union, verify=verify, prefetch=prefetch) for r, s in zip(readers, steps_l)]
+    done = 0
+    limiter = _blas_single_thread() if (not use_torch and n_threads > 1) else contextlib.nullcontext()
+    try:
+        with limiter:
+            for parts in zip(*gens):
+                sl = parts[0][0]
+                block = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts], axis=0)
+                if use_torch:
+                    X = torch.from_numpy(block).to(tdev).double()
+                    X -= X[ref_row].clone()
+                    for a, b, names in pieces(sl):
+                        Xs = X[:, a - sl.start: b - sl.start]
+                        g = Xs @ Xs.T
+                        for n in names:
+                            acc[n] += g
+                else:
+                    ps = pieces(sl)
+                    if pool is None:
+                        work(0, block, sl.start, ps)
+                    else:
+                        share = [ps[k::n_threads] for k in range(n_threads)]
+                        list(pool.map(lambda k: work(k, block, sl.start, share[k]), range(n_threads)))
+                done += sl.stop - sl.start
+                if progress is not None:
+                    progress(done, total)
+    finally:
+        for gen in gens:
+            gen.close()
+        if not use_torch and pool is not None:
+            pool.shutdown()
     elapsed = time.perf_counter() - t0
+    if not use_torch:
+        acc = {g: sum(a[g] for a in accs) for g in groups}
 
     out = {}
     for g, M in acc.items():
@@ -222,6 +274,7 @@ def stream_grams(
                 "crc_verified": bool(verify and full_cover),
                 "stream_seconds": elapsed,
                 "chunk_cols": chunk_cols,
+                "threads": n_threads,
                 "device": device or "numpy",
                 "sources": src_of_row.tolist() if len(readers) > 1 else None,
                 "ref_source": int(ref[0]),

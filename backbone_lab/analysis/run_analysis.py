@@ -64,6 +64,21 @@ def register_diagnostic(name: str) -> Callable:
     return deco
 
 
+def resolve_diagnostic(name: str) -> Callable[[dict], dict]:
+    """A registered diagnostic, or ``package.module:function`` imported on demand."""
+    if name in DIAGNOSTICS:
+        return DIAGNOSTICS[name]
+    if ":" in name:
+        import importlib
+
+        mod, _, fn = name.partition(":")
+        try:
+            return getattr(importlib.import_module(mod), fn)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"diagnostic {name!r} cannot be imported ({e})") from None
+    raise ValueError(f"unknown diagnostic {name!r}; registered: {sorted(DIAGNOSTICS)} (or give module:function)")
+
+
 # ----------------------------------------------------------------------------- step selection
 def auto_cadence(steps: Sequence[int]) -> int:
     """Largest step spacing that occurs at least twice (0 = none repeats: use all steps)."""
@@ -305,6 +320,17 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
                     float(np.asarray(_unit(gb, d["peak"], d["trough"])) @ gb.G @ (c / gb.norm(c))) for d in sp]
         summary["switching"] = sw
 
+    # ---- window geometry (SPEC §5.13) for explicit checkpoint windows of this run
+    if cfg.window_sets:
+        from backbone_lab.analysis.windows import window_geometry
+
+        wins = []
+        for w in cfg.window_sets:
+            missing = [x for x in w if x not in steps]
+            wins.append({"steps": list(w), "skipped": f"steps {missing} not analysed (check cadence/exclude_steps)"} if missing
+                        else window_geometry(gram, w))
+        summary["windows"] = wins
+
     # ---- reheating (W16)
     if cfg.source_run:
         from backbone_lab.analysis.reheating import reheating_projection
@@ -326,9 +352,7 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
                "anchor_step": anchor, "backbone_coeffs": vb, "metrics": metrics, "summary": summary}
         summary["diagnostics"] = {}
         for name in cfg.diagnostics:
-            if name not in DIAGNOSTICS:
-                raise ValueError(f"unknown diagnostic {name!r}; registered: {sorted(DIAGNOSTICS)}")
-            summary["diagnostics"][name] = DIAGNOSTICS[name](ctx)
+            summary["diagnostics"][name] = resolve_diagnostic(name)(ctx)
 
     # ---- files
     _write_outputs(out_dir, summary, steps, dec, metrics, p_raw, p_rn, roll, phases, gram, grams, ua_rows)

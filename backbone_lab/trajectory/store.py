@@ -67,6 +67,22 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _atomic_write_arrays(path: Path, arrays: list[np.ndarray]) -> None:
+    """Write arrays back to back into ``path`` atomically, without concatenating them in memory."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for a in arrays:
+                f.write(memoryview(a).cast("B"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def _f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     """Round-to-nearest-even float32 -> bfloat16 bit pattern (uint16); NaN stays NaN."""
     u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
@@ -196,12 +212,12 @@ class TrajectoryWriter:
 
         crc = 0
         nbytes = 0
-        chunks: list[bytes] = []
+        arrays: list[np.ndarray] = []
         for _, v in items:
-            b = _to_storage(v, self.dtype).tobytes()
-            crc = zlib.crc32(b, crc)
-            nbytes += len(b)
-            chunks.append(b)
+            a = _to_storage(v, self.dtype)  # no copy for contiguous float32 numpy input
+            crc = zlib.crc32(memoryview(a).cast("B"), crc)
+            nbytes += a.nbytes
+            arrays.append(a)
         crc_hex = f"{crc & 0xFFFFFFFF:08x}"
         fname = snapshot_filename(step)
         fpath = self.path / fname
@@ -221,7 +237,7 @@ class TrajectoryWriter:
             if fpath.stat().st_size == nbytes and _file_crc(fpath) == crc_hex:
                 self._register(step, fname, crc_hex, nbytes)
                 return False
-        _atomic_write_bytes(fpath, b"".join(chunks))
+        _atomic_write_arrays(fpath, arrays)
         self._register(step, fname, crc_hex, nbytes)
         return True
 
@@ -453,13 +469,16 @@ class TrajectoryReader:
         steps: Sequence[int] | None = None,
         columns: Sequence[slice] | None = None,
         verify: bool | None = None,
+        prefetch: bool = False,
     ) -> Iterator[tuple[slice, np.ndarray]]:
         """Stream ``(col_slice, block)`` with ``block`` float32 of shape ``(len(steps), c)``, c <= chunk_cols.
 
         Columns are visited in increasing order over ``columns`` (default: all). Each yielded
         block is a fresh array. With ``verify`` and a stream covering whole files (``columns`` =
         all), each file's crc32 is chained over its chunks and checked at the end: a mismatch
-        raises ``TrajectoryError``. Files are read with positioned reads, never loaded whole.
+        raises ``TrajectoryError``. Files are read with positioned reads into the block (no mmap,
+        so the page cache is not charged to the process RSS), never loaded whole. ``prefetch``
+        reads (and checksums) the next chunk in a background thread.
         """
         steps = list(self.steps if steps is None else steps)
         for s in steps:
@@ -469,7 +488,13 @@ class TrajectoryReader:
             if r.start < 0 or r.stop > self.dim or r.start >= r.stop:
                 raise TrajectoryError(f"{self.path}: column range {r} outside [0, {self.dim})")
         do_verify = (self.verify if verify is None else verify) and ranges == [slice(0, self.dim)]
-        chunk_cols = max(1, int(chunk_cols))
+        gen = self._chunks(max(1, int(chunk_cols)), steps, ranges, do_verify)
+        if not prefetch:
+            yield from gen
+            return
+        yield from _prefetched(gen)
+
+    def _chunks(self, chunk_cols: int, steps: list[int], ranges: list[slice], do_verify: bool) -> Iterator[tuple[slice, np.ndarray]]:
         isz = self.itemsize
         sdt = _NP_STORAGE[self.dtype]
         crcs = [0] * len(steps)
@@ -501,6 +526,55 @@ class TrajectoryReader:
                 got = f"{crcs[i] & 0xFFFFFFFF:08x}"
                 if got != self._snap[s]["crc32"]:
                     raise TrajectoryError(self._crc_msg(s, got))
+
+
+_DONE = object()
+
+
+def _prefetched(gen: Iterator, depth: int = 1) -> Iterator:
+    """Run ``gen`` one item ahead in a daemon thread (file reads and zlib release the GIL)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def producer() -> None:
+        try:
+            for item in gen:
+                while not stop.is_set():
+                    try:
+                        q.put((True, item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            else:
+                q.put((True, _DONE))
+        except BaseException as e:  # forwarded to the consumer
+            q.put((False, e))
+        finally:
+            gen.close()
+
+    th = threading.Thread(target=producer, daemon=True, name="trajectory-prefetch")
+    th.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        while th.is_alive():
+            try:
+                q.get_nowait()
+            except Exception:
+                pass
+            th.join(timeout=0.05)
 
 
 def merge_ranges(ranges: Sequence[slice]) -> list[slice]:
