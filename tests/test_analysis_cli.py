@@ -130,3 +130,22 @@ def test_diagnostics_hook(tmp_path):
     s = run_analysis(run, AnalysisConfig(figures=False, report=False, rolling_window=4, save_backbone=True))
     vb = np.load(s["backbone_file"])
     assert vb.shape == (s["dim"],) and abs(np.linalg.norm(vb) - 1) < 1e-5
+
+
+def test_reheating_through_cli(tmp_path):
+    src = tiny_run(tmp_path / "src", with_metrics=False, steps=[0, 1] + list(range(200, 2001, 200)))
+    from backbone_lab.trajectory.store import TrajectoryReader
+
+    r = TrajectoryReader(src)
+    last = r.load_named(2000)
+    w = TrajectoryWriter(tmp_path / "reheat" / "trajectory")
+    rng = np.random.default_rng(9)
+    for k, s in enumerate([0, 100, 200, 300, 400]):
+        w.append(s, {n: v + 0.01 * k * rng.standard_normal(v.shape).astype(np.float32) for n, v in last.items()})
+    rc = main([str(tmp_path / "reheat"), f"source_run={src}", "figures=false", "rolling_window=3", "cadence=0"])
+    assert rc == 0
+    s = json.loads((tmp_path / "reheat" / "analysis" / "summary.json").read_text())
+    rh = s["reheating"]
+    assert rh["steps"] == [0, 100, 200, 300, 400] and rh["source_anchor_step"] == 0
+    assert rh["a"][0] == pytest.approx(rh["source_a_final"], rel=1e-6)
+    assert "Reheating projection" in (tmp_path / "reheat" / "analysis" / "report.md").read_text()

@@ -253,3 +253,14 @@ def test_joint_stream_requires_same_layout(tmp_path):
     TrajectoryWriter(tmp_path / "b").append(0, {"y": np.zeros(4, np.float32)})
     with pytest.raises(TrajectoryError, match="layout differs"):
         stream_grams([TrajectoryReader(tmp_path / "a"), TrajectoryReader(tmp_path / "b")], {"all": [slice(0, 4)]})
+
+
+def test_window_backbone_variant3():
+    from backbone_lab.analysis.windows import window_backbone
+
+    X, steps, e1, u, phi = rotating(noise=1e-6)
+    g = gram_from_matrix(X, steps)
+    c = window_backbone(g, [int(s) for s in steps[:11]])  # early phase: direction e1
+    assert (X.T @ c) @ e1 == pytest.approx(1, abs=1e-6)
+    res = update_alignment(g, c, [(5000, 5200), (600, 800)], label="start")
+    assert res["cos"][0] == pytest.approx(np.cos(phi), abs=1e-4) and res["cos"][1] == pytest.approx(1, abs=1e-6)

@@ -225,7 +225,7 @@ def stream_grams(
                 acc_k[n] += g
 
     t0 = time.perf_counter()
-    gens = [r.iter_column_chunks(chunk_cols, steps=s, columns=union, verify=verify, prefetch=prefetch) for r, s in zip(readers, steps_l)]
+    gens = [r.iter_column_chunks(chunk_cols, steps=s, columns=union, verify=verify, prefetch=prefetch, reuse_buffers=True) for r, s in zip(readers, steps_l)]
     done = 0
     limiter = _blas_single_thread() if (not use_torch and n_threads > 1) else contextlib.nullcontext()
     try:

@@ -56,6 +56,20 @@ def window_geometry(gram: DriftGram, window_steps: Sequence[int], sub_window: in
     return out
 
 
+def window_backbone(gram: DriftGram, window_steps: Sequence[int], row_normalise: bool = True) -> np.ndarray:
+    """Unit PC1 of a window (anchor = first step), sign-fixed so the last row projects positively.
+
+    Coefficients over ``gram``'s rows; feed to ``update_alignment`` for SPEC §5.8 variant 3
+    (e.g. the SGD-control window [600, 2000] evaluated at t ∈ {1000, 1600, 2200, 3000, 3800}).
+    """
+    st = [int(s) for s in window_steps]
+    T = len(gram.steps)
+    ai = gram.index(st[0])
+    c = pca_rows(gram, coeff_rows(T, gram.indices(st[1:]), ai), row_normalise=row_normalise, n_dirs=1).v1
+    p = gram.G @ c
+    return -c if p[gram.index(st[-1])] - p[ai] < 0 else c
+
+
 def matched_step(eval_steps: Sequence[int], val_loss: Sequence[float], target: float, candidates: Sequence[int] | None = None) -> int:
     """Eval step whose val loss is closest to ``target`` (restricted to ``candidates`` if given)."""
     st = np.asarray(eval_steps)

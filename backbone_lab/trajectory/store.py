@@ -441,12 +441,16 @@ class TrajectoryReader:
         return cols
 
     # ------------------------------------------------------------------ loading
-    def _decode(self, raw: np.ndarray) -> np.ndarray:
+    def _decode(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if self.dtype == "float32":
             return raw.astype(np.float32, copy=False)
+        if out is None:
+            return raw.astype(np.float32) if self.dtype == "float16" else bf16_bits_to_f32(raw)
         if self.dtype == "float16":
-            return raw.astype(np.float32)
-        return bf16_bits_to_f32(raw)
+            np.copyto(out, raw)
+        else:
+            np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
+        return out
 
     def load(self, step: int, verify: bool | None = None) -> np.ndarray:
         """The whole snapshot of ``step`` as a float32 vector of shape ``(dim,)``."""
@@ -470,6 +474,7 @@ class TrajectoryReader:
         columns: Sequence[slice] | None = None,
         verify: bool | None = None,
         prefetch: bool = False,
+        reuse_buffers: bool = False,
     ) -> Iterator[tuple[slice, np.ndarray]]:
         """Stream ``(col_slice, block)`` with ``block`` float32 of shape ``(len(steps), c)``, c <= chunk_cols.
 
@@ -478,7 +483,9 @@ class TrajectoryReader:
         all), each file's crc32 is chained over its chunks and checked at the end: a mismatch
         raises ``TrajectoryError``. Files are read with positioned reads into the block (no mmap,
         so the page cache is not charged to the process RSS), never loaded whole. ``prefetch``
-        reads (and checksums) the next chunk in a background thread.
+        reads (and checksums) the next chunk in a background thread. ``reuse_buffers`` recycles a
+        small ring of block buffers instead of allocating each block (steady memory over long
+        streams; a yielded block is then only valid until the consumer asks for the next one).
         """
         steps = list(self.steps if steps is None else steps)
         for s in steps:
@@ -488,22 +495,30 @@ class TrajectoryReader:
             if r.start < 0 or r.stop > self.dim or r.start >= r.stop:
                 raise TrajectoryError(f"{self.path}: column range {r} outside [0, {self.dim})")
         do_verify = (self.verify if verify is None else verify) and ranges == [slice(0, self.dim)]
-        gen = self._chunks(max(1, int(chunk_cols)), steps, ranges, do_verify)
+        gen = self._chunks(max(1, int(chunk_cols)), steps, ranges, do_verify, ring=4 if reuse_buffers else 0)
         if not prefetch:
             yield from gen
             return
         yield from _prefetched(gen)
 
-    def _chunks(self, chunk_cols: int, steps: list[int], ranges: list[slice], do_verify: bool) -> Iterator[tuple[slice, np.ndarray]]:
+    def _chunks(self, chunk_cols: int, steps: list[int], ranges: list[slice], do_verify: bool, ring: int = 0) -> Iterator[tuple[slice, np.ndarray]]:
         isz = self.itemsize
         sdt = _NP_STORAGE[self.dtype]
+        T = len(steps)
+        width = min(chunk_cols, max(r.stop - r.start for r in ranges))
+        # ring of flat buffers (raw storage, and decoded float32 for half dtypes): memory stays
+        # flat over long streams instead of depending on the allocator returning freed blocks
+        raws = [np.empty(T * width, dtype=sdt) for _ in range(ring)]
+        decs = [np.empty(T * width, dtype=np.float32) for _ in range(ring)] if ring and self.dtype != "float32" else []
+        k = 0
         crcs = [0] * len(steps)
         files = [open(self.file(s), "rb", buffering=0) for s in steps]
         try:
             for r in ranges:
                 for c0 in range(r.start, r.stop, chunk_cols):
                     c1 = min(c0 + chunk_cols, r.stop)
-                    raw = np.empty((len(steps), c1 - c0), dtype=sdt)
+                    n_c = c1 - c0
+                    raw = raws[k % ring][: T * n_c].reshape(T, n_c) if ring else np.empty((T, n_c), dtype=sdt)
                     for i, f in enumerate(files):
                         buf = memoryview(raw[i]).cast("B")
                         f.seek(c0 * isz)
@@ -517,7 +532,9 @@ class TrajectoryReader:
                             n += k
                         if do_verify:
                             crcs[i] = zlib.crc32(buf, crcs[i])
-                    yield slice(c0, c1), self._decode(raw)
+                    out = decs[k % ring][: T * n_c].reshape(T, n_c) if decs else None
+                    k += 1
+                    yield slice(c0, c1), self._decode(raw, out)
         finally:
             for f in files:
                 f.close()
