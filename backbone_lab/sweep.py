@@ -197,7 +197,8 @@ def run_sweep_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> di
             _write_redirect(job_dir, done, "done", fp)
             marker = read_marker(done)
             log.info("job %s: already done in %s (skipped)", job_dir.name, done)
-            return {"status": "skipped", "run_dir": str(done), **(marker[1] if marker else {})}
+            payload = marker[1] if marker else {}
+            return {**payload, "status": "skipped", "previous_status": payload.get("status"), "run_dir": str(done)}
         with open_dict(cfg):
             if unfinished is not None:
                 _write_redirect(job_dir, unfinished, "resumed", fp)
