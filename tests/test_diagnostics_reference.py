@@ -101,12 +101,26 @@ def test_records_append_flush_and_dedup(tmp_path):
     path = tmp_path / "diagnostics" / "x.csv"
     w = RecordWriter(path, ["step", "cos", "ref_source"])
     w.append({"step": 10, "cos": 0.5, "ref_source": "rolling(W=10)"})
-    w.append({"step": 20, "cos": float("nan"), "ref_source": "r"})
-    assert path.read_text().count("\n") == 3  # header + 2 rows, on disk already
+    w.append({"step": 20, "cos": np.float64("nan"), "ref_source": "r"})
+    w.append({"step": 30, "cos": np.float64(0.25), "ref_source": "r"})
+    assert path.read_text().count("\n") == 4  # header + 3 rows, on disk already
+    assert "np.float64" not in path.read_text()
     w2 = RecordWriter(path, ["step", "other"])  # resume: the existing header wins
     assert w2.columns == ["step", "cos", "ref_source"]
     with pytest.warns(UserWarning):
         w2.append({"step": 10, "cos": 0.7, "extra": 1})
     r = read_records(path)
-    assert list(r["step"]) == [10, 20] and r["cos"][0] == 0.7 and np.isnan(r["cos"][1])
+    assert list(r["step"]) == [10, 20, 30] and r["cos"][0] == 0.7 and np.isnan(r["cos"][1])
+    assert r["cos"][2] == 0.25
     assert read_records(tmp_path / "missing.csv") == {}
+
+
+def test_offline_step_and_delta_selection():
+    from backbone_lab.diagnostics.offline import auto_delta, auto_steps
+
+    stored = [0, 1] + list(range(25, 1001, 25))
+    assert auto_delta(stored) == 200
+    assert auto_delta([0, 1, 5, 10, 15, 20]) == 5
+    sel = auto_steps(stored, 8)
+    assert len(sel) == 8 and sel[0] == 1 and sel[-1] == 1000 and sel == sorted(sel)
+    assert auto_steps(stored, None) == [s for s in stored if s >= 1]

@@ -3,8 +3,9 @@
     plot_alignment(run_dir, out_png)  # per-batch gradient vs Δ-step update |cos| with the noise floor
     plot_fisher(run_dir, out_png)     # q(v_b) (log scale) over steps, q of random directions, anisotropy
 
-Both read `<run_dir>/diagnostics/*.csv` (or a `source` sub-folder such as `offline`), de-duplicate
-on step, and return the written path, or None when there is nothing to plot.
+Both read `<run_dir>/diagnostics/*.csv` (or a `source` sub-folder such as `offline`; or, when
+`run_dir` itself holds the CSVs, that folder), de-duplicate on step, and return the written
+path, or None when there is nothing to plot.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from backbone_lab.diagnostics.records import FILES, read_records
 
 
 def _dir(run_dir, source: str | None) -> Path:
-    d = Path(run_dir) / "diagnostics"
+    """`<run_dir>/diagnostics[/<source>]`; a folder that itself holds the CSVs is used as is."""
+    p = Path(run_dir)
+    if source is None and any((p / f).exists() for f in FILES.values()):
+        return p
+    d = p / "diagnostics"
     return d / source if source else d
 
 

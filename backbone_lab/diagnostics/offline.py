@@ -16,13 +16,14 @@ alignment needs the store only and is always exact.
 
 Configuration (a mapping; missing keys take these defaults):
 
-    steps: null            # steps for grad/Fisher (null: every stored step >= 1)
+    steps: null            # steps for grad/Fisher (null: n_steps evenly spaced stored steps >= 1)
+    n_steps: 8             # with steps=null; null = every stored step >= 1
     device: cpu
     out_dir: null          # default <run_dir>/diagnostics/offline (same CSV names as online)
     reference: {kind: global, anchor_step: 1, row_normalise: true, ...}   # ReferenceConfig
     reference_upto: all    # all: v_b from the whole run (hindsight, sign fixed at the end); step: ≤ t
     grad_alignment: {enabled: true, n_batches: 8, batch_size: 16, split_losses: true}
-    update_alignment: {enabled: true, delta: 200, sign_flip_min_run: 2}
+    update_alignment: {enabled: true, delta: 200, sign_flip_min_run: 2}   # delta: int | auto
     fisher: {enabled: true, estimators: [per_sample, minibatch], n_samples: 32,
              minibatch_batches: 8, minibatch_size: 16, n_random: 10, seed: 42,
              directions: [backbone, pc2, switching], switching: {steps: null, path: null},
@@ -56,6 +57,7 @@ from backbone_lab.objective import composite_loss, lambda_at
 
 DEFAULTS: dict = {
     "steps": None,
+    "n_steps": 8,
     "device": "cpu",
     "out_dir": None,
     "reference": {"kind": "global", "anchor_step": 1, "row_normalise": True},
@@ -207,6 +209,28 @@ def _default_batches(run_dir: Path, run_cfg: dict, c: dict, device: str) -> Call
     return source
 
 
+def auto_delta(stored: Sequence[int], preferred: int = 200) -> int:
+    """`preferred` if some stored pair is that far apart, else the most common snapshot spacing."""
+    have = set(int(s) for s in stored)
+    if any(s - preferred in have for s in have):
+        return preferred
+    gaps = np.diff(sorted(have))
+    gaps = gaps[gaps > 0]
+    if not len(gaps):
+        return preferred
+    vals, counts = np.unique(gaps, return_counts=True)
+    return int(vals[np.argmax(counts)])
+
+
+def auto_steps(stored: Sequence[int], n: int | None) -> list[int]:
+    """Up to `n` stored steps ≥ 1, evenly spaced by index, always including the last."""
+    cand = [int(s) for s in stored if s >= 1]
+    if n is None or len(cand) <= n:
+        return cand
+    idx = np.unique(np.round(np.linspace(0, len(cand) - 1, int(n))).astype(int))
+    return [cand[i] for i in idx]
+
+
 # ----------------------------------------------------------------------------- diagnostics
 def _grad_row(model: GPT, batches, lam: float, v: torch.Tensor, split: bool) -> dict:
     params = list(trunk.named_subset(model).values())
@@ -264,7 +288,7 @@ def run_offline_diagnostics(run_dir: str | Path, cfg: Mapping | None = None,
     schedule = (run_cfg.get("objective") or {}).get("lambda_schedule") or [[0, 2.0]]
     ref_cfg = ReferenceConfig.from_any(c["reference"])
     provider = ReferenceProvider(ref_cfg, run_dir, reader.dim, reader.names)
-    steps = [int(s) for s in (c["steps"] if c["steps"] is not None else [s for s in reader.steps if s >= 1])]
+    steps = [int(s) for s in (c["steps"] if c["steps"] is not None else auto_steps(reader.steps, c["n_steps"]))]
     D = reader.dim
     result: dict = {"steps": steps, "out_dir": str(out_dir), "grad_alignment": [], "update_alignment": [],
                     "fisher_per_sample": [], "fisher_minibatch": []}
@@ -285,7 +309,7 @@ def run_offline_diagnostics(run_dir: str | Path, cfg: Mapping | None = None,
     # update alignment: store only
     ua = c["update_alignment"]
     if ua.get("enabled", True):
-        delta = int(ua["delta"])
+        delta = auto_delta(reader.steps) if ua["delta"] == "auto" else int(ua["delta"])
         have = set(reader.steps)
         hist = []
         for s in reader.steps:
@@ -350,3 +374,45 @@ def run_offline_diagnostics(run_dir: str | Path, cfg: Mapping | None = None,
                     row.pop("trace", None)
                 emit(f"fisher_{est}", row)
     return result
+
+
+def analysis_hook(ctx: dict) -> dict:
+    """Adapter for the analysis CLI's diagnostics hook:
+
+        python -m backbone_lab.analyze <run_dir> diagnostics=[backbone_lab.diagnostics.offline:analysis_hook]
+
+    Runs `run_offline_diagnostics` with the defaults (global backbone anchored at the analysis
+    anchor, n_steps evenly spaced steps), writes the CSVs to `<analysis out_dir>/diagnostics/`,
+    the figures `fig2_alignment.png` / `fig3_fisher.png` next to them, and returns a small
+    JSON-able summary for summary.json.
+    """
+    from backbone_lab.diagnostics.figures import plot_alignment, plot_fisher
+
+    run_dir = Path(ctx["run_dir"])
+    out_dir = Path(ctx.get("out_dir") or run_dir / "analysis") / "diagnostics"
+    anchor = ctx.get("anchor_step")
+    cfg = {"out_dir": str(out_dir),
+           "reference": {"kind": "global", "anchor_step": int(anchor) if anchor is not None else 1,
+                         "row_normalise": True}}
+    cfg["update_alignment"] = {"delta": "auto"}
+    res = run_offline_diagnostics(run_dir, cfg)
+    figs = {}
+    for name, fn in (("fig2_alignment", plot_alignment), ("fig3_fisher", plot_fisher)):
+        p = fn(out_dir, out_dir / f"{name}.png")
+        if p is not None:
+            figs[name] = str(p)
+
+    def col(rows, key):
+        return [r.get(key) for r in rows]
+
+    return {
+        "steps": res["steps"],
+        "out_dir": str(out_dir),
+        "figures": figs,
+        "update_sign_flip_step": (res.get("update_summary") or {}).get("sign_flip_step"),
+        "update_mean_abs_cos": (res.get("update_summary") or {}).get("mean_abs_cos"),
+        "grad_abs_cos": col(res["grad_alignment"], "abs_cos"),
+        "q_backbone_minibatch": col(res["fisher_minibatch"], "q_backbone"),
+        "anisotropy_minibatch": col(res["fisher_minibatch"], "anisotropy"),
+        "anisotropy_per_sample": col(res["fisher_per_sample"], "anisotropy"),
+    }

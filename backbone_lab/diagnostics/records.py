@@ -27,9 +27,24 @@ FILES = {
 def _fmt(value) -> str:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "" if math.isnan(float(value)) else repr(float(value))
+    if isinstance(value, torch_tensor_types()):
+        return _fmt(value.item())
     return str(value)
+
+
+def torch_tensor_types() -> tuple:
+    try:
+        import torch
+
+        return (torch.Tensor,)
+    except ImportError:  # pragma: no cover
+        return ()
 
 
 class RecordWriter:
