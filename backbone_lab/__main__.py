@@ -44,5 +44,13 @@ def main(cfg: DictConfig) -> float | None:
     return float(value) if value is not None else None
 
 
+def _multirun_flag_first(argv: list[str]) -> list[str]:
+    """Hydra's argparse rejects overrides on both sides of `-m` (`+experiment=X -m seed=1,2`):
+    move `-m` / `--multirun` in front of the overrides so every spelling works."""
+    flags = [a for a in argv[1:] if a in ("-m", "--multirun")]
+    return argv[:1] + flags + [a for a in argv[1:] if a not in ("-m", "--multirun")]
+
+
 if __name__ == "__main__":
+    sys.argv = _multirun_flag_first(sys.argv)
     main()
