@@ -150,7 +150,7 @@ def test_tiny_sweep_end_to_end_survives_failures_and_skips_done_jobs(tmp_path):
     env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp_path / "out"), "WANDB_SILENT": "true",
            "WANDB_CACHE_DIR": str(tmp_path / "wandb_cache"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb_cfg")}
     tiny = [o for o in TINY_OVERRIDES if not o.startswith(("logger=", "callbacks="))]
-    cmd = [sys.executable, "-m", "backbone_lab", "-m", "+experiment=optimizer_demo", "optimizer=adamw,sgd_tiny",
+    cmd = [sys.executable, "-m", "backbone_lab", "+experiment=optimizer_demo", "-m", "optimizer=adamw,sgd_tiny",
            "model.n_head=4,3", "logger=wandb", "logger.wandb.mode=offline", f"paths.cache_dir={tmp_path / 'cache'}",
            "+analysis.figures=false", *tiny]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
