@@ -12,6 +12,7 @@ import math
 import os
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -104,6 +105,13 @@ def _instantiate_nodes(node: DictConfig | None) -> list:
     return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
+def _quiet_third_party_logs() -> None:
+    # Lightning prints accelerator facts and advertising through its own handler (shown twice
+    # under Hydra's logging); keep warnings only. A torch-internal deprecation is also noise.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
 def _reset_process_state() -> None:
     # A multirun executes jobs in one process: W&B and Lightning leave global state behind.
     for var in ("WANDB_MODE", "PL_GLOBAL_SEED", "WANDB_RUN_ID", "WANDB_RESUME"):
@@ -113,6 +121,7 @@ def _reset_process_state() -> None:
 def train(cfg: DictConfig) -> dict:
     """Train one run as described by `cfg`; returns headline numbers (also in `<run_dir>/DONE`)."""
     _reset_process_state()
+    _quiet_third_party_logs()
     run_dir = resolve_run_dir(cfg)
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)  # loggers and callbacks interpolate ${run_dir}

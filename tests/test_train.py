@@ -101,3 +101,15 @@ def test_run_dir_holding_a_different_run_is_refused(finished_run):
     tmp, _, _ = finished_run
     with pytest.raises(RunDirError, match="different run"):
         train(_cfg(tmp, "run", ["optimizer.lr=0.01"]))
+
+
+def test_trajectory_is_identical_for_any_number_of_workers(finished_run):
+    """Same config + seed -> same data, init and trajectory with 0 or 2 DataLoader workers."""
+    from backbone_lab.trajectory.store import TrajectoryReader
+
+    tmp, reference_dir, _ = finished_run
+    train(_cfg(tmp, "workers2", ["data.num_workers=2", "train.max_steps=10", "analyze=false"]))
+    ref, got = TrajectoryReader(reference_dir / "trajectory"), TrajectoryReader(tmp / "workers2" / "trajectory")
+    assert list(got.steps) == [0, 1, 5, 10]
+    for step in got.steps:
+        np.testing.assert_array_equal(got.load(step), ref.load(step), err_msg=f"step {step}")
