@@ -62,7 +62,6 @@ class _DiagnosticCallback(L.Callback):
     """Cadence, reference direction, CSV + logger output and resumable state."""
 
     group = "diag"  # metric group: diagnostics/<group>/...
-    csv_names: tuple[str, ...] = ()
 
     def __init__(self, every_n_steps: int, extra_steps: Sequence[int] = (), start_step: int = 1,
                  reference: Mapping | ReferenceConfig | None = None, subset: str = "trunk",
@@ -76,7 +75,7 @@ class _DiagnosticCallback(L.Callback):
         self.subset, self.enabled, self.log_to_loggers = subset, bool(enabled), bool(log_to_loggers)
         self._provider: ReferenceProvider | None = None
         self._writers: dict[str, RecordWriter] = {}
-        self._ref_cache: tuple[int, torch.Tensor] | None = None
+        self._ref_cache: tuple[tuple, torch.Tensor] | None = None
         self.run_dir: Path | None = None
         self.last_step = -1  # last step a diagnostic was computed at (state)
 
@@ -104,7 +103,7 @@ class _DiagnosticCallback(L.Callback):
         return torch.from_numpy(np.ascontiguousarray(vec)).to(device)
 
     def backbone_tensor(self, ref: ReferenceDirections, device) -> torch.Tensor:
-        key = id(ref.backbone)
+        key = (ref.source, tuple(ref.steps), ref.anchor_step, str(device))
         if self._ref_cache is None or self._ref_cache[0] != key:
             self._ref_cache = (key, self._to_device(ref, ref.backbone, device))
         return self._ref_cache[1]

@@ -221,6 +221,13 @@ def minibatch_gradient_rows(
         yield trunk.flatten(torch.zeros_like(p) if g is None else g for g, p in zip(gs, params))
 
 
+def _project64(V: torch.Tensor, g64: torch.Tensor, max_bytes: int = 1 << 29) -> torch.Tensor:
+    """V @ g in float64 without a full float64 copy of V (row chunks of ≤ `max_bytes`)."""
+    V = V.to(g64.device)
+    rows = max(1, int(max_bytes // (8 * max(1, V.shape[1]))))
+    return torch.cat([V[i : i + rows].double() @ g64 for i in range(0, V.shape[0], rows)])
+
+
 @dataclass
 class MinibatchRayleigh:
     q: torch.Tensor  # (K,) float64 Rayleigh quotients
@@ -246,12 +253,9 @@ def rayleigh_minibatch(
     V = _as_rows(directions)
     rows = G_rows() if callable(G_rows) else G_rows
     projs, trace, kept = [], 0.0, []
-    V64 = None
     for g in rows:
-        if V64 is None:
-            V64 = V.to(device=g.device, dtype=torch.float64)
         g64 = g.reshape(-1).double()
-        projs.append(V64 @ g64)
+        projs.append(_project64(V, g64))
         trace += float(g64 @ g64)
         if keep_gram:
             kept.append(g.detach().reshape(-1).cpu())
