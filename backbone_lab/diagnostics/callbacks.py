@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -78,6 +79,8 @@ class _DiagnosticCallback(L.Callback):
         self._ref_cache: tuple[tuple, torch.Tensor] | None = None
         self.run_dir: Path | None = None
         self.last_step = -1  # last step a diagnostic was computed at (state)
+        self.seconds_total = 0.0  # wall time spent in measurements (state; reported per row as `seconds`)
+        self._t0 = 0.0
 
     # -- plumbing -----------------------------------------------------------------------
     def due(self, step: int) -> bool:
@@ -108,7 +111,14 @@ class _DiagnosticCallback(L.Callback):
             self._ref_cache = (key, self._to_device(ref, ref.backbone, device))
         return self._ref_cache[1]
 
+    def start_timer(self) -> None:
+        self._t0 = time.perf_counter()
+
     def emit(self, trainer: L.Trainer, csv_name: str, row: dict, step: int, metric_prefix: str | None = None) -> None:
+        now = time.perf_counter()
+        row["seconds"] = now - self._t0  # cost of this row's measurement
+        self.seconds_total += now - self._t0
+        self._t0 = now
         if not trainer.is_global_zero:
             return
         if csv_name not in self._writers:
@@ -123,10 +133,11 @@ class _DiagnosticCallback(L.Callback):
                 logger.log_metrics(metrics, step=step)
 
     def state_dict(self) -> dict:
-        return {"last_step": self.last_step}
+        return {"last_step": self.last_step, "seconds_total": self.seconds_total}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.last_step = int(state_dict.get("last_step", -1))
+        self.seconds_total = float(state_dict.get("seconds_total", 0.0))
 
 
 # ----------------------------------------------------------------------------- gradient
@@ -174,6 +185,7 @@ class GradAlignmentCallback(_DiagnosticCallback):
             self._measure(trainer, pl_module, step)
 
     def _measure(self, trainer, pl_module, step: int) -> None:
+        self.start_timer()
         ref = self.reference(step - 1)
         if ref is None:
             return
@@ -278,6 +290,7 @@ class UpdateAlignmentCallback(_DiagnosticCallback):
         return None
 
     def _measure(self, trainer, pl_module, step: int) -> None:
+        self.start_timer()
         model = pl_module.model
         dev = next(model.parameters()).device
         base = self._base(step, dev)
@@ -319,7 +332,7 @@ class UpdateAlignmentCallback(_DiagnosticCallback):
         log.info("update alignment: sign flip at %s (zero crossings %s)", summ["sign_flip_step"], summ["zero_crossings"])
 
     def state_dict(self) -> dict:
-        st = {"last_step": self.last_step, "history": list(self.history)}
+        st = {"last_step": self.last_step, "seconds_total": self.seconds_total, "history": list(self.history)}
         if self.keep_in_checkpoint:
             st["pending"] = {int(s): t.detach().cpu().clone() for s, t in self._pending.items()}
         return st
@@ -456,6 +469,7 @@ class FisherCallback(_DiagnosticCallback):
         return None
 
     def measure(self, trainer, pl_module, step: int, batch=None) -> dict:
+        self.start_timer()
         ref = self.reference(step)
         if ref is None:
             return {}
