@@ -88,6 +88,19 @@ def write_report(out_dir: Path, s: dict) -> Path:
                 L.append(f"\nDimensionality: participation ratio {_fmt(dm['switch']['participation_ratio'], 2)} (k95 {dm['switch']['k95']}) vs "
                          f"same-regime baseline {_fmt(bl.get('participation_ratio'), 2)} (k95 {bl.get('k95', '—')}) and random "
                          f"{_fmt(dm['random_baseline_participation_ratio'], 2)}.\n")
+    diag_figs = dict(s.get("training_diagnostics", {}).get("figures", {}))
+    for entry in (s.get("diagnostics") or {}).values():
+        if isinstance(entry, dict):
+            out = Path(out_dir)
+            diag_figs.update({k: str(Path(v).resolve().relative_to(out.resolve()))
+                              for k, v in entry.get("figures", {}).items() if Path(v).resolve().is_relative_to(out.resolve())})
+    if diag_figs:
+        L.append("## Diagnostics: gradient vs update alignment, Fisher along the backbone (paper Figs. 2-3)\n")
+        L.append("Per-batch gradient |cos| with the backbone vs the accumulated update's, beside the noise floor; "
+                 "Rayleigh quotient q(v_b) of the empirical Fisher and the anisotropy q(v_b)/mean q(random). "
+                 "CSV files: `diagnostics/`.\n")
+        for name, rel in sorted(diag_figs.items()):
+            L.append(f"![{name}]({rel})\n")
     if "reheating" in s:
         r = s["reheating"]
         L.append("## Reheating projection (W16)\n")

@@ -354,6 +354,15 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
         for name in cfg.diagnostics:
             summary["diagnostics"][name] = resolve_diagnostic(name)(ctx)
 
+    # ---- the paper's Figs. 2/3 from diagnostics recorded during training (diagnostics callbacks)
+    if cfg.figures and (run_dir / "diagnostics").is_dir():
+        from backbone_lab.diagnostics.figures import plot_alignment, plot_fisher
+
+        figs = {name: Path(p).name for name, p in
+                (("fig2_alignment", plot_alignment(run_dir, out_dir / "fig2_alignment.png")),
+                 ("fig3_fisher", plot_fisher(run_dir, out_dir / "fig3_fisher.png"))) if p is not None}
+        summary["training_diagnostics"] = {"source": str(run_dir / "diagnostics"), "figures": figs}
+
     # ---- files
     _write_outputs(out_dir, summary, steps, dec, metrics, p_raw, p_rn, roll, phases, gram, grams, ua_rows)
     summary["elapsed_seconds"] = time.perf_counter() - t_start
