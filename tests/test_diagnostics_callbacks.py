@@ -127,6 +127,18 @@ def test_figures(diag_run, tmp_path):
     assert plot_fisher(tmp_path, tmp_path / "none.png") is None
 
 
+def test_report_embeds_figs_2_and_3_of_the_recorded_diagnostics(diag_run, tmp_path):
+    from backbone_lab.analysis.config import AnalysisConfig
+    from backbone_lab.analysis.run_analysis import run_analysis
+
+    _, run = diag_run
+    out = tmp_path / "analysis"
+    summary = run_analysis(run, AnalysisConfig(out_dir=str(out), switching=False, per_block=False))
+    assert set(summary["training_diagnostics"]["figures"]) == {"fig2_alignment", "fig3_fisher"}
+    report = (out / "report.md").read_text()
+    assert "![fig2_alignment](fig2_alignment.png)" in report and (out / "fig3_fisher.png").exists()
+
+
 def test_resume_continues_cadence_and_csvs(diag_run):
     """Crash at step 13 (last checkpoint: step 10), resume: de-duplicated CSVs equal the
     uninterrupted run's (CPU training is deterministic), incl. the update interval 10→20 whose
