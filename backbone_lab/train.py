@@ -26,6 +26,7 @@ from backbone_lab.lit_module import BackboneLitModule, DivergenceError
 from backbone_lab.model import GPTConfig, PRESETS
 from backbone_lab.run_markers import write_marker
 from backbone_lab.trajectory.callback import TrajectorySnapshotCallback, snapshot_steps
+from backbone_lab.trajectory.store import TrajectoryError
 
 log = logging.getLogger("backbone_lab")
 
@@ -215,8 +216,15 @@ def train(cfg: DictConfig) -> dict:
         result["steps_done"] = int(trainer.global_step)
         result.update(_final_eval_numbers(run_dir))
         if cfg.get("analyze", True) and snap.enabled:
-            summary = _analyse(run_dir, cfg.get("analysis"))
-            result.update(_headline(summary))
+            try:
+                summary = _analyse(run_dir, cfg.get("analysis"))
+                result.update(_headline(summary))
+            except TrajectoryError as err:
+                if result["status"] != "diverged":
+                    raise
+                # diverged before enough snapshots for the analysis: still a clean, diverged run
+                log.warning("no analysis of the diverged run: %s", err)
+                result["analysis_skipped"] = str(err)
         write_marker(run_dir, "DONE", result)
     except BaseException as err:
         write_marker(run_dir, "FAILED", {"error": f"{type(err).__name__}: {err}",
