@@ -122,6 +122,15 @@ def test_diverging_run_is_marked_and_still_analysed(tmp_path):
     assert (tmp_path / "div" / "analysis" / "summary.json").exists()
 
 
+def test_run_diverging_before_two_snapshots_is_still_a_clean_diverged_run(tmp_path):
+    from backbone_lab.train import train
+
+    result = train(_tiny(tmp_path, "div1", ["train.divergence_loss=1e-3"]))  # the first loss (~19) is "too high"
+    assert result["status"] == "diverged" and result["diverged_at_step"] == 1
+    state, payload = read_marker(tmp_path / "div1")
+    assert state == "DONE" and payload["status"] == "diverged" and "analysis_skipped" in payload
+
+
 def test_reheating_starts_from_source_weights_with_fresh_optimizer(tmp_path):
     from backbone_lab.trajectory.store import TrajectoryReader
     from backbone_lab.train import train
