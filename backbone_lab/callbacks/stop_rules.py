@@ -75,7 +75,7 @@ class EarlyStopRule(L.Callback):
         if self.best_p_ood_below is not None:
             checks.append((best < self.best_p_ood_below, f"best p_ood {best:.4g} < {self.best_p_ood_below}"))
         stop = bool(checks) and all(ok for ok, _ in checks)
-        return {"stop": stop, "reason": " and ".join(text for _, text in checks),
+        return {"stop": stop, "reason": " and ".join(f"{text}: {'yes' if ok else 'no'}" for ok, text in checks),
                 "val_loss": val, "best_p_ood": best,
                 "conditions": {"val_loss_above": self.val_loss_above, "best_p_ood_below": self.best_p_ood_below}}
 

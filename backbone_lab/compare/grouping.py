@@ -12,8 +12,9 @@ from typing import Any
 
 from backbone_lab.compare.runs import Run
 
-# Keys that name places, presentation or bookkeeping: never "swept".
-IGNORED_PREFIXES = ("run_dir", "run_name", "paths.", "logger.", "callbacks.progress", "tags", "resume",
+# Keys that name places, presentation or bookkeeping: never "swept". Callback nodes are left out
+# too: their values are fixed by the experiment or derived (e.g. `optimizer: ${optimizer._target_}`).
+IGNORED_PREFIXES = ("run_dir", "run_name", "paths.", "logger.", "callbacks.", "tags", "resume",
                     "data.cache_dir", "data.num_workers", "analysis.source_run", "analysis.out_dir",
                     "analysis.progress", "experiment_name", "hydra.")
 
