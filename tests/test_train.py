@@ -104,11 +104,12 @@ def test_run_dir_holding_a_different_run_is_refused(finished_run):
 
 
 def test_trajectory_is_identical_for_any_number_of_workers(finished_run):
-    """Same config + seed -> same data, init and trajectory with 0 or 2 DataLoader workers."""
+    """Same config + seed -> same data, init and trajectory with 0 or 2 DataLoader workers
+    (the first 10 steps of the reference run: same lr schedule, total 30 steps)."""
     from backbone_lab.trajectory.store import TrajectoryReader
 
     tmp, reference_dir, _ = finished_run
-    train(_cfg(tmp, "workers2", ["data.num_workers=2", "train.max_steps=10", "analyze=false"]))
+    train(_cfg(tmp, "workers2", ["data.num_workers=2", "train.max_steps=10", "schedule.total=30", "analyze=false"]))
     ref, got = TrajectoryReader(reference_dir / "trajectory"), TrajectoryReader(tmp / "workers2" / "trajectory")
     assert list(got.steps) == [0, 1, 5, 10]
     for step in got.steps:
