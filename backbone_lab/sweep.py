@@ -162,11 +162,15 @@ def find_previous(experiment_root: Path, current_sweep: Path, fp: str) -> tuple[
     return None, unfinished
 
 
+_NOT_SWEPT = ("run_name", "resume", "run_dir", "experiment", "logger", "callbacks", "analyze", "hydra", "paths")
+
+
 def _swept_values(overrides: list[str]) -> dict[str, str]:
+    """The job's own `key=value` overrides, minus places / loggers / the experiment choice."""
     out = {}
     for item in overrides:
         key, sep, value = item.lstrip("+~").partition("=")
-        if sep and key not in ("run_name", "resume", "run_dir"):
+        if sep and key.split(".", 1)[0].split("/", 1)[0] not in _NOT_SWEPT:
             out[key] = value
     return out
 
