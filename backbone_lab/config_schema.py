@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 @dataclass
@@ -119,3 +120,21 @@ def register_configs() -> None:
     cs.store(group="schedule", name="schema", node=ScheduleSchema)
     cs.store(group="objective", name="schema", node=ObjectiveSchema)
     cs.store(group="snapshots", name="schema", node=SnapshotSchema)
+
+
+def plain_container(value):
+    """OmegaConf nodes -> plain Python containers (resolved); anything else unchanged."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def drop_dotted_keys(data: dict, keys) -> dict:
+    """Remove top-level (`name`) or one-level dotted (`group.name`) keys from a plain dict, in place."""
+    for key in keys:
+        node, *rest = key.split(".")
+        if rest and isinstance(data.get(node), dict):
+            data[node].pop(rest[0], None)
+        elif not rest:
+            data.pop(node, None)
+    return data

@@ -31,6 +31,16 @@ class LossParts:
     n_probe: int  # number of probe target tokens
 
 
+def _token_losses(logits, targets, probe_mask):
+    """Per-token CE (B, T) and the LM / probe position masks (B, T) of SPEC §3.1."""
+    token_ce = F.cross_entropy(
+        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view_as(targets)
+    valid = targets != IGNORE_INDEX
+    probe = probe_mask & valid
+    return token_ce, valid & ~probe, probe
+
+
 def composite_loss(
     logits: torch.Tensor, targets: torch.Tensor, probe_mask: torch.Tensor, lam: float
 ) -> LossParts:
@@ -38,12 +48,7 @@ def composite_loss(
 
     logits (B, T, V) float; targets (B, T) int64 with -100 = ignore; probe_mask (B, T) bool.
     """
-    token_ce = F.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view_as(targets)
-    valid = targets != IGNORE_INDEX
-    probe = probe_mask & valid
-    lm = valid & ~probe
+    token_ce, lm, probe = _token_losses(logits, targets, probe_mask)
     n_lm, n_probe = int(lm.sum()), int(probe.sum())
     zero = token_ce.new_zeros(())
     l_lm = (token_ce * lm).sum() / n_lm if n_lm else zero
@@ -58,12 +63,7 @@ def per_sample_composite_loss(
 
     Sequence i's loss is L_LM(i) + λ L_probe(i) with the token means taken within sequence i.
     """
-    token_ce = F.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view_as(targets)
-    valid = targets != IGNORE_INDEX
-    probe = probe_mask & valid
-    lm = valid & ~probe
+    token_ce, lm, probe = _token_losses(logits, targets, probe_mask)
     l_lm = (token_ce * lm).sum(1) / lm.sum(1).clamp_min(1)
     l_probe = (token_ce * probe).sum(1) / probe.sum(1).clamp_min(1)
     return l_lm + lam * l_probe

@@ -40,6 +40,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from backbone_lab.config_schema import drop_dotted_keys
 from backbone_lab.run_markers import read_marker, write_marker
 
 log = logging.getLogger("backbone_lab")
@@ -87,12 +88,7 @@ def comparable_config(cfg: DictConfig | dict) -> dict:
     """
     data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
     data.pop("hydra", None)
-    for key in FINGERPRINT_NEUTRAL_KEYS:
-        node, *rest = key.split(".")
-        if rest and isinstance(data.get(node), dict):
-            data[node].pop(rest[0], None)
-        elif not rest:
-            data.pop(node, None)
+    drop_dotted_keys(data, FINGERPRINT_NEUTRAL_KEYS)
     callbacks = data.get("callbacks")
     if isinstance(callbacks, dict):
         data["callbacks"] = {k: v for k, v in callbacks.items()

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from backbone_lab.callbacks.evaluation import EvaluationCallback, eval_steps
+from backbone_lab.config_schema import drop_dotted_keys
 from backbone_lab.errors import ConfigError, RunDirError
 from backbone_lab.lit_module import BackboneLitModule, DivergenceError
 from backbone_lab.model import GPTConfig, PRESETS
@@ -65,15 +66,7 @@ def build_model_config(model_cfg: DictConfig, vocab_size: int) -> GPTConfig:
 
 
 def _comparable(cfg: DictConfig) -> dict:
-    data = OmegaConf.to_container(cfg, resolve=True)
-    for key in RESUME_NEUTRAL_KEYS:
-        node, *rest = key.split(".")
-        if rest and isinstance(data.get(node), dict):
-            data[node].pop(rest[0], None)
-        elif not rest:
-            data.pop(node, None)
-    data.pop("run_name", None)
-    return data
+    return drop_dotted_keys(OmegaConf.to_container(cfg, resolve=True), RESUME_NEUTRAL_KEYS + ("run_name",))
 
 
 def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Path | None:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from backbone_lab import trunk
+from backbone_lab.config_schema import plain_container as _plain
 from backbone_lab.diagnostics import alignment as al
 from backbone_lab.diagnostics import fisher as fi
 from backbone_lab.diagnostics.records import FILES, RecordWriter
@@ -47,16 +48,6 @@ log = logging.getLogger("backbone_lab.diagnostics")
 ALIGN_KEYS = ("cos", "abs_cos", "par_frac", "perp_frac", "proj", "norm")
 
 
-def _plain(x):
-    """OmegaConf containers -> plain Python (Hydra passes nested nodes as DictConfig/ListConfig)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(x, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(x, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return x
 
 
 class _DiagnosticCallback(L.Callback):

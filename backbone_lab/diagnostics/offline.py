@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from backbone_lab import trunk
+from backbone_lab.config_schema import plain_container as _plain
 from backbone_lab.diagnostics import alignment as al
 from backbone_lab.diagnostics import fisher as fi
 from backbone_lab.diagnostics.records import FILES, RecordWriter
@@ -73,15 +74,6 @@ DEFAULTS: dict = {
 _REF_KEYS = set(ReferenceConfig.__dataclass_fields__)
 
 
-def _plain(x):
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(x, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(x, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return x
 
 
 def _merge(base: dict, over: Mapping | None) -> dict:
