@@ -1,12 +1,15 @@
 """Logger factories used by `conf/logger/*.yaml`.
 
 W&B runs offline when no API key is configured, so `wandb sync <run_dir>/wandb/offline-run-*`
-can upload them later; every job gets its own run (id, group, job_type, tags, config).
+can upload them later; every job gets its own run (id, group, job_type, tags, config), and a
+resumed run (`resume=auto`) continues its W&B run (the id is kept in `<run_dir>/wandb_run_id.txt`).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import string
 from pathlib import Path
 
 from lightning.pytorch.loggers import WandbLogger
@@ -17,6 +20,16 @@ def wandb_has_credentials() -> bool:
         return True
     netrc = Path.home() / ".netrc"
     return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def run_id(save_dir: str | Path) -> str:
+    """The W&B run id of the run folder `save_dir`: made once, reused when the run resumes."""
+    path = Path(save_dir) / "wandb_run_id.txt"
+    if path.exists():
+        return path.read_text().strip()
+    new_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    path.write_text(new_id + "\n")
+    return new_id
 
 
 def make_wandb_logger(
@@ -36,7 +49,8 @@ def make_wandb_logger(
     offline = mode == "offline" or (mode == "auto" and not wandb_has_credentials())
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     kwargs = dict(project=project, save_dir=save_dir, offline=offline, name=name, group=group,
-                  job_type=job_type, tags=list(tags or []), entity=entity, reinit="finish_previous")
+                  job_type=job_type, tags=list(tags or []), entity=entity, reinit="finish_previous",
+                  id=run_id(save_dir), resume="allow")
     if mode == "disabled":
         kwargs["mode"] = "disabled"
     logger = WandbLogger(**kwargs)

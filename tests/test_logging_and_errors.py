@@ -57,3 +57,11 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, args, needle):
     assert proc.returncode != 0
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_wandb_run_id_is_kept_for_a_resumed_run(tmp_path):
+    from backbone_lab.loggers import run_id
+
+    first = run_id(tmp_path)
+    assert first == run_id(tmp_path) and (tmp_path / "wandb_run_id.txt").exists()
+    assert run_id(tmp_path / "other") != first if (tmp_path / "other").mkdir() is None else True

@@ -54,17 +54,7 @@ def snapshot_filename(step: int) -> str:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write_arrays(path, [np.frombuffer(data, dtype=np.uint8)])
 
 
 def _atomic_write_arrays(path: Path, arrays: list[np.ndarray]) -> None:
