@@ -35,6 +35,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, out_png) -> Path:
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def _pos(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=float)
     return np.where(x > 0, x, np.nan)
@@ -76,12 +85,7 @@ def plot_alignment(run_dir, out_png, source: str | None = None) -> Path | None:
     ax.set_title("Gradient vs update alignment with the backbone")
     ax2.set_ylabel("signed update cos")
     ax2.set_xlabel("optimizer step")
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out_png)
 
 
 def plot_fisher(run_dir, out_png, source: str | None = None, estimator: str | None = None) -> Path | None:
@@ -113,9 +117,4 @@ def plot_fisher(run_dir, out_png, source: str | None = None, estimator: str | No
     ax2.set_ylabel("anisotropy α")
     ax2.set_xlabel("optimizer step")
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out_png)
