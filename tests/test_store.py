@@ -15,7 +15,6 @@ from backbone_lab.trajectory.store import (
     TrajectoryReader,
     TrajectoryWriter,
     bf16_bits_to_f32,
-    resolve_subset,
 )
 
 LAYOUT = [
@@ -82,7 +81,7 @@ def test_round_trip(traj):
 def test_subsets(traj):
     run, _ = traj
     r = TrajectoryReader(run / "trajectory")
-    trunk = resolve_subset(r, "trunk")
+    trunk = r.subset_columns("trunk")
     n_trunk = sum(sl.stop - sl.start for sl in trunk)
     assert n_trunk == r.dim - 16  # everything but ln1/ln2
     b0 = r.subset_columns("block0")

@@ -45,7 +45,7 @@ from backbone_lab.analysis.update_alignment import (
     noise_floor,
     update_alignment,
 )
-from backbone_lab.trajectory.store import TrajectoryError, TrajectoryReader, block_indices, resolve_trajectory_dir
+from backbone_lab.trajectory.store import TrajectoryError, TrajectoryReader, resolve_trajectory_dir
 
 # Extra offline diagnostics: name -> fn(context: dict) -> JSON-serialisable dict.
 # context keys: run_dir, out_dir, cfg, reader, grams, steps, anchor_step, backbone_coeffs, metrics, summary.
@@ -175,8 +175,8 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     if cfg.per_block and cfg.subset == "trunk":
         ln = cfg.per_block_ln
         if ln is None:
-            ln = any(".ln1." in n or ".ln2." in n for n in reader.names)
-        for b in block_indices(reader.names):
+            ln = reader.has_non_trunk_block_tensors
+        for b in reader.blocks:
             name = f"block{b}_ln" if ln else f"block{b}"
             groups[name] = reader.subset_columns(name)
             block_names.append(name)

@@ -5,23 +5,10 @@ is imported explicitly by training code, so analysis code never pulls in Lightni
 """
 
 from backbone_lab.trajectory.store import (
-    TRUNK_REGEX,
     TrajectoryError,
     TrajectoryReader,
     TrajectoryWriter,
-    block_indices,
-    resolve_subset,
     resolve_trajectory_dir,
-    subset_regex,
 )
 
-__all__ = [
-    "TRUNK_REGEX",
-    "TrajectoryError",
-    "TrajectoryReader",
-    "TrajectoryWriter",
-    "block_indices",
-    "resolve_subset",
-    "resolve_trajectory_dir",
-    "subset_regex",
-]
+__all__ = ["TrajectoryError", "TrajectoryReader", "TrajectoryWriter", "resolve_trajectory_dir"]

@@ -1,17 +1,23 @@
-"""On-disk trajectory store: one raw little-endian file per snapshot plus a JSON manifest.
+"""On-disk trajectory store: raw little-endian snapshot files plus a JSON manifest.
 
 Format (documented in ``docs/TRAJECTORY_FORMAT.md``)::
 
     trajectory/
-      manifest.json
-      snap_00000000.bin   all tensors flattened in canonical order, raw little-endian
+      manifest.json            layout (names, shapes, offsets, roles), dtype, slicing, meta
+      snap_00000000.bin        one process: all tensors flattened in canonical order
       snap_00000200.bin
       ...
+    or, written by W ranks in parallel (each rank its 1/W row slice of every tensor):
+      snapshots.rank0.json ... snapshots.rank{W-1}.json   each rank's own list of durable files
+      snap_00000200.rank0.bin ... snap_00000200.rank{W-1}.bin
 
-* ``TrajectoryWriter`` appends snapshots atomically (temp file + ``os.replace``), re-appending an
-  identical step is a no-op, a written snapshot is never overwritten.
+* ``TrajectoryWriter`` appends snapshots atomically (``backbone_lab.durable``: temp file in the
+  same folder, fsync, ``os.replace``); re-appending an identical step is a no-op and a written
+  snapshot is never overwritten. A sliced writer (``world_size > 1``) writes only its rank's
+  pieces (``layout.slice_pieces``) and its own index file, so no rank waits for another.
 * ``TrajectoryReader`` streams column blocks ``(T, c)`` of all snapshots without loading whole
-  files, verifying each file's crc32 on the fly when a stream covers whole files.
+  files, sliced or not (a step is complete when every rank lists it), verifying each file's
+  crc32 on the fly when a stream covers whole files.
 
 No Lightning / torch import at module level: torch is only touched if a torch tensor is appended.
 """
@@ -21,25 +27,24 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from backbone_lab.durable import atomic_write, atomic_write_json, ensure_free_space
+from backbone_lab.trajectory import layout as L
+
 FORMAT_NAME = "backbone_lab.trajectory"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1          # one file per snapshot (world size 1)
+SLICED_FORMAT_VERSION = 2   # one file per snapshot and rank
 MANIFEST = "manifest.json"
 DTYPES = ("float32", "float16", "bfloat16")
 _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 _NP_STORAGE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
-
-# Canonical parameter subsets (SPEC §1.3). ``trunk`` = regex R of the reference.
-TRUNK_REGEX = r"blocks\.\d+\.(attn\.qkv|attn\.out_proj|mlp\.w_up|mlp\.w_down)\.weight"
-_TRUNK_RE = re.compile(rf"^{TRUNK_REGEX}$")
 
 
 class TrajectoryError(ValueError):
@@ -49,28 +54,12 @@ class TrajectoryError(ValueError):
     """
 
 
-def snapshot_filename(step: int) -> str:
-    return f"snap_{int(step):08d}.bin"
+def snapshot_filename(step: int, rank: int | None = None) -> str:
+    return f"snap_{int(step):08d}.bin" if rank is None else f"snap_{int(step):08d}.rank{int(rank)}.bin"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write_arrays(path, [np.frombuffer(data, dtype=np.uint8)])
-
-
-def _atomic_write_arrays(path: Path, arrays: list[np.ndarray]) -> None:
-    """Write arrays back to back into ``path`` atomically, without concatenating them in memory."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for a in arrays:
-                f.write(memoryview(a).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def rank_index_filename(rank: int) -> str:
+    return f"snapshots.rank{int(rank)}.json"
 
 
 def _f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -89,8 +78,8 @@ def bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def _to_storage(value: Any, dtype: str) -> np.ndarray:
-    """Convert one tensor/array to a flat little-endian array of the storage dtype."""
+def to_storage(value: Any, dtype: str) -> np.ndarray:
+    """One tensor/array as a flat little-endian array of the storage dtype (host memory)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor, any device/dtype
         import torch
 
@@ -106,21 +95,42 @@ def _to_storage(value: Any, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(arr.reshape(-1), dtype=_NP_STORAGE[dtype])
 
 
-def _shape_of(value: Any) -> tuple[int, ...]:
-    return tuple(int(s) for s in value.shape)
+def _shape_of(value: Any) -> list[int]:
+    return [int(s) for s in value.shape]
+
+
+def crc32_hex(arrays: Sequence[np.ndarray]) -> str:
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(memoryview(a).cast("B"), crc)
+    return f"{crc & 0xFFFFFFFF:08x}"
+
+
+class EncodedSnapshot:
+    """A snapshot converted to storage arrays in host memory, with its crc32 and size: what the
+    (possibly background) writer turns into a file."""
+
+    def __init__(self, step: int, arrays: list[np.ndarray]):
+        self.step, self.arrays = int(step), arrays
+        self.crc32 = crc32_hex(arrays)
+        self.nbytes = int(sum(a.nbytes for a in arrays))
 
 
 class TrajectoryWriter:
     """Append-only writer of trunk snapshots.
 
     Args:
-        path: the ``trajectory/`` directory (created if missing). An existing manifest is
-            re-opened (resume): its dtype/subset/tensors must match.
-        tensors: optional canonical layout, a sequence of ``(name, shape)`` pairs or of dicts with
-            ``name`` and ``shape``; if None the first ``append`` fixes it.
+        path: the ``trajectory/`` directory (created if missing). An existing trajectory is
+            re-opened (resume): its dtype, subset, layout and world size must match.
+        tensors: the layout, a sequence of ``(name, shape)`` pairs or of dicts with ``name``,
+            ``shape`` and optionally the roles ``block`` (int or None) and ``trunk`` (bool) that the
+            model declares (``GPT.snapshot_tensors``); if None the first ``append`` fixes it
+            (roles by ``layout.default_roles``). Required when ``world_size > 1``.
         dtype: storage dtype, ``float32`` (default), ``float16`` or ``bfloat16`` (raw uint16).
         subset: label of the stored parameter subset (``trunk``, ``blocks_with_ln``, ``full``).
         meta: free-form JSON-serialisable dict stored in the manifest.
+        rank, world_size: with ``world_size > 1`` this writer stores only rank ``rank``'s row slice
+            of every tensor (``layout.slice_pieces``); ``append`` then takes the local pieces.
     """
 
     def __init__(
@@ -130,44 +140,59 @@ class TrajectoryWriter:
         dtype: str = "float32",
         subset: str = "trunk",
         meta: Mapping[str, Any] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if dtype not in DTYPES:
             raise TrajectoryError(f"unknown trajectory dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+        if not 0 <= rank < world_size:
+            raise TrajectoryError(f"rank {rank} outside world size {world_size}")
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self.dtype = dtype
-        self.subset = subset
+        self.dtype, self.subset = dtype, subset
+        self.rank, self.world_size = int(rank), int(world_size)
         self.meta = dict(meta or {})
-        self._tensors: list[dict] | None = None
+        self._tensors: list[dict] | None = L.build_layout(tensors) if tensors is not None else None
         self._snapshots: dict[int, dict] = {}
+        if self.sliced and self._tensors is None:
+            raise TrajectoryError(f"{self.path}: a sliced writer (world_size={world_size}) needs the full tensor layout")
         mpath = self.path / MANIFEST
         if mpath.exists():
-            m = _read_manifest(mpath)
-            if m["dtype"] != dtype:
-                raise TrajectoryError(
-                    f"{mpath}: existing trajectory has dtype {m['dtype']}, writer asked for {dtype}; "
-                    "use the same dtype or a new directory"
-                )
-            if m.get("subset") != subset:
-                raise TrajectoryError(
-                    f"{mpath}: existing trajectory stores subset {m.get('subset')!r}, writer asked for "
-                    f"{subset!r}; use the same subset or a new directory"
-                )
-            self._tensors = m["tensors"]
+            self._reopen(_read_manifest(mpath))
+        if self.sliced:
+            ipath = self.path / rank_index_filename(self.rank)
+            if ipath.exists():
+                self._snapshots = {int(s["step"]): s for s in _read_json(ipath)["snapshots"]}
+            if self.rank == 0:
+                self._write_manifest()
+        self._expected_local = None if self._tensors is None else self._local_shapes()
+
+    def _reopen(self, m: dict) -> None:
+        mpath = self.path / MANIFEST
+        if m["dtype"] != self.dtype:
+            raise TrajectoryError(f"{mpath}: existing trajectory has dtype {m['dtype']}, writer asked for {self.dtype}; "
+                                  "use the same dtype or a new directory")
+        if m.get("subset") != self.subset:
+            raise TrajectoryError(f"{mpath}: existing trajectory stores subset {m.get('subset')!r}, writer asked for "
+                                  f"{self.subset!r}; use the same subset or a new directory")
+        stored_w = int(m.get("slicing", {}).get("world_size", 1))
+        if stored_w != self.world_size:
+            raise TrajectoryError(f"{mpath}: existing trajectory was written by {stored_w} rank(s), this writer is one of "
+                                  f"{self.world_size}; resume with the same world size or use a new directory")
+        stored = L.with_roles(m["tensors"])
+        if self._tensors is not None and L.signature(self._tensors) != L.signature(stored):
+            raise TrajectoryError(f"{mpath}: tensor layout given to the writer differs from the existing manifest; "
+                                  "use a new trajectory directory")
+        self._tensors = self._tensors or stored
+        if not self.sliced:
             self._snapshots = {int(s["step"]): s for s in m["snapshots"]}
-            merged = dict(m.get("meta") or {})
-            merged.update(self.meta)
-            self.meta = merged
-        if tensors is not None:
-            layout = _layout([(_get(t, "name"), _get(t, "shape")) for t in tensors])
-            if self._tensors is not None and _sig(layout) != _sig(self._tensors):
-                raise TrajectoryError(
-                    f"{mpath}: tensor layout given to the writer differs from the existing manifest; "
-                    "use a new trajectory directory"
-                )
-            self._tensors = layout
+        self.meta = {**(m.get("meta") or {}), **self.meta}
 
     # ------------------------------------------------------------------ properties
+    @property
+    def sliced(self) -> bool:
+        return self.world_size > 1
+
     @property
     def steps(self) -> list[int]:
         return sorted(self._snapshots)
@@ -180,106 +205,99 @@ class TrajectoryWriter:
     def dim(self) -> int:
         return sum(t["numel"] for t in self._tensors or [])
 
-    # ------------------------------------------------------------------ writing
-    def append(self, step: int, named_tensors: Mapping[str, Any]) -> bool:
-        """Write the snapshot of ``step``; returns True if a new file was written.
+    def _local_shapes(self) -> list[list[int]]:
+        return [L.local_shape(t, self.rank, self.world_size) if self.sliced else t["shape"] for t in self._tensors]
 
-        ``named_tensors``: ordered mapping name -> torch tensor (any device/dtype) or numpy array,
-        in canonical order. Re-appending an existing step with identical bytes is a no-op
-        (returns False); with different bytes the existing file is kept and a warning issued.
-        """
+    # ------------------------------------------------------------------ writing
+    def encode(self, step: int, named_tensors: Mapping[str, Any]) -> EncodedSnapshot:
+        """Check names/shapes and convert to storage arrays in host memory (the part of a write
+        that must happen before the weights change again)."""
         step = int(step)
         if step < 0:
             raise TrajectoryError(f"{self.path}: negative step {step}; steps are optimizer step counts >= 0")
         items = list(named_tensors.items())
         if not items:
             raise TrajectoryError(f"{self.path}: append(step={step}) got no tensors; pass name -> tensor in canonical order")
-        layout = _layout([(n, _shape_of(v)) for n, v in items])
         if self._tensors is None:
-            self._tensors = layout
-        elif _sig(layout) != _sig(self._tensors):
-            raise TrajectoryError(_layout_mismatch(self.path, step, self._tensors, layout))
+            self._tensors = L.build_layout([(n, _shape_of(v)) for n, v in items])
+            self._expected_local = self._local_shapes()
+        got = [(n, _shape_of(v)) for n, v in items]
+        want = list(zip(self.names, self._expected_local))
+        if got != want:
+            raise TrajectoryError(_layout_mismatch(self.path, step, want, got))
+        return EncodedSnapshot(step, [to_storage(v, self.dtype) for _, v in items])
 
-        crc = 0
-        nbytes = 0
-        arrays: list[np.ndarray] = []
-        for _, v in items:
-            a = _to_storage(v, self.dtype)  # no copy for contiguous float32 numpy input
-            crc = zlib.crc32(memoryview(a).cast("B"), crc)
-            nbytes += a.nbytes
-            arrays.append(a)
-        crc_hex = f"{crc & 0xFFFFFFFF:08x}"
-        fname = snapshot_filename(step)
+    def append(self, step: int, named_tensors: Mapping[str, Any]) -> bool:
+        """Write the snapshot of ``step``; returns True if a new file was written.
+
+        ``named_tensors``: ordered mapping name -> torch tensor (any device/dtype) or numpy array,
+        in canonical order (a sliced writer: this rank's row slice of each tensor). Re-appending
+        an existing step with identical bytes is a no-op (returns False); with different bytes
+        the existing file is kept and a warning issued.
+        """
+        return self.write(self.encode(step, named_tensors))
+
+    def write(self, snap: EncodedSnapshot) -> bool:
+        """Make an encoded snapshot durable and record it (the part a background thread may do)."""
+        step = snap.step
+        fname = snapshot_filename(step, self.rank if self.sliced else None)
         fpath = self.path / fname
-
         if step in self._snapshots:
             old = self._snapshots[step]
-            if old["crc32"] == crc_hex and int(old["nbytes"]) == nbytes:
+            if old["crc32"] == snap.crc32 and int(old["nbytes"]) == snap.nbytes:
                 return False
             warnings.warn(
                 f"trajectory {self.path}: step {step} already stored with different bytes "
-                f"(crc {old['crc32']} vs new {crc_hex}); keeping the existing snapshot",
+                f"(crc {old['crc32']} vs new {snap.crc32}); keeping the existing snapshot",
                 stacklevel=2,
             )
             return False
-        if fpath.exists():
-            # Orphan from a crash between the file write and the manifest update.
-            if fpath.stat().st_size == nbytes and _file_crc(fpath) == crc_hex:
-                self._register(step, fname, crc_hex, nbytes)
-                return False
-        _atomic_write_arrays(fpath, arrays)
-        self._register(step, fname, crc_hex, nbytes)
+        if fpath.exists() and fpath.stat().st_size == snap.nbytes and _file_crc(fpath) == snap.crc32:
+            self._register(step, fname, snap)  # orphan of a crash between file and index update
+            return False
+        ensure_free_space(self.path, snap.nbytes, f"the snapshot of step {step}")
+        atomic_write(fpath, snap.arrays)
+        self._register(step, fname, snap)
         return True
 
-    def _register(self, step: int, fname: str, crc_hex: str, nbytes: int) -> None:
-        self._snapshots[step] = {"step": step, "file": fname, "crc32": crc_hex, "nbytes": nbytes}
-        self._write_manifest()
+    def _register(self, step: int, fname: str, snap: EncodedSnapshot) -> None:
+        self._snapshots[step] = {"step": step, "file": fname, "crc32": snap.crc32, "nbytes": snap.nbytes}
+        if self.sliced:
+            atomic_write_json(self.path / rank_index_filename(self.rank), {
+                "format": FORMAT_NAME, "rank": self.rank, "world_size": self.world_size, "dtype": self.dtype,
+                "snapshots": [self._snapshots[s] for s in sorted(self._snapshots)]})
+        else:
+            self._write_manifest()
 
     def _write_manifest(self) -> None:
         m = {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": SLICED_FORMAT_VERSION if self.sliced else FORMAT_VERSION,
             "dtype": self.dtype,
             "subset": self.subset,
             "tensors": self._tensors,
             "dim": self.dim,
-            "snapshots": [self._snapshots[s] for s in sorted(self._snapshots)],
-            "meta": self.meta,
         }
-        _atomic_write_bytes(self.path / MANIFEST, json.dumps(m, indent=1).encode())
+        if self.sliced:
+            m["slicing"] = {"world_size": self.world_size, "rule": "dim0_chunks",
+                            "pieces": [L.slice_pieces(self._tensors, r, self.world_size) for r in range(self.world_size)]}
+        else:
+            m["snapshots"] = [self._snapshots[s] for s in sorted(self._snapshots)]
+        m["meta"] = self.meta
+        atomic_write_json(self.path / MANIFEST, m)
 
 
-def _get(t: Any, key: str) -> Any:
-    if isinstance(t, Mapping):
-        return t[key]
-    return t[0] if key == "name" else t[1]
-
-
-def _layout(pairs: Iterable[tuple[str, Sequence[int]]]) -> list[dict]:
-    out, off = [], 0
-    for name, shape in pairs:
-        shape = [int(s) for s in shape]
-        numel = int(np.prod(shape)) if shape else 1
-        out.append({"name": str(name), "shape": shape, "offset": off, "numel": numel})
-        off += numel
-    return out
-
-
-def _sig(layout: list[dict]) -> list[tuple]:
-    return [(t["name"], tuple(t["shape"])) for t in layout]
-
-
-def _layout_mismatch(path: Path, step: int, want: list[dict], got: list[dict]) -> str:
+def _layout_mismatch(path: Path, step: int, want: list[tuple], got: list[tuple]) -> str:
     if len(want) != len(got):
         return (f"{path}: append(step={step}) got {len(got)} tensors, the trajectory stores {len(want)}; "
                 "pass the same canonical subset every time")
-    for a, b in zip(want, got):
-        if a["name"] != b["name"]:
-            return (f"{path}: append(step={step}) tensor order/name mismatch: expected {a['name']!r}, got "
-                    f"{b['name']!r}; pass tensors in the canonical order")
-        if a["shape"] != b["shape"]:
-            return (f"{path}: append(step={step}) shape mismatch for {a['name']}: expected {a['shape']}, "
-                    f"got {b['shape']}; the model architecture changed, use a new trajectory directory")
+    for (wn, ws), (gn, gs) in zip(want, got):
+        if wn != gn:
+            return (f"{path}: append(step={step}) tensor order/name mismatch: expected {wn!r}, got "
+                    f"{gn!r}; pass tensors in the canonical order")
+        if ws != gs:
+            return (f"{path}: append(step={step}) shape mismatch for {wn}: expected {ws}, "
+                    f"got {gs}; the model architecture (or world size) changed, use a new trajectory directory")
     return f"{path}: append(step={step}) tensor layout mismatch"
 
 
@@ -294,20 +312,26 @@ def _file_crc(path: Path, bufsize: int = 1 << 24) -> str:
     return f"{crc & 0xFFFFFFFF:08x}"
 
 
+def _read_json(path: Path, what: str = "index") -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise TrajectoryError(f"{path}: unreadable {what} ({e.__class__.__name__}: {e}); "
+                              "restore it from the run or re-dump the trajectory") from None
+
+
 def _read_manifest(mpath: Path) -> dict:
     if not mpath.exists():
         raise TrajectoryError(
             f"{mpath}: no trajectory manifest; point to a run dir containing trajectory/ or to the trajectory folder itself"
         )
-    try:
-        m = json.loads(mpath.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise TrajectoryError(f"{mpath}: unreadable manifest ({e.__class__.__name__}: {e}); restore it from the run or re-dump the trajectory") from None
-    if m.get("format") != FORMAT_NAME or int(m.get("version", -1)) != FORMAT_VERSION:
+    m = _read_json(mpath, "manifest")
+    if m.get("format") != FORMAT_NAME or int(m.get("version", -1)) not in (FORMAT_VERSION, SLICED_FORMAT_VERSION):
         raise TrajectoryError(
-            f"{mpath}: not a {FORMAT_NAME} v{FORMAT_VERSION} manifest (format={m.get('format')!r}, version={m.get('version')!r})"
+            f"{mpath}: not a {FORMAT_NAME} v{FORMAT_VERSION}/v{SLICED_FORMAT_VERSION} manifest "
+            f"(format={m.get('format')!r}, version={m.get('version')!r})"
         )
-    for key in ("dtype", "tensors", "snapshots"):
+    for key in ("dtype", "tensors") + (("snapshots",) if "slicing" not in m else ()):
         if key not in m:
             raise TrajectoryError(f"{mpath}: manifest lacks key {key!r}; the file is damaged, re-dump the trajectory")
     if m["dtype"] not in DTYPES:
@@ -331,7 +355,7 @@ def resolve_trajectory_dir(path: str | os.PathLike) -> Path:
 
 
 class TrajectoryReader:
-    """Read-only access to a trajectory directory.
+    """Read-only access to a trajectory directory (one file per snapshot, or one per rank).
 
     Args:
         path: run dir or ``trajectory/`` folder.
@@ -339,7 +363,7 @@ class TrajectoryReader:
         check_files: check on open that every snapshot file exists with the recorded size.
 
     Attributes: ``steps`` (sorted ints), ``names``, ``shapes``, ``dim``, ``dtype``, ``subset``,
-    ``meta``.
+    ``meta``, ``tensors`` (layout with roles), ``world_size``, ``blocks`` (trunk block indices).
     """
 
     def __init__(self, path: str | os.PathLike, verify: bool = True, check_files: bool = True) -> None:
@@ -349,59 +373,84 @@ class TrajectoryReader:
         self.dtype: str = m["dtype"]
         self.subset: str = m.get("subset", "unknown")
         self.meta: dict = m.get("meta") or {}
-        self.tensors: list[dict] = m["tensors"]
+        self.tensors: list[dict] = L.with_roles(m["tensors"])
         self.names: list[str] = [t["name"] for t in self.tensors]
         self.shapes: list[tuple[int, ...]] = [tuple(t["shape"]) for t in self.tensors]
         self.dim: int = int(sum(t["numel"] for t in self.tensors))
         if "dim" in m and int(m["dim"]) != self.dim:
             raise TrajectoryError(f"{self.path / MANIFEST}: dim {m['dim']} != sum of tensor sizes {self.dim}; manifest damaged")
-        self._snap = {int(s["step"]): s for s in m["snapshots"]}
-        self.steps: list[int] = sorted(self._snap)
-        self.verify = verify
+        self.world_size = int(m.get("slicing", {}).get("world_size", 1))
         self.itemsize = _ITEMSIZE[self.dtype]
+        self._segments = L.segments(self.tensors, self.world_size)
+        self._part_elems = [sum(b - a for a, b in L.slice_pieces(self.tensors, r, self.world_size))
+                            for r in range(self.world_size)]
+        self._parts = self._load_parts(m)  # step -> [file entry of rank 0, ..., rank W-1]
+        self.steps: list[int] = sorted(self._parts)
+        self.verify = verify
         if check_files:
             for s in self.steps:
-                self._check_file(s)
+                self._check_files(s)
+
+    def _load_parts(self, m: dict) -> dict[int, list[dict]]:
+        if self.world_size == 1:
+            return {int(s["step"]): [s] for s in m["snapshots"]}
+        per_rank = []
+        for r in range(self.world_size):
+            ipath = self.path / rank_index_filename(r)
+            listed = _read_json(ipath)["snapshots"] if ipath.exists() else []
+            per_rank.append({int(s["step"]): s for s in listed})
+        complete = set.intersection(*(set(d) for d in per_rank))
+        partial = set.union(*(set(d) for d in per_rank)) - complete
+        if partial:
+            warnings.warn(f"{self.path}: steps {sorted(partial)[:5]} are missing some rank's slice (a run killed while "
+                          "writing them); they are left out", stacklevel=3)
+        return {s: [d[s] for d in per_rank] for s in complete}
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def __repr__(self) -> str:
-        return f"TrajectoryReader({str(self.path)!r}, T={len(self.steps)}, dim={self.dim}, dtype={self.dtype}, subset={self.subset})"
+        return (f"TrajectoryReader({str(self.path)!r}, T={len(self.steps)}, dim={self.dim}, dtype={self.dtype}, "
+                f"subset={self.subset}, world_size={self.world_size})")
+
+    # ------------------------------------------------------------------ roles
+    @property
+    def blocks(self) -> list[int]:
+        """Sorted indices of the blocks holding trunk tensors (declared by the writing model)."""
+        return L.trunk_blocks(self.tensors)
+
+    @property
+    def has_non_trunk_block_tensors(self) -> bool:
+        """Whether the blocks' non-trunk tensors (e.g. their norms) are stored too."""
+        return L.has_non_trunk_block_tensors(self.tensors)
 
     # ------------------------------------------------------------------ files
-    def file(self, step: int) -> Path:
-        if step not in self._snap:
+    def files(self, step: int) -> list[Path]:
+        """The file(s) of one snapshot: one, or one per rank for a sliced trajectory."""
+        if step not in self._parts:
             raise TrajectoryError(f"{self.path}: step {step} not in trajectory (have {len(self.steps)} steps: {self.steps[:3]}...{self.steps[-3:]})")
-        return self.path / self._snap[step]["file"]
+        return [self.path / p["file"] for p in self._parts[step]]
 
-    def _check_file(self, step: int) -> None:
-        f = self.file(step)
-        want = int(self._snap[step]["nbytes"])
-        if want != self.dim * self.itemsize:
-            raise TrajectoryError(f"{f}: manifest nbytes {want} != dim*itemsize {self.dim * self.itemsize}; manifest damaged")
-        try:
-            size = f.stat().st_size
-        except FileNotFoundError:
-            raise TrajectoryError(
-                f"{f}: snapshot file of step {step} is missing; restore it or exclude the step (analysis: exclude_steps=[{step}])"
-            ) from None
-        if size != want:
-            raise TrajectoryError(
-                f"{f}: snapshot of step {step} is truncated/corrupt ({size} of {want} bytes); re-create it or exclude the step (exclude_steps=[{step}])"
-            )
+    def _check_files(self, step: int) -> None:
+        for r, (f, part) in enumerate(zip(self.files(step), self._parts[step])):
+            want = int(part["nbytes"])
+            if want != self._part_elems[r] * self.itemsize:
+                raise TrajectoryError(f"{f}: manifest nbytes {want} != {self._part_elems[r] * self.itemsize} "
+                                      "expected from the layout; manifest damaged")
+            try:
+                size = f.stat().st_size
+            except FileNotFoundError:
+                raise TrajectoryError(
+                    f"{f}: snapshot file of step {step} is missing; restore it or exclude the step (analysis: exclude_steps=[{step}])"
+                ) from None
+            if size != want:
+                raise TrajectoryError(
+                    f"{f}: snapshot of step {step} is truncated/corrupt ({size} of {want} bytes); re-create it or exclude the step (exclude_steps=[{step}])"
+                )
 
-    def verify_all(self) -> None:
-        """Full crc32 check of every snapshot file (one read of everything)."""
-        for s in self.steps:
-            self._check_file(s)
-            crc = _file_crc(self.file(s))
-            if crc != self._snap[s]["crc32"]:
-                raise TrajectoryError(self._crc_msg(s, crc))
-
-    def _crc_msg(self, step: int, got: str) -> str:
-        return (f"{self.file(step)}: crc32 mismatch for step {step} (manifest {self._snap[step]['crc32']}, file {got}); "
-                f"the file is corrupt: re-create it or exclude the step (exclude_steps=[{step}])")
+    def _crc_msg(self, step: int, rank: int, got: str) -> str:
+        return (f"{self.files(step)[rank]}: crc32 mismatch for step {step} (manifest {self._parts[step][rank]['crc32']}, "
+                f"file {got}); the file is corrupt: re-create it or exclude the step (exclude_steps=[{step}])")
 
     # ------------------------------------------------------------------ columns
     def columns(self, names: str | Sequence[str]) -> list[slice]:
@@ -410,8 +459,7 @@ class TrajectoryReader:
         A single string is a regex matched in full against each tensor name.
         """
         if isinstance(names, str):
-            rx = re.compile(names)
-            sel = [t for t in self.tensors if rx.fullmatch(t["name"])]
+            sel = [t for t in self.tensors if re.fullmatch(names, t["name"])]
         else:
             want = set(names)
             unknown = want - set(self.names)
@@ -421,14 +469,15 @@ class TrajectoryReader:
         return merge_ranges([slice(t["offset"], t["offset"] + t["numel"]) for t in sel])
 
     def subset_columns(self, subset: str) -> list[slice]:
-        """Column ranges of an analysis subset name (see :func:`subset_regex`)."""
-        cols = self.columns(subset_regex(subset))
-        if not cols:
+        """Column ranges of an analysis subset name (`trunk`, `block{i}`, `block{i}_ln`, `all`,
+        or a regex; see ``layout.select``)."""
+        sel = L.select(self.tensors, subset)
+        if not sel:
             raise TrajectoryError(
                 f"{self.path}: subset {subset!r} matches no stored tensor (stored subset {self.subset!r}, e.g. {self.names[:2]}); "
                 "pick another subset"
             )
-        return cols
+        return merge_ranges([slice(t["offset"], t["offset"] + t["numel"]) for t in sel])
 
     # ------------------------------------------------------------------ loading
     def _decode(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -444,13 +493,22 @@ class TrajectoryReader:
 
     def load(self, step: int, verify: bool | None = None) -> np.ndarray:
         """The whole snapshot of ``step`` as a float32 vector of shape ``(dim,)``."""
-        self._check_file(step)
-        raw = np.fromfile(self.file(step), dtype=_NP_STORAGE[self.dtype])
-        if verify if verify is not None else self.verify:
-            got = f"{zlib.crc32(raw.tobytes()) & 0xFFFFFFFF:08x}"
-            if got != self._snap[step]["crc32"]:
-                raise TrajectoryError(self._crc_msg(step, got))
-        return self._decode(raw)
+        self._check_files(step)
+        verify = self.verify if verify is None else verify
+        parts = []
+        for r, f in enumerate(self.files(step)):
+            raw = np.fromfile(f, dtype=_NP_STORAGE[self.dtype])
+            if verify:
+                got = crc32_hex([raw])
+                if got != self._parts[step][r]["crc32"]:
+                    raise TrajectoryError(self._crc_msg(step, r, got))
+            parts.append(raw)
+        if self.world_size == 1:
+            return self._decode(parts[0])
+        flat = np.empty(self.dim, dtype=_NP_STORAGE[self.dtype])
+        for a, b, r, off in self._segments:
+            flat[a:b] = parts[r][off: off + b - a]
+        return self._decode(flat)
 
     def load_named(self, step: int) -> dict[str, np.ndarray]:
         """``{name: float32 array of the tensor's shape}`` for one step."""
@@ -468,18 +526,19 @@ class TrajectoryReader:
     ) -> Iterator[tuple[slice, np.ndarray]]:
         """Stream ``(col_slice, block)`` with ``block`` float32 of shape ``(len(steps), c)``, c <= chunk_cols.
 
-        Columns are visited in increasing order over ``columns`` (default: all). Each yielded
-        block is a fresh array. With ``verify`` and a stream covering whole files (``columns`` =
-        all), each file's crc32 is chained over its chunks and checked at the end: a mismatch
-        raises ``TrajectoryError``. Files are read with positioned reads into the block (no mmap,
-        so the page cache is not charged to the process RSS), never loaded whole. ``prefetch``
-        reads (and checksums) the next chunk in a background thread. ``reuse_buffers`` recycles a
-        small ring of block buffers instead of allocating each block (steady memory over long
-        streams; a yielded block is then only valid until the consumer asks for the next one).
+        Columns are visited in increasing order over ``columns`` (default: all), whatever the
+        slicing of the files. Each yielded block is a fresh array. With ``verify`` and a stream
+        covering whole files (``columns`` = all), each file's crc32 is chained over its chunks
+        and checked at the end: a mismatch raises ``TrajectoryError``. Files are read with
+        positioned reads into the block (no mmap, so the page cache is not charged to the process
+        RSS), never loaded whole. ``prefetch`` reads (and checksums) the next chunk in a
+        background thread. ``reuse_buffers`` recycles a small ring of block buffers instead of
+        allocating each block (steady memory over long streams; a yielded block is then only
+        valid until the consumer asks for the next one).
         """
         steps = list(self.steps if steps is None else steps)
         for s in steps:
-            self._check_file(s)
+            self._check_files(s)
         ranges = merge_ranges(list(columns)) if columns is not None else [slice(0, self.dim)]
         for r in ranges:
             if r.start < 0 or r.stop > self.dim or r.start >= r.stop:
@@ -491,6 +550,16 @@ class TrajectoryReader:
             return
         yield from _prefetched(gen)
 
+    def _pieces(self, c0: int, c1: int) -> list[tuple[int, int, int, int]]:
+        """Segments overlapping columns [c0, c1), clipped: (start, stop, rank, offset in rank file)."""
+        out = []
+        for a, b, r, off in self._segments:
+            if b <= c0 or a >= c1:
+                continue
+            lo, hi = max(a, c0), min(b, c1)
+            out.append((lo, hi, r, off + lo - a))
+        return out
+
     def _chunks(self, chunk_cols: int, steps: list[int], ranges: list[slice], do_verify: bool, ring: int = 0) -> Iterator[tuple[slice, np.ndarray]]:
         isz = self.itemsize
         sdt = _NP_STORAGE[self.dtype]
@@ -501,38 +570,46 @@ class TrajectoryReader:
         raws = [np.empty(T * width, dtype=sdt) for _ in range(ring)]
         decs = [np.empty(T * width, dtype=np.float32) for _ in range(ring)] if ring and self.dtype != "float32" else []
         k = 0
-        crcs = [0] * len(steps)
-        files = [open(self.file(s), "rb", buffering=0) for s in steps]
+        crcs = [[0] * self.world_size for _ in steps]
+        files = [[open(f, "rb", buffering=0) for f in self.files(s)] for s in steps]
         try:
-            for r in ranges:
-                for c0 in range(r.start, r.stop, chunk_cols):
-                    c1 = min(c0 + chunk_cols, r.stop)
+            for rg in ranges:
+                for c0 in range(rg.start, rg.stop, chunk_cols):
+                    c1 = min(c0 + chunk_cols, rg.stop)
                     n_c = c1 - c0
                     raw = raws[k % ring][: T * n_c].reshape(T, n_c) if ring else np.empty((T, n_c), dtype=sdt)
-                    for i, f in enumerate(files):
-                        buf = memoryview(raw[i]).cast("B")
-                        f.seek(c0 * isz)
-                        n = f.readinto(buf)
-                        while n < len(buf):  # short reads are legal
-                            k = f.readinto(buf[n:])
-                            if not k:
-                                raise TrajectoryError(
-                                    f"{f.name}: snapshot of step {steps[i]} ended early (truncated while reading); re-create it or exclude the step"
-                                )
-                            n += k
-                        if do_verify:
-                            crcs[i] = zlib.crc32(buf, crcs[i])
+                    pieces = self._pieces(c0, c1)
+                    for i in range(T):
+                        for lo, hi, r, off in pieces:
+                            buf = memoryview(raw[i, lo - c0: hi - c0]).cast("B")
+                            _read_exact(files[i][r], off * isz, buf, steps[i])
+                            if do_verify:
+                                crcs[i][r] = zlib.crc32(buf, crcs[i][r])
                     out = decs[k % ring][: T * n_c].reshape(T, n_c) if decs else None
                     k += 1
                     yield slice(c0, c1), self._decode(raw, out)
         finally:
-            for f in files:
-                f.close()
+            for fs in files:
+                for f in fs:
+                    f.close()
         if do_verify:
             for i, s in enumerate(steps):
-                got = f"{crcs[i] & 0xFFFFFFFF:08x}"
-                if got != self._snap[s]["crc32"]:
-                    raise TrajectoryError(self._crc_msg(s, got))
+                for r in range(self.world_size):
+                    got = f"{crcs[i][r] & 0xFFFFFFFF:08x}"
+                    if got != self._parts[s][r]["crc32"]:
+                        raise TrajectoryError(self._crc_msg(s, r, got))
+
+
+def _read_exact(f, pos: int, buf: memoryview, step: int) -> None:
+    f.seek(pos)
+    n = f.readinto(buf)
+    while n < len(buf):  # short reads are legal
+        k = f.readinto(buf[n:])
+        if not k:
+            raise TrajectoryError(
+                f"{f.name}: snapshot of step {step} ended early (truncated while reading); re-create it or exclude the step"
+            )
+        n += k
 
 
 _DONE = object()
@@ -594,36 +671,3 @@ def merge_ranges(ranges: Sequence[slice]) -> list[slice]:
         else:
             out.append([a, b])
     return [slice(a, b) for a, b in out]
-
-
-def subset_regex(subset: str) -> str:
-    """Regex (full match on tensor names) of an analysis subset name.
-
-    * ``trunk``: the four weight matrices of every block (SPEC §1.3 regex R);
-    * ``block{i}``: the trunk tensors of block i;
-    * ``block{i}_ln``: all ``blocks.{i}.`` parameters incl. ln1/ln2 (needs a store that has them);
-    * ``all`` / ``full``: every stored tensor;
-    * anything else is used as a regex verbatim.
-    """
-    if subset == "trunk":
-        return TRUNK_REGEX
-    if subset in ("all", "full"):
-        return r".*"
-    m = re.fullmatch(r"block(\d+)", subset)
-    if m:
-        return rf"blocks\.{m.group(1)}\.(attn\.qkv|attn\.out_proj|mlp\.w_up|mlp\.w_down)\.weight"
-    m = re.fullmatch(r"block(\d+)_ln", subset)
-    if m:
-        return rf"blocks\.{m.group(1)}\..*"
-    return subset
-
-
-def block_indices(names: Sequence[str]) -> list[int]:
-    """Sorted block indices present among tensor names ``blocks.{i}.*``."""
-    idx = {int(m.group(1)) for n in names if (m := re.match(r"blocks\.(\d+)\.", n))}
-    return sorted(idx)
-
-
-def resolve_subset(reader: TrajectoryReader, subset: str) -> list[slice]:
-    """Subset name -> merged column ranges in ``reader`` (raises TrajectoryError if empty)."""
-    return reader.subset_columns(subset)

@@ -1,0 +1,115 @@
+"""Durable file writes: nothing written is ever lost or half-written.
+
+Every file the project writes goes through `atomic_write`: a temp file in the *same folder*
+(so the final rename never crosses a file system), written, flushed and fsync'ed, then
+`os.replace`d over the target and the folder fsync'ed. A crash or a full disk at any moment
+leaves either the old file or the new one, never a mix; the temp file is removed on failure.
+New files follow the process umask (unlike `tempfile.mkstemp`, which makes them 0600), so
+group members on a shared cluster can read trajectories.
+
+`ensure_free_space` refuses a write that would not fit (one line naming the folder and what
+to do), and `remove_stale_temps` cleans temp files a killed writer left behind.
+No torch import: the analysis uses this module too.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+TEMP_SUFFIX = ".tmp"
+
+
+class DiskFullError(OSError):
+    """Not enough free space for a write; the message is one line naming the folder and the fix."""
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temp name beside `path`: `.<name>.<pid>.<random>.tmp` (hidden, same folder)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder so a rename inside it survives a power loss (no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes | memoryview | np.ndarray]) -> Path:
+    """Write `chunks` back to back into `path` atomically and durably; returns `path`.
+
+    Numpy arrays are written from their buffers (no concatenated copy in memory).
+    Raises `DiskFullError` (one line) when the disk fills up; the previous file is untouched.
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode & ~umask
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(memoryview(chunk).cast("B") if isinstance(chunk, np.ndarray) else chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(err.errno, f"{path.parent}: disk full while writing {path.name}; "
+                                           "free space (the previous file is intact) and rerun with resume=auto") from None
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, [text.encode("utf-8")])
+
+
+def atomic_write_json(path: str | os.PathLike, payload, **dump_kwargs) -> Path:
+    return atomic_write_text(path, json.dumps(payload, **{"indent": 1, **dump_kwargs}))
+
+
+def ensure_free_space(folder: str | os.PathLike, nbytes: int, what: str, margin: float = 1.1) -> None:
+    """Raise `DiskFullError` unless `folder`'s file system has room for `nbytes` (× margin) more."""
+    folder = Path(folder)
+    probe = folder if folder.exists() else folder.parent
+    free = shutil.disk_usage(probe).free
+    if free < nbytes * margin:
+        raise DiskFullError(errno.ENOSPC, f"{folder}: {free / 1e6:.1f} MB free, {what} needs "
+                                          f"{nbytes / 1e6:.1f} MB; free space and rerun with resume=auto")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temp files (`.*.tmp`) a killed writer left in `folder`; returns them.
+
+    Only call this while holding the run folder's lock: then no live writer owns a temp file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.glob(f".*{TEMP_SUFFIX}"):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
