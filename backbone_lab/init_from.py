@@ -19,7 +19,7 @@ log = logging.getLogger("backbone_lab")
 
 
 def _model_state(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
 
 
@@ -31,7 +31,7 @@ def load_initial_weights(model: torch.nn.Module, source: str | Path, step: int |
         raise ConfigError(f"init_from={source}: no checkpoints/last.ckpt there (is it a finished run folder?)")
     if step is None:
         state = _model_state(last)
-        used = int(torch.load(last, map_location="cpu", weights_only=False).get("global_step", -1))
+        used = int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", -1))
     else:
         full = source / "checkpoints" / f"step{int(step):06d}.ckpt"
         if full.exists():

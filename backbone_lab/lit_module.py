@@ -1,35 +1,48 @@
 """LightningModule: the composite loss, its λ schedule, the lr schedule and parameter groups.
 
 Thin glue around `backbone_lab.model` and `backbone_lab.objective` (SPEC §3):
-* micro-batch loss L = L_LM + λ(t) L_probe; Lightning divides it by the accumulation factor, so
-  the step gradient is the plain average of the micro-batch composite losses (SPEC §3.1);
+* micro-batch loss L = L_LM + λ(t) L_probe; Lightning divides it by the accumulation factor (and
+  DDP averages over ranks), so the step gradient is the plain average of the micro-batch
+  composite losses (SPEC §3.1) — whatever the split between ranks and accumulation;
 * λ(t) and lr(t) are functions of the optimizer step t = global_step + 1 (1-based);
-* decay group = every parameter whose name contains neither "ln" nor "bias" (embeddings incl.
-  the tied head, and the four trunk matrices); LayerNorms get weight decay 0 (SPEC §3);
-* gradient clipping and accumulation are the Trainer's (`gradient_clip_val`,
-  `accumulate_grad_batches`), applied after accumulation.
+* parameter groups by shape, not by name (nanoGPT): matrices decay, vectors (norm weights and
+  biases) do not. The decaying matrices come in two groups — `matrix` (embeddings, untied head)
+  and `trunk` (the block matrices the model declares) — so an optimizer may treat the trunk
+  differently (Muon); every group carries its `kind`;
+* gradient clipping and accumulation are the Trainer's, applied after accumulation.
+
+The training step makes no host sync: the loss sums for the `train_loss` metric and the
+divergence check live on the device and are read every `train.log_every` steps (and before
+every snapshot, evaluation and checkpoint), the same step on every rank.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import lightning as L
 import torch
 
-from backbone_lab.model import GPT, GPTConfig
-from backbone_lab.objective import LossParts, composite_loss, lambda_at, lr_at, validate_lambda_schedule
+from backbone_lab.distributed import all_gather_rows
+from backbone_lab.model import GPT, ModelConfig
+from backbone_lab.objective import LossParts, ObjectiveConfig, ScheduleConfig, composite_loss, lambda_at, lr_at
+from backbone_lab.trainer import LoopConfig
 
 
-def decay_parameter_groups(model: torch.nn.Module) -> tuple[list, list]:
-    """(decay, no_decay) parameter lists by the reference's name rule (SPEC §3)."""
-    decay, no_decay = [], []
+def parameter_groups(model: GPT) -> list[dict]:
+    """`[matrix, trunk, vector]` groups, each `{"params": [...], "kind": ...}`; vectors get
+    weight_decay 0. Matrices = ndim >= 2; the trunk = the model's declared trunk matrices.
+    (The order keeps every parameter in its canonical position of the concatenated groups, so
+    the clipping norm sums in the same order as a plain two-group split.)"""
+    roles = model.parameter_roles()
+    groups = {"matrix": [], "trunk": [], "vector": []}
     for name, p in model.named_parameters():
-        (no_decay if ("ln" in name or "bias" in name) else decay).append(p)
-    return decay, no_decay
+        kind = "vector" if p.ndim < 2 else ("trunk" if roles[name][1] else "matrix")
+        groups[kind].append(p)
+    return [{"params": groups["matrix"], "kind": "matrix"},
+            {"params": groups["trunk"], "kind": "trunk"},
+            {"params": groups["vector"], "kind": "vector", "weight_decay": 0.0}]
 
 
 class DivergenceError(RuntimeError):
@@ -44,46 +57,32 @@ class BackboneLitModule(L.LightningModule):
     """Trains a `GPT` with the composite objective.
 
     Args:
-        model_cfg: the GPT shape.
-        optimizer: a partial `torch.optim.Optimizer` factory (Hydra `_partial_: true`), called
-            with the two parameter groups; its `lr` is the peak learning rate.
-        lambda_schedule: [(start_step, λ), ...].
-        warmup, total_steps, lr_floor: the warmup + cosine-with-floor schedule (SPEC §3).
-        run_dir: where callbacks write their files.
-        divergence_loss: stop (DivergenceError) when the loss exceeds it or is non-finite.
-        compile: run the training forward through `torch.compile` (GPU speed-up).
+        model: the model's `ModelConfig` (vocab_size filled in).
+        optimizer: a partial `torch.optim.Optimizer` factory (Hydra `_partial_: true`), called with
+            the parameter groups of `parameter_groups`; its `lr` is the peak learning rate.
+        schedule, objective, loop: the `schedule`, `objective` and `train` groups' configs.
     """
 
-    def __init__(
-        self,
-        model_cfg: GPTConfig,
-        optimizer: Callable[..., torch.optim.Optimizer],
-        lambda_schedule: Sequence[Sequence[float]] = ((0, 2.0),),
-        warmup: int = 100,
-        total_steps: int = 1000,
-        lr_floor: float = 0.1,
-        run_dir: str | Path = ".",
-        divergence_loss: float | None = None,
-        compile: bool = False,
-    ):
+    def __init__(self, model: ModelConfig, optimizer: Callable[..., torch.optim.Optimizer],
+                 schedule: ScheduleConfig, objective: ObjectiveConfig, loop: LoopConfig):
         super().__init__()
-        self.model = GPT(model_cfg)
-        # torch.compile'd forward, kept out of the module tree so parameter names stay canonical
-        self.__dict__["_compiled_model"] = torch.compile(self.model) if compile else None
+        self.model = GPT(model)
+        # torch.compile'd forward + loss, kept out of the module tree so parameter names stay canonical
+        self.__dict__["_compiled_loss"] = torch.compile(self._loss_parts) if loop.compile else None
         self.optimizer_factory = optimizer
-        self.lambda_schedule = validate_lambda_schedule(lambda_schedule)
-        self.warmup, self.total_steps, self.lr_floor = int(warmup), int(total_steps), float(lr_floor)
-        self.run_dir = Path(run_dir)
-        self.divergence_loss = divergence_loss
+        self.schedule, self.objective, self.loop = schedule, objective, loop
+        self.total_steps = int(schedule.total or loop.max_steps)
         self.peak_lr = float(_factory_kwargs(optimizer).get("lr", 1e-3))
-        # running sums for the "train_loss since the previous eval" metric (SPEC §3.1)
-        self._loss_sum = 0.0
-        self._loss_count = 0
+        # Per-rank device state (plain attributes, not buffers: DDP would broadcast rank 0's):
+        # running sums since the last evaluation [sum of micro-batch losses, count], and the
+        # first divergence seen since the last sync [flag, step, loss].
+        self._train_loss_sums = torch.zeros(2, dtype=torch.float64)
+        self._divergence = torch.zeros(3, dtype=torch.float64)
 
     # -- schedules -----------------------------------------------------------------------
     def current_lambda(self, step: int | None = None) -> float:
         """λ at optimizer step `step` (default: the step being taken now, global_step + 1)."""
-        return lambda_at(self.global_step + 1 if step is None else step, self.lambda_schedule)
+        return lambda_at(self.global_step + 1 if step is None else step, self.objective.lambda_schedule)
 
     def lr_at_step(self, step: int) -> float:
         """Learning rate used by optimizer step `step` (1-based)."""
@@ -91,26 +90,45 @@ class BackboneLitModule(L.LightningModule):
 
     def lr_multiplier(self, scheduler_step: int) -> float:
         # LambdaLR calls this with 0 before the first optimizer step -> lr at step 1.
-        return lr_at(scheduler_step + 1, 1.0, self.warmup, self.total_steps, self.lr_floor)
+        return lr_at(scheduler_step + 1, 1.0, self.schedule.warmup, self.total_steps, self.schedule.floor)
+
+    # -- FSDP ------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Under `trainer=fsdp` (ModelParallelStrategy): shard every block, then the root (FSDP2)."""
+        mesh = getattr(self, "device_mesh", None) if self._trainer is not None else None
+        if mesh is None or any(hasattr(p, "to_local") for p in self.model.parameters()):
+            return
+        from torch.distributed.fsdp import fully_shard
+
+        dp_mesh = mesh["data_parallel"]
+        for block in self.model.blocks:
+            fully_shard(block, mesh=dp_mesh)
+        fully_shard(self.model, mesh=dp_mesh)
 
     # -- loss ------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids)
 
+    def _loss_parts(self, input_ids, targets, probe_mask, lam: float) -> tuple[torch.Tensor, ...]:
+        parts = composite_loss(self.model(input_ids), targets, probe_mask, lam)
+        return parts.loss, parts.lm, parts.probe, parts.n_lm, parts.n_probe
+
     def loss_parts(self, batch: dict, lam: float) -> LossParts:
-        logits = (self._compiled_model or self.model)(batch["input_ids"])
-        return composite_loss(logits, batch["targets"], batch["probe_mask"], lam)
+        fn = self._compiled_loss or self._loss_parts
+        return LossParts(*fn(batch["input_ids"], batch["targets"], batch["probe_mask"], lam))
+
+    def on_train_start(self) -> None:
+        self._train_loss_sums = self._train_loss_sums.to(self.device)
+        self._divergence = self._divergence.to(self.device)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         lam = self.current_lambda()
         parts = self.loss_parts(batch, lam)
-        loss_value = parts.loss.detach()
-        self._check_divergence(loss_value)
-        self._loss_sum += float(loss_value)
-        self._loss_count += 1
+        loss = parts.loss.detach()
+        self._watch(loss)
         self.log_dict(
             {
-                "train/loss": loss_value,
+                "train/loss": loss,
                 "train/lm_loss": parts.lm.detach(),
                 "train/probe_loss": parts.probe.detach(),
                 "train/lambda": lam,
@@ -120,27 +138,56 @@ class BackboneLitModule(L.LightningModule):
             prog_bar=False,
             batch_size=batch["input_ids"].shape[0],
         )
-        self.log("loss", loss_value, prog_bar=True, on_step=True, logger=False)
+        self.log("loss", loss, prog_bar=True, on_step=True, logger=False)
         return parts.loss
 
-    def _check_divergence(self, loss: torch.Tensor) -> None:
-        value = float(loss)
-        if not math.isfinite(value) or (
-            self.divergence_loss is not None and value > self.divergence_loss
-        ):
-            raise DivergenceError(self.global_step + 1, value)
+    def _watch(self, loss: torch.Tensor) -> None:
+        """Device-side bookkeeping of one micro-batch loss: running sums and the first divergence."""
+        loss64 = loss.double()
+        self._train_loss_sums = self._train_loss_sums + torch.stack([loss64, torch.ones_like(loss64)])
+        bad = ~torch.isfinite(loss64)
+        if self.loop.divergence_loss is not None:
+            bad = bad | (loss64 > self.loop.divergence_loss)
+        first = bad & (self._divergence[0] == 0)
+        seen = torch.stack([torch.ones_like(loss64), torch.full_like(loss64, self.global_step + 1), loss64])
+        self._divergence = torch.where(first, seen, self._divergence)
 
-    def pop_mean_train_loss(self) -> float:
-        """Mean composite micro-batch loss since the previous call (NaN if none)."""
-        mean = self._loss_sum / self._loss_count if self._loss_count else float("nan")
-        self._loss_sum, self._loss_count = 0.0, 0
-        return mean
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        step = self.global_step
+        if step != getattr(self, "_last_sync_step", -1) and (step % self.loop.log_every == 0 or step >= self.loop.max_steps):
+            self.raise_if_diverged()
+
+    def raise_if_diverged(self) -> None:
+        """Host sync point (the same step on every rank): raise `DivergenceError` if any rank saw a
+        non-finite or too large loss since the last check."""
+        self._last_sync_step = self.global_step
+        seen = all_gather_rows(self._divergence).tolist()
+        flagged = [r for r in seen if r[0]]
+        if flagged:
+            _, step, loss = min(flagged, key=lambda r: r[1])
+            raise DivergenceError(int(step), loss)
+
+    def take_train_loss_sums(self) -> torch.Tensor:
+        """[sum of micro-batch losses, count] on this rank since the last call (then reset)."""
+        sums = self._train_loss_sums
+        self._train_loss_sums = torch.zeros_like(sums)
+        return sums
+
+    # -- checkpoint: the train-loss running mean survives a resume ---------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        total = self._train_loss_sums.clone()
+        if self.trainer.world_size > 1:  # every rank dumps; rank 0 writes the global sums
+            torch.distributed.all_reduce(total)
+        checkpoint["train_loss_sums"] = total.cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        sums = checkpoint.get("train_loss_sums")
+        if sums is not None and (self._trainer is None or self.trainer.global_rank == 0):
+            self._train_loss_sums = sums.to(dtype=torch.float64)
 
     # -- optimizer ---------------------------------------------------------------------------
     def configure_optimizers(self):
-        decay, no_decay = decay_parameter_groups(self.model)
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = self.optimizer_factory(groups)
+        optimizer = self.optimizer_factory(parameter_groups(self.model))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_multiplier)
         return {
             "optimizer": optimizer,
@@ -150,3 +197,4 @@ class BackboneLitModule(L.LightningModule):
 
 def _factory_kwargs(factory) -> dict:
     return dict(factory.keywords) if isinstance(factory, partial) else {}
+

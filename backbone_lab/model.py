@@ -1,75 +1,151 @@
-"""A pre-norm GPT decoder, readable top to bottom (SPEC §1, paper §2.1).
+"""A pre-norm decoder, readable top to bottom (SPEC §1, paper §2.1), with litgpt-style families.
 
-    tok_emb + pos_emb -> n_layer x [x + Attn(LN1(x)); x + MLP(LN2(x))] -> ln_f -> lm_head
+    tok_emb (+ pos_emb) -> n_layer x [x + Attn(Norm1(x)); x + MLP(Norm2(x))] -> Norm_f -> lm_head
 
-* one fused `qkv` projection (no bias), split into q, k, v in that order;
-  attention through `F.scaled_dot_product_attention` (flash / memory-efficient kernels on GPU);
-* MLP `w_up` -> exact (erf) GELU -> `w_down`, no biases anywhere except LayerNorm;
-* `lm_head.weight` is tied to `tok_emb.weight`;
-* every Linear/Embedding weight ~ N(0, 0.02^2), LayerNorm weight 1 and bias 0, no GPT-2
-  1/sqrt(2L) scaling of residual projections (SPEC §1.1).
+`ModelConfig` is the one schema of the model: Hydra composes it from `conf/model/*.yaml`
+(registered as the `model` group's schema) and `GPT(config)` takes it as is. A family differs
+only in the names of its components:
+
+| field        | GPT (the paper's, SPEC §1)  | Llama-style                    |
+|--------------|-----------------------------|--------------------------------|
+| `norm`       | `LayerNorm` (with bias)     | `RMSNorm`                      |
+| `mlp`        | `GELU`: w_up -> GELU -> w_down | `SwiGLU`: w_down(silu(w_gate x) * w_up x) |
+| `positions`  | `learned` (pos_emb table)   | `rope` (rotary q/k, no table)  |
+| `tie_embeddings` | true (lm_head = tok_emb) | false                          |
+
+Common to all: one fused `qkv` projection (no bias) split into q, k, v; attention through
+`F.scaled_dot_product_attention`; no biases outside the norms; every Linear/Embedding weight
+~ N(0, init_std^2), norm weights 1 and biases 0, no GPT-2 1/sqrt(2L) scaling (SPEC §1.1).
+With the paper's fields the module tree, the order of construction and hence the initialisation
+are exactly the authors' (51,045,888 parameters; `tests/test_golden_paper_model.py`).
+
+**The model declares its trunk** (`parameter_roles`): the trunk of SPEC §1.3 is every weight
+matrix (ndim >= 2) inside a block — for GPT the four matrices qkv, out_proj, w_up, w_down, for
+Llama also w_gate. Snapshots, the analysis and the diagnostics read these roles; nothing
+matches parameter names.
 
 No Lightning import here: the model is plain PyTorch so analysis code can rebuild it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+NORMS = ("LayerNorm", "RMSNorm")
+MLPS = ("GELU", "SwiGLU")
+POSITIONS = ("learned", "rope")
+
 
 @dataclass
-class GPTConfig:
-    """Shape of the decoder. `seq_len` is the context length in tokens."""
+class ModelConfig:
+    """Shape and components of the decoder. Each field is one choice; see the module docstring."""
 
-    vocab_size: int = 50257  # GPT-2 / GPT-Neo byte-level BPE (the paper's tokenizer)
+    name: str = "custom"
+    """Label in reports, W&B and compare tables (each `conf/model/*.yaml` sets its own)."""
     n_layer: int = 8
+    """Number of transformer blocks."""
     d_model: int = 512
+    """Residual stream width."""
     n_head: int = 16
+    """Attention heads (d_model must be divisible by it)."""
     d_ff: int = 2048
+    """Hidden width of the MLP."""
     seq_len: int = 256
-    dropout: float = 0.0  # the paper trains without dropout
+    """Context length in tokens (the position table's size for learned positions)."""
+    vocab_size: Optional[int] = None
+    """Vocabulary size; None = the tokenizer's (filled in by `with_vocab` at build time)."""
+    dropout: float = 0.0
+    """Dropout after embeddings, attention output and MLP (the paper trains without)."""
+    norm: str = "LayerNorm"
+    """Norm class: LayerNorm | RMSNorm."""
+    mlp: str = "GELU"
+    """MLP class: GELU (w_up, w_down) | SwiGLU (w_gate, w_up, w_down)."""
+    positions: str = "learned"
+    """Position encoding: learned (pos_emb table) | rope (rotary, on q and k)."""
+    tie_embeddings: bool = True
+    """lm_head shares tok_emb's weight (one parameter)."""
+    norm_eps: float = 1e-5
+    """Epsilon of every norm."""
+    rope_base: float = 10000.0
+    """RoPE base frequency (positions=rope only)."""
+    init_std: float = 0.02
+    """Standard deviation of every Linear/Embedding weight at initialisation."""
+    pad_vocab_multiple: int = 1
+    """Round the embedding/head rows up to a multiple of this (64 helps GPU matmuls); the extra
+    logits are cut off in `forward`, so outputs keep `vocab_size` columns. 1 = no padding (the
+    paper preset keeps 51,045,888 parameters)."""
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_layer", "d_model", "n_head", "d_ff", "seq_len"):
+        for name in ("n_layer", "d_model", "n_head", "d_ff", "seq_len", "pad_vocab_multiple"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.vocab_size is not None and (not isinstance(self.vocab_size, int) or self.vocab_size <= 0):
+            raise ValueError(f"model.vocab_size must be a positive integer or null, got {self.vocab_size!r}")
         if self.d_model % self.n_head:
-            raise ValueError(
-                f"GPTConfig: d_model ({self.d_model}) must be divisible by n_head ({self.n_head})"
-            )
+            raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        for field, choices in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS)):
+            if getattr(self, field) not in choices:
+                raise ValueError(f"model.{field}={getattr(self, field)!r} is not one of {' | '.join(choices)}")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"model.positions=rope needs an even head size, got d_model/n_head = {self.head_dim}")
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.pad_vocab_multiple
+        return -(-self._vocab() // m) * m
 
-# Named presets (vocab_size is filled in from the tokenizer at build time when it is None).
-PRESETS: dict[str, dict] = {
-    # CPU-sized default: trains in about a minute on 2 cores.
-    "tiny": dict(n_layer=2, d_model=64, n_head=4, d_ff=256, seq_len=128),
-    # The reference repo's default "GPT-small" (~16M parameters with the GPT-2 vocabulary).
-    "small": dict(n_layer=4, d_model=256, n_head=8, d_ff=1024, seq_len=256),
-    # The paper's model: 51,045,888 parameters with vocab 50,257 (SPEC §1.2).
-    "paper": dict(n_layer=8, d_model=512, n_head=16, d_ff=2048, seq_len=256),
-}
+    def _vocab(self) -> int:
+        if self.vocab_size is None:
+            raise ValueError("model.vocab_size is not set: build the model with config.with_vocab(tokenizer size)")
+        return self.vocab_size
+
+    def with_vocab(self, tokenizer_vocab: int) -> "ModelConfig":
+        """This config with `vocab_size` filled in from the tokenizer (kept when set and large enough)."""
+        if self.vocab_size is not None and self.vocab_size < tokenizer_vocab:
+            raise ValueError(f"model.vocab_size={self.vocab_size} is smaller than the tokenizer's {tokenizer_vocab}")
+        return dataclasses.replace(self, vocab_size=self.vocab_size or int(tokenizer_vocab))
 
 
-def preset(name: str, **overrides) -> GPTConfig:
-    """GPTConfig for a named preset (`tiny`, `small`, `paper`), with optional overrides."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-    return GPTConfig(**{**PRESETS[name], **overrides})
+# ---------------------------------------------------------------------------- components
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "LayerNorm":
+        return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
+    return nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+
+
+def rope_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (seq_len, head_dim): angle t·base^(-2i/head_dim) for pair i, repeated
+    for both halves (the "rotate half" convention of GPT-NeoX / Llama)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate q or k (B, H, T, hd) by position: x·cos + rotate_half(x)·sin."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    T = x.shape[-2]
+    return (x * cos[:T] + rotated * sin[:T]).to(x.dtype)
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head = cfg.n_head
         self.dropout = cfg.dropout
@@ -77,11 +153,13 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_dim)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )  # scale 1/sqrt(head_dim) by default
@@ -89,74 +167,107 @@ class CausalSelfAttention(nn.Module):
         return self.resid_drop(self.out_proj(y))
 
 
-class MLP(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+class GeluMLP(nn.Module):
+    """w_up -> exact (erf) GELU -> w_down (GPT, SPEC §1)."""
+
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.w_up = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
         self.w_down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.w_down(F.gelu(self.w_up(x))))  # exact erf GELU
+        return self.drop(self.w_down(F.gelu(self.w_up(x))))
+
+
+class SwiGLUMLP(nn.Module):
+    """w_down(silu(w_gate x) * w_up x) (Llama)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.w_gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.w_up = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.w_down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.w_down(F.silu(self.w_gate(x)) * self.w_up(x)))
+
+
+MLP_CLASSES = {"GELU": GeluMLP, "SwiGLU": SwiGLUMLP}
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.ln1 = make_norm(cfg)
         self.attn = CausalSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.d_model)
-        self.mlp = MLP(cfg)
+        self.ln2 = make_norm(cfg)
+        self.mlp = MLP_CLASSES[cfg.mlp](cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), rope)
         return x + self.mlp(self.ln2(x))
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer. `forward(idx (B, T) int64) -> logits (B, T, vocab) float`."""
+    """Decoder-only transformer. `forward(idx (B, T) int64) -> logits (B, T, vocab_size)`."""
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos_emb = nn.Embedding(cfg.seq_len, cfg.d_model)
+        vocab = cfg.padded_vocab_size
+        self.tok_emb = nn.Embedding(vocab, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.seq_len, cfg.d_model) if cfg.positions == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.d_model)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.lm_head.weight = self.tok_emb.weight  # tied: one parameter, two names in state_dict
+        self.ln_f = make_norm(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, vocab, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight  # one parameter, two names in state_dict
+        if cfg.positions == "rope":
+            cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
+    def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        elif isinstance(module, nn.LayerNorm):
+            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
+        elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
             nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
 
     def num_parameters(self) -> int:
         """Number of trainable scalars, tied weights counted once."""
         return sum(p.numel() for p in self.parameters())
 
+    def parameter_roles(self) -> dict[str, tuple[int | None, bool]]:
+        """`name -> (block index or None, in the trunk)` for every parameter, in canonical order
+        (`named_parameters()`: module-definition order, a tied weight once). The trunk is every
+        weight matrix inside a block (SPEC §1.3)."""
+        block_of = {id(p): i for i, block in enumerate(self.blocks) for p in block.parameters()}
+        return {name: (block_of.get(id(p)), id(p) in block_of and p.ndim >= 2)
+                for name, p in self.named_parameters()}
+
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         B, T = idx.shape
         if T > self.cfg.seq_len:
             raise ValueError(f"sequence length {T} exceeds the model's seq_len {self.cfg.seq_len}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(T, device=idx.device))
+        rope = (self.rope_cos, self.rope_sin) if self.cfg.positions == "rope" else None
+        x = self.drop(x)
         for block in self.blocks:
-            x = block(x)
-        return self.lm_head(self.ln_f(x))
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
+            x = block(x, rope)
+        logits = self.lm_head(self.ln_f(x))
+        return logits if self.cfg.padded_vocab_size == self.cfg.vocab_size else logits[..., : self.cfg.vocab_size]
 
 
-def expected_num_parameters(cfg: GPTConfig) -> int:
-    """Closed-form parameter count (SPEC §1.2): V·d + seq·d + L·(4d² + 2·d·d_ff + 4d) + 2d."""
+def expected_num_parameters(cfg: ModelConfig) -> int:
+    """Closed-form parameter count of the GPT family (SPEC §1.2): V·d + seq·d + L·(4d² + 2·d·d_ff + 4d) + 2d."""
     d = cfg.d_model
     per_block = 3 * d * d + d * d + 2 * d * cfg.d_ff + 4 * d
-    return cfg.vocab_size * d + cfg.seq_len * d + cfg.n_layer * per_block + 2 * d
-
+    return cfg.padded_vocab_size * d + cfg.seq_len * d + cfg.n_layer * per_block + 2 * d

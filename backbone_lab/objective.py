@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -23,12 +24,46 @@ IGNORE_INDEX = -100
 
 
 @dataclass
+class ObjectiveConfig:
+    """The composite objective L = L_LM + λ(t) L_probe (paper Eq. 1; `conf/objective/`)."""
+
+    lambda_schedule: list[Any] = field(default_factory=lambda: [[0, 2.0]])
+    """[[start_step, λ], ...], sorted, the first starting at step 0 or 1; λ(t) is the value of
+    the last entry with start_step <= t (the paper: [[0, 2.0], [4000, 4.0]])."""
+
+    def __post_init__(self) -> None:
+        self.lambda_schedule = [list(p) for p in validate_lambda_schedule(self.lambda_schedule)]
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule: linear warmup, then cosine to a floor (SPEC §3; `conf/schedule/`)."""
+
+    warmup: int = 100
+    """Warmup steps (lr·t/warmup for t < warmup)."""
+    total: Optional[int] = None
+    """Step at which the cosine reaches its end; null = train.max_steps."""
+    floor: float = 0.1
+    """Lower clamp of the cosine multiplier (1.0 = constant lr after warmup)."""
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0:
+            raise ValueError(f"schedule.warmup must be >= 0, got {self.warmup}")
+        if self.total is not None and self.total < 1:
+            raise ValueError(f"schedule.total must be >= 1 or null, got {self.total}")
+        if not 0.0 <= self.floor <= 1.0 or not math.isfinite(self.floor):
+            raise ValueError(f"schedule.floor must be in [0, 1], got {self.floor}")
+
+
+@dataclass
 class LossParts:
+    """One micro-batch's losses; every field is a device tensor (no host sync to build it)."""
+
     loss: torch.Tensor  # scalar, L_LM + λ L_probe
     lm: torch.Tensor  # scalar L_LM (nats/token)
     probe: torch.Tensor  # scalar L_probe (nats/token); 0 if no probe token
-    n_lm: int  # number of LM target tokens
-    n_probe: int  # number of probe target tokens
+    n_lm: torch.Tensor  # int64 scalar: number of LM target tokens
+    n_probe: torch.Tensor  # int64 scalar: number of probe target tokens
 
 
 def _token_losses(logits, targets, probe_mask):
@@ -47,12 +82,12 @@ def composite_loss(
     """Composite loss of one micro-batch (SPEC §3.1).
 
     logits (B, T, V) float; targets (B, T) int64 with -100 = ignore; probe_mask (B, T) bool.
+    Token means divide by max(count, 1), so a micro-batch without probe tokens has L_probe = 0.
     """
     token_ce, lm, probe = _token_losses(logits, targets, probe_mask)
-    n_lm, n_probe = int(lm.sum()), int(probe.sum())
-    zero = token_ce.new_zeros(())
-    l_lm = (token_ce * lm).sum() / n_lm if n_lm else zero
-    l_probe = (token_ce * probe).sum() / n_probe if n_probe else zero
+    n_lm, n_probe = lm.sum(), probe.sum()
+    l_lm = token_ce.where(lm, 0.0).sum() / n_lm.clamp_min(1)
+    l_probe = token_ce.where(probe, 0.0).sum() / n_probe.clamp_min(1)
     return LossParts(l_lm + lam * l_probe, l_lm, l_probe, n_lm, n_probe)
 
 
@@ -86,9 +121,14 @@ def lambda_at(step: int, schedule: Sequence[Sequence[float]]) -> float:
 def validate_lambda_schedule(schedule: Sequence[Sequence[float]]) -> list[tuple[int, float]]:
     pairs = []
     for item in schedule:
-        if len(item) != 2:
-            raise ValueError(f"lambda schedule entries must be [start_step, lambda], got {item!r}")
-        pairs.append((int(item[0]), float(item[1])))
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(f"objective.lambda_schedule entries must be [start_step, lambda], got {item!r}")
+        try:
+            pairs.append((int(item[0]), float(item[1])))
+        except (TypeError, ValueError):
+            raise ValueError(f"objective.lambda_schedule entry {list(item)!r} is not [integer step, number]") from None
+        if not math.isfinite(pairs[-1][1]) or pairs[-1][1] < 0:
+            raise ValueError(f"objective.lambda_schedule: lambda must be a finite number >= 0, got {item[1]!r}")
     starts = [s for s, _ in pairs]
     if not pairs or starts != sorted(starts) or starts[0] > 1:
         raise ValueError(

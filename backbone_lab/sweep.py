@@ -3,7 +3,7 @@
 `python -m backbone_lab ... -m` runs each job through `run_sweep_job(cfg, train)`:
 
 1. **Skip finished work.** The job's *fingerprint* is a hash of its resolved config minus the
-   keys that name places or presentation (`FINGERPRINT_NEUTRAL_KEYS`: run_dir, run_name, paths,
+   keys that name places or presentation (`run_identity.NEUTRAL_KEYS`: run_dir, run_name, paths,
    loggers, tags, progress bars, ...). Earlier sweeps of the same experiment
    (`<output_root>/<experiment_name>/*/`) are scanned for job folders whose saved `config.yaml`
    has the same fingerprint:
@@ -40,7 +40,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from backbone_lab.config_schema import drop_dotted_keys
+from backbone_lab.run_identity import fingerprint
 from backbone_lab.run_markers import read_marker, write_marker
 
 log = logging.getLogger("backbone_lab")
@@ -71,35 +71,7 @@ def register_resolvers() -> None:
 
 register_resolvers()
 
-# Top-level keys / dotted paths that do not change what a run computes.
-FINGERPRINT_NEUTRAL_KEYS = (
-    "run_dir", "run_name", "resume", "logger", "paths", "tags", "experiment_name",
-    "data.cache_dir", "data.num_workers",
-)
 REDIRECT = "REDIRECT.json"
-
-
-# --------------------------------------------------------------------------- fingerprints
-def comparable_config(cfg: DictConfig | dict) -> dict:
-    """The resolved config as a plain dict without the fingerprint-neutral keys.
-
-    Callback nodes whose `_target_` is a progress bar are dropped too (presentation only); other
-    callbacks (e.g. an early-stop rule) stay, because they change what a run computes.
-    """
-    data = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
-    data.pop("hydra", None)
-    drop_dotted_keys(data, FINGERPRINT_NEUTRAL_KEYS)
-    callbacks = data.get("callbacks")
-    if isinstance(callbacks, dict):
-        data["callbacks"] = {k: v for k, v in callbacks.items()
-                             if not (isinstance(v, dict) and str(v.get("_target_", "")).endswith("ProgressBar"))}
-    return data
-
-
-def fingerprint(cfg: DictConfig | dict) -> str:
-    """sha256 (first 16 hex digits) of `comparable_config(cfg)` as canonical JSON."""
-    text = json.dumps(comparable_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _saved_fingerprint(run_dir: Path) -> str | None:

@@ -1,18 +1,25 @@
-"""`train(cfg)`: build data, model, callbacks and loggers from a composed config, fit, analyse.
+"""`train(cfg)`: build data, model, trainer, callbacks and loggers from a composed config, fit, analyse.
 
 Importable and testable without the CLI (`python -m backbone_lab` is a thin Hydra shell around
 it). Returns a dict of headline numbers (the value a Hydra sweeper could optimise is
-`final_val_loss`).
+`final_val_loss`). In the order of the code below:
+
+1. every concept's typed config is built from its node (`typed`), the optimizer is tried on a
+   dummy parameter and the trainer is built and checked: bad input ends here, in one line,
+   before any data preparation or any write;
+2. rank 0 claims the run folder (`prepare_run_dir`: same config, resume decision); a
+   one-node multi-process run then starts its other ranks (`distributed.launch_local_workers`);
+3. data, model, fit; rank 0 alone writes markers, runs the analysis and talks to W&B.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import traceback
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -21,18 +28,25 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from backbone_lab.callbacks.evaluation import EvaluationCallback, eval_steps
-from backbone_lab.config_schema import drop_dotted_keys
+from backbone_lab.config_schema import build, schemas
+from backbone_lab.distributed import clear_rank_env, launch_local_workers
 from backbone_lab.errors import ConfigError, RunDirError
 from backbone_lab.lit_module import BackboneLitModule, DivergenceError
-from backbone_lab.model import GPTConfig, PRESETS
+from backbone_lab.run_dir import RunDir
+from backbone_lab.run_identity import RESUME_ALSO_NEUTRAL, differences
 from backbone_lab.run_markers import write_marker
-from backbone_lab.trajectory.callback import TrajectorySnapshotCallback, snapshot_steps
+from backbone_lab.trainer import build_trainer, check_world, needs_local_launch
+from backbone_lab.trajectory.callback import TrajectorySnapshotCallback
 from backbone_lab.trajectory.store import TrajectoryError
 
 log = logging.getLogger("backbone_lab")
 
-# Keys that may change between a run and its resumption without making it a different run.
-RESUME_NEUTRAL_KEYS = ("resume", "analyze", "run_dir", "logger", "callbacks", "paths", "data.num_workers")
+
+def typed(cfg: DictConfig) -> dict:
+    """group -> its schema dataclass built from the node (`__post_init__` checks every value);
+    works on a composed config and on a plain one loaded from a run's config.yaml. The trainer
+    node is a `_target_` node: `build_trainer` instantiates it."""
+    return {group: build(group, cfg.get(group)) for group in schemas() if group != "trainer"}
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
@@ -47,56 +61,55 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
         raise ConfigError("set run_dir=<folder> when calling train() outside the CLI") from err
 
 
-def build_model_config(model_cfg: DictConfig, vocab_size: int) -> GPTConfig:
-    if model_cfg.preset not in PRESETS and model_cfg.preset != "custom":
-        raise ConfigError(
-            f"unknown model preset {model_cfg.preset!r}: choose model=tiny|small|paper or a file in conf/model/"
-        )
-    keys = ("n_layer", "d_model", "n_head", "d_ff", "seq_len", "dropout")
-    kwargs = {k: model_cfg[k] for k in keys}
-    kwargs["vocab_size"] = int(model_cfg.vocab_size or vocab_size)
-    if kwargs["vocab_size"] < vocab_size:
-        raise ConfigError(
-            f"model.vocab_size={kwargs['vocab_size']} is smaller than the tokenizer's {vocab_size}"
-        )
+def env_global_rank() -> int:
+    """This process's global rank as the launcher set it (0 for a single process)."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in os.environ and (key != "SLURM_PROCID" or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
+            return int(os.environ[key])
+    return 0
+
+
+def check_optimizer(factory) -> None:
+    """Build the optimizer on a dummy parameter: bad arguments fail now, in one line."""
+    dummy = [{"params": [torch.zeros(2, 2, requires_grad=True)], "kind": "matrix"},
+             {"params": [torch.zeros(2, 2, requires_grad=True)], "kind": "trunk"},
+             {"params": [torch.zeros(2, requires_grad=True)], "kind": "vector", "weight_decay": 0.0}]
     try:
-        return GPTConfig(**kwargs)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+        factory(dummy)
+    except Exception as err:  # noqa: BLE001 - torch raises ValueError/TypeError for bad arguments
+        raise ConfigError(f"optimizer: {str(err).strip().splitlines()[0]} (check the optimizer.* values)") from None
 
 
-def _comparable(cfg: DictConfig) -> dict:
-    return drop_dotted_keys(OmegaConf.to_container(cfg, resolve=True), RESUME_NEUTRAL_KEYS + ("run_name",))
-
-
-def prepare_run_dir(cfg: DictConfig, run_dir: Path) -> Path | None:
+def prepare_run_dir(cfg: DictConfig, run: RunDir) -> Path | None:
     """Check the run dir is ours; save the config; return the checkpoint to resume from (or None)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / "config.yaml"
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    run.root.mkdir(parents=True, exist_ok=True)
     resume = cfg.get("resume", "never")
     if resume not in ("never", "auto"):
         raise ConfigError(f"resume must be 'never' or 'auto', got {resume!r}")
-    if saved.exists():
-        previous = OmegaConf.load(saved)
-        if _comparable(previous) != _comparable(cfg):
-            raise RunDirError(
-                f"{run_dir} already holds a different run (its config.yaml differs); "
-                "choose another run_name/run_dir, or delete that folder"
-            )
-        if resume != "auto" and (run_dir / "trajectory").exists():
-            raise RunDirError(
-                f"{run_dir} already holds this run's snapshots; pass resume=auto to continue it"
-            )
-    OmegaConf.save(cfg, saved, resolve=True)
-    return ckpt if (resume == "auto" and ckpt.exists()) else None
+    if run.config.exists():
+        diff = differences(OmegaConf.load(run.config), cfg, extra=RESUME_ALSO_NEUTRAL)
+        if diff:
+            shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in diff[:3]) + (" ..." if len(diff) > 3 else "")
+            if all(k.startswith("trainer.") for k, _, _ in diff):
+                raise RunDirError(f"{run.root} was trained with other trainer settings ({shown}): resume with the "
+                                  "same world size and strategy (the data stream and sliced snapshots are laid out "
+                                  "per rank), or choose another run_name")
+            raise RunDirError(f"{run.root} already holds a different run (config differs at {shown}); "
+                              "choose another run_name/run_dir, or delete that folder")
+        if resume != "auto" and run.trajectory.exists():
+            raise RunDirError(f"{run.root} already holds this run's snapshots; pass resume=auto to continue it")
+    OmegaConf.save(cfg, run.config, resolve=True)
+    return run.last_checkpoint if (resume == "auto" and run.last_checkpoint.exists()) else None
 
 
 def _instantiate_nodes(node: DictConfig | None) -> list:
-    """Instantiate every `_target_` node of a group (callbacks, loggers), skipping disabled ones."""
+    """Instantiate every `_target_` node of a group (callbacks, loggers)."""
     if not node:
         return []
-    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+    try:
+        return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+    except Exception as err:  # noqa: BLE001 - a typo in a callback/logger node
+        raise ConfigError(f"{str(err).strip().splitlines()[0]}") from None
 
 
 def _quiet_third_party_logs() -> None:
@@ -112,124 +125,120 @@ def _reset_process_state() -> None:
         os.environ.pop(var, None)
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train one run as described by `cfg`; returns headline numbers (also in `<run_dir>/DONE`)."""
+def _protocol_callbacks(conf: dict, run: RunDir, cfg: DictConfig) -> list[L.Callback]:
+    """Evaluation, snapshots and checkpoints: part of the protocol, always on."""
+    loop, snap = conf["train"], conf["snapshots"]
+    callbacks: list[L.Callback] = [EvaluationCallback(eval_steps(loop.max_steps, loop.eval_every), run.eval_metrics)]
+    if snap.enabled:
+        meta = {"run_dir": str(run.root), "model": asdict(conf["model"]), "seed": int(cfg.seed)}
+        callbacks.append(TrajectorySnapshotCallback(run.trajectory, snap, loop.max_steps, meta))
+    callbacks.append(L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=run.checkpoints, filename="step{step:06d}", save_last=True, save_top_k=0,
+        every_n_train_steps=loop.ckpt_every, save_on_train_epoch_end=False))
+    return callbacks
+
+
+def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
+    """Train one run as described by `cfg`; returns headline numbers (also in `<run_dir>/DONE`).
+
+    `ckpt_path` is only passed to ranks started by `launch_local_workers` (rank 0 decided it).
+    """
     _reset_process_state()
     _quiet_third_party_logs()
-    run_dir = resolve_run_dir(cfg)
-    with open_dict(cfg):
-        cfg.run_dir = str(run_dir)  # loggers and callbacks interpolate ${run_dir}
-    ckpt_path = prepare_run_dir(cfg, run_dir)
     if cfg.get("seed") is None:
         raise ConfigError("seed must be set (an integer; 0 is fine)")
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    conf = typed(cfg)
+    loop = conf["train"]
+    optimizer = instantiate(cfg.optimizer)
+    check_optimizer(optimizer)
+    run = RunDir(resolve_run_dir(cfg))
+    with open_dict(cfg):
+        cfg.run_dir = str(run.root)  # loggers and callbacks interpolate ${run_dir}
+    rank = env_global_rank()
+    callbacks = _protocol_callbacks(conf, run, cfg) + _instantiate_nodes(cfg.get("callbacks"))
+    trainer = build_trainer(cfg.trainer, loop, callbacks, loggers=[], run_dir=run.root)
+    world = check_world(trainer, cfg.trainer, conf["data"].n_eval, conf["data"].n_val)
 
+    if rank == 0:
+        ckpt_path = prepare_run_dir(cfg, run)
+    workers = None
+    result: dict = {"run_dir": str(run.root), "status": "done", "world_size": world}
+    try:
+        if needs_local_launch(trainer):
+            workers = launch_local_workers(world, run.config, ckpt_path, run.root / "logs")
+            trainer = build_trainer(cfg.trainer, loop, callbacks, loggers=[], run_dir=run.root)  # now sees its rank
+        if rank == 0:
+            loggers = _instantiate_nodes(cfg.get("logger"))
+            for logger in loggers:
+                logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            trainer.loggers = loggers
+        result.update(_fit(cfg, conf, run, trainer, optimizer, ckpt_path, rank))
+        if rank == 0:
+            write_marker(run.root, "DONE", result)
+    except BaseException as err:
+        if workers is not None:
+            workers.terminate()
+        if rank == 0:
+            write_marker(run.root, "FAILED", {"error": f"{type(err).__name__}: {err}",
+                                              "traceback": traceback.format_exc()})
+        raise
+    finally:
+        if workers is not None:
+            workers.wait()
+            clear_rank_env()
+        _finish_wandb()
+    return {**result}
+
+
+def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer, ckpt_path, rank: int) -> dict:
     from backbone_lab.data.datamodule import BackboneDataModule
 
-    data_kwargs = OmegaConf.to_container(cfg.data, resolve=True)
-    datamodule = BackboneDataModule(
-        **data_kwargs, seq_len=int(cfg.model.seq_len), seed=int(cfg.seed)
-    )
-    datamodule.prepare_data()
+    loop, snap = conf["train"], conf["snapshots"]
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = BackboneDataModule(conf["data"], seq_len=conf["model"].seq_len, seed=int(cfg.seed))
     datamodule.setup("fit")
-    datamodule.save_run_files(run_dir)
-    model_cfg = build_model_config(cfg.model, datamodule.vocab_size)
-
-    max_steps = int(cfg.train.max_steps)
-    schedule_total = int(cfg.schedule.total or max_steps)
-    module = BackboneLitModule(
-        model_cfg,
-        optimizer=instantiate(cfg.optimizer),
-        lambda_schedule=OmegaConf.to_container(cfg.objective.lambda_schedule),
-        warmup=int(cfg.schedule.warmup),
-        total_steps=schedule_total,
-        lr_floor=float(cfg.schedule.floor),
-        run_dir=run_dir,
-        divergence_loss=cfg.train.divergence_loss,
-        compile=bool(cfg.train.compile),
-    )
+    if rank == 0:
+        datamodule.save_run_files(run.root)
+    try:
+        model_config = conf["model"].with_vocab(datamodule.vocab_size)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    module = BackboneLitModule(model_config, optimizer, conf["schedule"], conf["objective"], loop)
     if cfg.get("init_from"):
         from backbone_lab.init_from import load_initial_weights
 
         load_initial_weights(module.model, cfg.init_from, cfg.get("init_step"))
-
-    accumulate = int(cfg.train.accumulate)
     start_step = _checkpoint_step(ckpt_path) if ckpt_path else 0
-    datamodule.set_start_step(start_step, accumulate)
+    datamodule.set_start_step(start_step, loop.accumulate)
 
-    snap = cfg.snapshots
-    callbacks: list[L.Callback] = [
-        EvaluationCallback(eval_steps(max_steps, int(cfg.train.eval_every)), run_dir / "eval_metrics.csv")
-    ]
-    if snap.enabled:
-        steps = snapshot_steps(max_steps, int(snap.every), snap.dense, snap.extra_steps,
-                               bool(snap.include_init), bool(snap.include_step1))
-        meta = {"run_dir": str(run_dir), "model": OmegaConf.to_container(cfg.model), "seed": int(cfg.seed)}
-        callbacks.append(TrajectorySnapshotCallback(run_dir / "trajectory", steps, snap.subset, snap.dtype, meta))
-    callbacks.append(
-        L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", filename="step{step:06d}", save_last=True,
-            save_top_k=0, every_n_train_steps=int(cfg.train.ckpt_every), save_on_train_epoch_end=False,
-        )
-    )
-    callbacks += _instantiate_nodes(cfg.get("callbacks"))
-    loggers = _instantiate_nodes(cfg.get("logger"))
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
-    trainer = L.Trainer(
-        default_root_dir=run_dir,
-        max_steps=max_steps,
-        accumulate_grad_batches=accumulate,
-        gradient_clip_val=float(cfg.train.grad_clip) or None,
-        gradient_clip_algorithm="norm",
-        precision=cfg.train.precision,
-        accelerator=cfg.train.accelerator,
-        devices=cfg.train.devices,
-        deterministic=bool(cfg.train.deterministic),
-        logger=loggers or False,
-        callbacks=callbacks,
-        log_every_n_steps=int(cfg.train.log_every),
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # the resumable sampler already defines the stream
-        enable_model_summary=False,
-        enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks),
-    )
-    result: dict = {"run_dir": str(run_dir), "status": "done"}
+    out: dict = {}
     t0 = time.perf_counter()
     try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except DivergenceError as err:
+        log.warning("%s; snapshots written so far are kept and analysed", err)
+        out.update(status="diverged", diverged_at_step=err.step, diverged_loss=err.loss)
+        trainer.save_checkpoint(run.diverged_checkpoint)
+    out["train_seconds"] = time.perf_counter() - t0
+    out["steps_done"] = int(trainer.global_step)
+    if rank != 0:
+        return out
+    out.update(_final_eval_numbers(run))
+    if cfg.get("analyze", True) and snap.enabled:
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        except DivergenceError as err:
-            log.warning("%s; snapshots written so far are kept and analysed", err)
-            result.update(status="diverged", diverged_at_step=err.step, diverged_loss=err.loss)
-            trainer.save_checkpoint(run_dir / "checkpoints" / "diverged.ckpt")
-        result["train_seconds"] = time.perf_counter() - t0
-        result["steps_done"] = int(trainer.global_step)
-        result.update(_final_eval_numbers(run_dir))
-        if cfg.get("analyze", True) and snap.enabled:
-            try:
-                summary = _analyse(run_dir, cfg.get("analysis"))
-                result.update(_headline(summary))
-            except TrajectoryError as err:
-                if result["status"] != "diverged":
-                    raise
-                # diverged before enough snapshots for the analysis: still a clean, diverged run
-                log.warning("no analysis of the diverged run: %s", err)
-                result["analysis_skipped"] = str(err)
-        write_marker(run_dir, "DONE", result)
-    except BaseException as err:
-        write_marker(run_dir, "FAILED", {"error": f"{type(err).__name__}: {err}",
-                                         "traceback": traceback.format_exc()})
-        raise
-    finally:
-        _finish_wandb()
-    return result
+            summary = _analyse(run.root, conf["analysis"])
+            out.update(_headline(summary))
+        except TrajectoryError as err:
+            if out.get("status") != "diverged":
+                raise
+            # diverged before enough snapshots for the analysis: still a clean, diverged run
+            log.warning("no analysis of the diverged run: %s", err)
+            out["analysis_skipped"] = str(err)
+    return out
 
 
 def analysis_config(node: DictConfig | dict | None):
-    """`AnalysisConfig` from the run config's `analysis` node (unknown keys -> ConfigError)."""
+    """`AnalysisConfig` from a run config's `analysis` node (unknown keys -> ConfigError)."""
     from backbone_lab.analysis.config import AnalysisConfig
 
     data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
@@ -239,25 +248,26 @@ def analysis_config(node: DictConfig | dict | None):
         raise ConfigError(f"analysis config: {err}") from err
 
 
-def _analyse(run_dir: Path, node) -> dict:
+def _analyse(run_dir: Path, analysis_cfg) -> dict:
     from backbone_lab.analysis.run_analysis import run_analysis
 
-    log.info("analysing the trajectory in %s", run_dir / "trajectory")
-    return run_analysis(run_dir, analysis_config(node))
+    log.info("analysing the trajectory in %s", RunDir(run_dir).trajectory)
+    return run_analysis(run_dir, analysis_cfg)
 
 
 def _checkpoint_step(ckpt_path: Path) -> int:
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     return int(state.get("global_step", 0))
 
 
-def _final_eval_numbers(run_dir: Path) -> dict:
+def _final_eval_numbers(run: RunDir) -> dict:
+    import math
+
     from backbone_lab.metrics_csv import read_rows
 
-    path = run_dir / "eval_metrics.csv"
-    if not path.exists():
+    if not run.eval_metrics.exists():
         return {}
-    rows = read_rows(path)
+    rows = read_rows(run.eval_metrics)
     if not rows:
         return {}
     finite = [r["p_ood"] for r in rows if math.isfinite(r["p_ood"])]
@@ -294,4 +304,3 @@ def _finish_wandb() -> None:
             wandb.finish()
     except Exception:  # noqa: BLE001 - closing a logger must never mask the real outcome
         pass
-

@@ -1,9 +1,12 @@
 """Canonical parameter subsets and the one flatten function (SPEC §1.3, bug W8).
 
-The *trunk* is the four weight matrices of every block — `attn.qkv`, `attn.out_proj`,
-`mlp.w_up`, `mlp.w_down` — in natural block order; embeddings, the (tied) head, position
-embeddings and LayerNorms are excluded. For the paper model that is 3,145,728 scalars per block
-and 25,165,824 in all.
+The model declares which parameters form the trunk and which block holds each one
+(`GPT.parameter_roles`); this module turns those roles into subsets, layouts and flat vectors:
+
+* `trunk`: the weight matrices of every block (for the paper's GPT: `attn.qkv`, `attn.out_proj`,
+  `mlp.w_up`, `mlp.w_down`; 3,145,728 scalars per block and 25,165,824 in all);
+* `blocks_with_ln`: every parameter of every block (the trunk plus the blocks' norms);
+* `full`: every parameter.
 
 Canonical order = the order of `model.named_parameters()` (module-definition order), filtered by
 the subset. `named_parameters()` lists a tied weight once (unlike `state_dict()`), so the same
@@ -14,42 +17,42 @@ coordinates can never be paired in different orders (the reference's Fisher bug,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn as nn
 
-TRUNK_PATTERN = re.compile(r"blocks\.\d+\.(attn\.qkv|attn\.out_proj|mlp\.w_up|mlp\.w_down)\.weight")
-BLOCK_PATTERN = re.compile(r"blocks\.\d+\.")
-
 SUBSETS = ("trunk", "blocks_with_ln", "full")
 
 
-def in_subset(name: str, subset: str) -> bool:
-    """Whether parameter `name` belongs to `subset`.
-
-    * `trunk`: regex R of SPEC §1.3 (the four matrices of every block);
-    * `blocks_with_ln`: every parameter of every block (trunk + ln1/ln2 weight and bias);
-    * `full`: every parameter.
-    """
+def _keep(role: tuple[int | None, bool], subset: str) -> bool:
+    block, trunk = role
     if subset == "trunk":
-        return TRUNK_PATTERN.fullmatch(name) is not None
+        return trunk
     if subset == "blocks_with_ln":
-        return BLOCK_PATTERN.match(name) is not None
+        return block is not None
     if subset == "full":
         return True
     raise ValueError(f"unknown parameter subset {subset!r}; choose one of {SUBSETS}")
 
 
-def subset_names(model: nn.Module, subset: str = "trunk") -> list[str]:
-    """Names of the parameters of `subset`, in canonical order."""
-    return [name for name, _ in model.named_parameters() if in_subset(name, subset)]
-
-
 def named_subset(model: nn.Module, subset: str = "trunk") -> dict[str, torch.Tensor]:
     """Ordered name -> parameter tensor (live, not detached) for `subset`."""
-    return {name: p for name, p in model.named_parameters() if in_subset(name, subset)}
+    roles = model.parameter_roles()
+    return {name: p for name, p in model.named_parameters() if _keep(roles[name], subset)}
+
+
+def subset_layout(model: nn.Module, subset: str = "trunk") -> list[dict]:
+    """The subset as a trajectory layout: `[{name, shape, block, trunk}, ...]` in canonical order
+    (global shapes, also for sharded parameters)."""
+    roles = model.parameter_roles()
+    return [{"name": n, "shape": list(p.shape), "block": roles[n][0], "trunk": roles[n][1]}
+            for n, p in model.named_parameters() if _keep(roles[n], subset)]
+
+
+def subset_names(model: nn.Module, subset: str = "trunk") -> list[str]:
+    """Names of the parameters of `subset`, in canonical order."""
+    return list(named_subset(model, subset))
 
 
 def flatten(tensors: Iterable[torch.Tensor]) -> torch.Tensor:

@@ -46,12 +46,13 @@ def fisher_worker(preset: str, estimator: str, n: int, k: int, repeats: int, dev
 
     from backbone_lab import trunk
     from backbone_lab.diagnostics import fisher as fi
-    from backbone_lab.model import GPT, preset as mk_preset
+    from backbone_lab.config_schema import load_option
+    from backbone_lab.model import GPT
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cfg = mk_preset(preset, vocab_size=vocab)
+    cfg = load_option("model", preset).with_vocab(vocab)
     model = GPT(cfg).to(device)
     T = cfg.seq_len
     g = torch.Generator().manual_seed(1)

@@ -19,17 +19,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backbone_lab.lit_module import decay_parameter_groups  # noqa: E402
-from backbone_lab.model import GPT, preset  # noqa: E402
+from backbone_lab.config_schema import load_option  # noqa: E402
+from backbone_lab.lit_module import parameter_groups  # noqa: E402
+from backbone_lab.model import GPT  # noqa: E402
 from backbone_lab.objective import composite_loss  # noqa: E402
 
 
 def run(precision: str, steps: int, batch: int, compile_model: bool) -> tuple[float, float]:
     torch.manual_seed(0)
-    cfg = preset("paper", vocab_size=50257)
+    cfg = load_option("model", "paper").with_vocab(50257)
     model = GPT(cfg).cuda()
-    decay, no_decay = decay_parameter_groups(model)
-    opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW(parameter_groups(model),
                             lr=1e-3, betas=(0.9, 0.95), weight_decay=0.5, fused=True)
     fwd = torch.compile(model) if compile_model else model
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), device="cuda")

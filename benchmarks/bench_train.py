@@ -38,7 +38,6 @@ def bench_demo(out_root: Path) -> tuple[float, float]:
 
 
 def _datamodule(cache: Path):
-    from omegaconf import OmegaConf
 
     from backbone_lab.config_schema import register_configs
     from hydra import compose, initialize_config_dir
@@ -48,9 +47,9 @@ def _datamodule(cache: Path):
         cfg = compose(config_name="config", overrides=[f"paths.cache_dir={cache}"])
     from backbone_lab.data.datamodule import BackboneDataModule
 
-    dm = BackboneDataModule(**OmegaConf.to_container(cfg.data, resolve=True),
-                            seq_len=int(cfg.model.seq_len), seed=int(cfg.seed))
-    dm.prepare_data()
+    from backbone_lab.config_schema import build
+
+    dm = BackboneDataModule(build("data", cfg.data), seq_len=int(cfg.model.seq_len), seed=int(cfg.seed))
     dm.setup("fit")
     return cfg, dm
 
@@ -61,15 +60,16 @@ def bench_throughput(steps: int, cache: Path) -> tuple[float, float]:
     from hydra.utils import instantiate
 
     from backbone_lab.lit_module import BackboneLitModule
-    from backbone_lab.train import build_model_config
+    from backbone_lab.train import typed
 
     cfg, dm = _datamodule(cache)
-    model_cfg = build_model_config(cfg.model, dm.vocab_size)
+    conf = typed(cfg)
+    model_cfg = conf["model"].with_vocab(dm.vocab_size)
+    conf["train"].max_steps = steps
 
     def make_module():
         torch.manual_seed(0)
-        return BackboneLitModule(model_cfg, optimizer=instantiate(cfg.optimizer),
-                                 lambda_schedule=[[0, 2.0]], warmup=100, total_steps=steps)
+        return BackboneLitModule(model_cfg, instantiate(cfg.optimizer), conf["schedule"], conf["objective"], conf["train"])
 
     # warm-up + batch list shared by both loops (data loading excluded from both timings)
     loader = dm.train_dataloader()

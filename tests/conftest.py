@@ -34,24 +34,8 @@ def compose_config(overrides: list[str] | None = None, config_name: str = "confi
 
 @pytest.fixture
 def tiny_cfg(tmp_path):
-    """The embedded default, shrunk to a few seconds of CPU work, writing into tmp_path."""
+    """The embedded default shrunk to a few seconds of CPU work (conf/debug/tiny.yaml), writing into tmp_path."""
     return compose_config(TINY_OVERRIDES + [f"run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"])
 
 
-TINY_OVERRIDES = [
-    "logger=none",
-    "callbacks=none",
-    "train.max_steps=30",
-    "train.eval_every=10",
-    "train.ckpt_every=10",
-    "snapshots.every=5",
-    "schedule.warmup=5",
-    "data.n_train_stories=400",
-    "data.n_val_stories=40",
-    "data.n_eval=32",
-    "data.n_val=32",
-    "data.micro_batch_size=8",
-    "data.vocab_size=300",
-    "data.n_codewords=16",
-    "model.seq_len=64",
-]
+TINY_OVERRIDES = ["debug=tiny"]

@@ -6,6 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from backbone_lab.train import typed
 from conftest import CONF, compose_config
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment"))
@@ -23,8 +24,12 @@ def test_every_group_option_composes(group, option):
     if group == "data" and option == "local":
         overrides.append("data.train_files=[stories.txt]")
     cfg = compose_config(overrides)
-    OmegaConf.to_container(cfg[group], resolve=False)
-    assert cfg[group] is not None
+    if group == "debug":  # a global package: it shrinks other groups instead of adding its own
+        assert cfg.model.seq_len == 64 and cfg.train.max_steps == 30
+    else:
+        OmegaConf.to_container(cfg[group], resolve=False)
+        assert cfg[group] is not None
+    typed(cfg)  # every schema's __post_init__ accepts the shipped values
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
@@ -35,7 +40,9 @@ def test_every_experiment_composes(experiment):
 
 @pytest.mark.parametrize(
     "override,needle",
-    [("model.d_modle=3", "d_modle"), ("train.max_steps=abc", "max_steps"), ("data.p_probe=high", "p_probe")],
+    [("model.d_modle=3", "d_modle"), ("train.max_steps=abc", "max_steps"), ("data.p_probe=high", "p_probe"),
+     ("analysis.rolling_windw=5", "rolling_windw"), ("trainer.devcies=2", "devcies"),
+     ("snapshots.evry=5", "evry"), ("model.preset=medium", "preset")],
 )
 def test_typos_and_wrong_types_fail_at_compose_time(override, needle):
     with pytest.raises(ConfigCompositionException) as info:
@@ -45,6 +52,7 @@ def test_typos_and_wrong_types_fail_at_compose_time(override, needle):
 
 def test_default_composes_to_the_cpu_default():
     cfg = compose_config()
-    assert cfg.model.preset == "tiny" and cfg.data.source == "synthetic"
+    assert cfg.model.name == "tiny" and cfg.data.source == "synthetic"
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1  # one CPU process
     assert cfg.optimizer._target_ == "torch.optim.AdamW"
     assert "experiment" not in cfg  # so that +experiment=NAME works

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backbone_lab.data.config import DataConfig
 from backbone_lab.data.datamodule import BackboneDataModule
 from backbone_lab.data.errors import DataError
 from backbone_lab.data.evaluation import evaluate_lm, evaluate_probe
@@ -17,13 +18,17 @@ from backbone_lab.data.examples import collate
 SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinystories_sample.txt"
 
 SMALL = dict(n_train_stories=200, n_val_stories=20, vocab_size=400, seq_len=128, micro_batch_size=4,
-             n_codewords=16, n_eval=24, n_val=8, p_probe=0.3, gap_ood=(40, 60), seed=3)
+             n_codewords=16, n_eval=24, n_val=8, p_probe=0.3, gap_ood=[40, 60], seed=3)
+
+
+def make_dm(seq_len: int = 128, seed: int = 0, **data) -> BackboneDataModule:
+    """A data module from DataConfig fields plus the model's seq_len and the run seed."""
+    return BackboneDataModule(DataConfig(**data), seq_len=seq_len, seed=seed)
 
 
 @pytest.fixture(scope="module")
 def dm(tmp_path_factory):
-    m = BackboneDataModule(**SMALL, cache_dir=str(tmp_path_factory.mktemp("cache")))
-    m.prepare_data()
+    m = make_dm(**SMALL, cache_dir=str(tmp_path_factory.mktemp("cache")))
     m.setup("fit")
     return m
 
@@ -43,12 +48,12 @@ def test_datamodule_builds_everything(dm):
 
 def test_datamodule_accepts_hydra_node_and_rebuilds_from_cache(dm):
     cfg = dict(SMALL, gap_train=[5, 30], gap_ood=[40, 60], cache_dir=str(dm.cache_dir))
-    m2 = BackboneDataModule(**cfg)
+    m2 = make_dm(**cfg)
     m2.setup()
     assert m2.codewords == dm.codewords and m2.train_store.path == dm.train_store.path
     assert torch.equal(m2.probe_sets["ood"].data["input_ids"], dm.probe_sets["ood"].data["input_ids"])
     # eval sets do not depend on the run seed, only on eval_seed
-    m3 = BackboneDataModule(**dict(cfg, seed=99))
+    m3 = make_dm(**dict(cfg, seed=99))
     m3.setup()
     assert torch.equal(m3.probe_sets["in"].data["input_ids"], dm.probe_sets["in"].data["input_ids"])
     assert not torch.equal(next(iter(m3.train_dataloader()))["input_ids"], next(iter(dm.train_dataloader()))["input_ids"])
@@ -72,7 +77,7 @@ def test_save_run_files_and_mismatch(dm, tmp_path):
     doc = json.loads((tmp_path / "codewords.json").read_text())
     assert doc["codewords"] == dm.codewords and doc["count"] == 16
     dm.save_run_files(tmp_path)  # same list again (resume): fine
-    other = BackboneDataModule(**dict(SMALL, codeword_seed=7), cache_dir=str(dm.cache_dir))
+    other = make_dm(**dict(SMALL, codeword_seed=7), cache_dir=str(dm.cache_dir))
     other.setup()
     with pytest.raises(DataError, match="different codeword list"):
         other.save_run_files(tmp_path)
@@ -80,7 +85,7 @@ def test_save_run_files_and_mismatch(dm, tmp_path):
 
 @pytest.mark.skipif(not SAMPLE.exists(), reason=f"shared sample data not found at {SAMPLE}")
 def test_datamodule_local_files(tmp_path):
-    m = BackboneDataModule(source="local", train_files=[str(SAMPLE)], vocab_size=600, seq_len=128,
+    m = make_dm(source="local", train_files=[str(SAMPLE)], vocab_size=600, seq_len=128,
                            n_codewords=16, n_eval=8, n_val=8, cache_dir=str(tmp_path))
     with pytest.warns(UserWarning, match="scaled"):  # default OOD gaps [80, 200] at seq_len 128
         m.setup()
@@ -89,7 +94,7 @@ def test_datamodule_local_files(tmp_path):
 
 
 def test_short_seq_len_records_gap_adjustments(dm):
-    m = BackboneDataModule(**dict(SMALL, seq_len=64, gap_ood=(80, 200)), cache_dir=str(dm.cache_dir))
+    m = make_dm(**dict(SMALL, seq_len=64, gap_ood=[80, 200]), cache_dir=str(dm.cache_dir))
     with pytest.warns(UserWarning):
         m.setup()
     notes = m.summary()["gap_adjustments"]
@@ -99,9 +104,11 @@ def test_short_seq_len_records_gap_adjustments(dm):
 
 
 def test_bad_config_values_are_clear(tmp_path):
-    with pytest.raises(DataError, match="data.tokenizer"):
-        BackboneDataModule(tokenizer="wordpiece")
-    m = BackboneDataModule(**dict(SMALL, n_codewords=500), cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="data.tokenizer='wordpiece' is not one of bpe | pretrained"):
+        DataConfig(tokenizer="wordpiece")
+    with pytest.raises(ValueError, match="data.micro_batch_size must be >= 1"):
+        DataConfig(micro_batch_size=0)
+    m = make_dm(**dict(SMALL, n_codewords=500), cache_dir=str(tmp_path))
     with pytest.raises(DataError, match="n_codewords"):
         m.setup()
 

@@ -11,12 +11,12 @@ import torch
 from backbone_lab import trunk
 from backbone_lab.diagnostics import alignment as al
 from backbone_lab.diagnostics import fisher as fi
-from backbone_lab.model import GPT, GPTConfig
+from backbone_lab.model import GPT, ModelConfig
 
 
 def tiny_gpt(dtype=torch.float64, seed=0) -> GPT:
     torch.manual_seed(seed)
-    cfg = GPTConfig(vocab_size=53, n_layer=2, d_model=16, n_head=2, d_ff=32, seq_len=10)
+    cfg = ModelConfig(vocab_size=53, n_layer=2, d_model=16, n_head=2, d_ff=32, seq_len=10)
     return GPT(cfg).to(dtype)
 
 

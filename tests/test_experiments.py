@@ -81,7 +81,7 @@ def test_paper_protocols_are_encoded():
     assert sgd["sgd_momentum"].optimizer.lr == 1e-2 and sgd["sgd_momentum"].optimizer.weight_decay == 0.05
     assert sgd["sgdw_nesterov"].optimizer._target_ == "backbone_lab.optim.SGDW" and sgd["sgdw_nesterov"].optimizer.nesterov
     c = sgd["adamw"]
-    assert (c.train.max_steps, c.schedule.warmup, c.schedule.total, c.model.preset) == (4000, 1500, 4000, "paper")
+    assert (c.train.max_steps, c.schedule.warmup, c.schedule.total, c.model.name) == (4000, 1500, 4000, "paper")
     assert list(map(list, c.snapshots.dense)) == [[600, 2000, 50], [2000, 4000, 100]]
     b = compose_config(["+experiment=beta2_sweep"])
     assert b.data.p_probe == 0.10 and b.analysis.anchor_step == 1
@@ -94,16 +94,13 @@ def test_paper_protocols_are_encoded():
 
 def test_cprime_early_stop_rule(tmp_path):
     from backbone_lab.callbacks.stop_rules import EarlyStopRule
-    from backbone_lab.metrics_csv import append_row
 
-    csv_path = tmp_path / "eval_metrics.csv"
-    for step, val, p in ((1, 10.0, 0.0), (1000, 6.0, 0.015), (2000, 5.25, 0.013)):
-        append_row(csv_path, {"step": step, "val_loss": val, "p_ood": p})
+    rows = [{"step": step, "val_loss": val, "p_ood": p} for step, val, p in ((1, 10.0, 0.0), (1000, 6.0, 0.015), (2000, 5.25, 0.013))]
     rule = EarlyStopRule(2000, val_loss_above=5.1, best_p_ood_below=0.02,
                          only_for=["backbone_lab.optim.SGDW"], optimizer="backbone_lab.optim.SGDW")
-    assert rule.active and rule.decide(csv_path)["stop"]
+    assert rule.active and rule.decide(rows)["stop"]
     assert not EarlyStopRule(2000, 5.1, 0.02, only_for=["backbone_lab.optim.SGDW"], optimizer="torch.optim.SGD").active
-    assert not EarlyStopRule(2000, val_loss_above=5.3).decide(csv_path)["stop"]
+    assert not EarlyStopRule(2000, val_loss_above=5.3).decide(rows)["stop"]
 
 
 def _tiny(tmp_path: Path, name: str, extra: list[str] = ()):
@@ -161,7 +158,7 @@ def test_tiny_sweep_end_to_end_survives_failures_and_skips_done_jobs(tmp_path):
     tiny = [o for o in TINY_OVERRIDES if not o.startswith(("logger=", "callbacks="))]
     cmd = [sys.executable, "-m", "backbone_lab", "+experiment=optimizer_demo", "-m", "optimizer=adamw,sgd_tiny",
            "model.n_head=4,3", "logger=wandb", "logger.wandb.mode=offline", f"paths.cache_dir={tmp_path / 'cache'}",
-           "+analysis.figures=false", *tiny]
+           "analysis.figures=false", *tiny]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep summary" in proc.stdout and "2 done, 2 failed" in proc.stdout

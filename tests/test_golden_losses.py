@@ -1,8 +1,11 @@
-"""Golden regression: the first losses of a seeded tiny CPU run, stored in tests/assets.
+"""Golden regression: a seeded tiny CPU run through `train(cfg)` + Lightning, stored in tests/assets.
 
-Catches silent changes to data, tokenisation, probe construction, initialisation, loss or
-optimizer. Regenerate deliberately with `python tests/test_golden_losses.py --write` (and say
-why in the commit message).
+8 optimizer steps of 2 accumulated micro-batches (so accumulation, clipping, the λ and lr
+schedules, the sampler and the evaluation wiring are all on the path). Catches silent changes to
+data, tokenisation, probe construction, initialisation, loss, optimizer or loop: every trunk
+snapshot (its float64 sum) and every evaluation row must match. The numbers were recorded by the
+code *before* the one-schema refactor (commit 3e5914a), so they are independent of it.
+Regenerate deliberately with `python tests/test_golden_losses.py --write` (and say why).
 """
 
 from __future__ import annotations
@@ -11,59 +14,48 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import compose_config  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parent / "assets" / "golden_losses_tiny.json"
-N_STEPS = 8
+GOLDEN = Path(__file__).resolve().parent / "assets" / "golden_train_tiny.json"
 
 
-def first_losses(cache_dir: Path) -> list[float]:
-    from backbone_lab.data.datamodule import BackboneDataModule
-    from backbone_lab.lit_module import BackboneLitModule
-    from backbone_lab.train import build_model_config
+def golden_run(tmp: Path) -> dict:
+    from backbone_lab.metrics_csv import read_rows
+    from backbone_lab.train import train
+    from backbone_lab.trajectory.store import TrajectoryReader
 
-    cfg = compose_config(["data.n_train_stories=400", "data.n_val_stories=40", "data.vocab_size=300",
-                          "data.n_codewords=16", "data.micro_batch_size=8", "model.seq_len=64",
-                          f"paths.cache_dir={cache_dir}"])
-    dm = BackboneDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seq_len=64, seed=int(cfg.seed))
-    dm.setup("fit")
-    torch.manual_seed(int(cfg.seed))
-    module = BackboneLitModule(build_model_config(cfg.model, dm.vocab_size), instantiate(cfg.optimizer),
-                               lambda_schedule=[[0, 2.0]], warmup=4, total_steps=N_STEPS)
-    opt = module.configure_optimizers()
-    optimizer, scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
-    losses = []
-    for step, batch in zip(range(N_STEPS), dm.train_dataloader()):
-        loss = module.loss_parts(batch, 2.0).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-    return losses
+    cfg = compose_config(["debug=tiny", f"run_dir={tmp / 'run'}", f"paths.cache_dir={tmp / 'cache'}",
+                          "train.max_steps=8", "train.eval_every=4", "snapshots.every=1", "train.accumulate=2",
+                          "analyze=false"])
+    train(cfg)
+    reader = TrajectoryReader(tmp / "run")
+    sums = {str(s): float(reader.load(s).astype(np.float64).sum()) for s in reader.steps}
+    return {"snapshot_sums": sums, "eval": read_rows(tmp / "run" / "eval_metrics.csv")}
 
 
-def test_first_losses_match_golden(tmp_path):
+def test_tiny_run_matches_golden(tmp_path):
     if not GOLDEN.exists():
         pytest.fail(f"{GOLDEN} missing: run `python {__file__} --write`")
-    expected = json.loads(GOLDEN.read_text())["losses"]
-    got = first_losses(tmp_path / "cache")
-    assert got == pytest.approx(expected, rel=1e-4), f"losses changed: {got}"
-    assert got[-1] < got[0]
+    want = json.loads(GOLDEN.read_text())
+    got = golden_run(tmp_path)
+    assert got["snapshot_sums"].keys() == want["snapshot_sums"].keys()
+    for step, value in want["snapshot_sums"].items():
+        assert got["snapshot_sums"][step] == pytest.approx(value, rel=1e-9, abs=1e-12), f"snapshot {step}"
+    assert [r["step"] for r in got["eval"]] == [r["step"] for r in want["eval"]] == [1, 4, 8]
+    for g, w in zip(got["eval"], want["eval"]):
+        for key, value in w.items():
+            assert g[key] == pytest.approx(value, rel=1e-9, nan_ok=True), (w["step"], key)
+    assert got["eval"][-1]["val_loss"] < got["eval"][0]["val_loss"]
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        losses = first_losses(Path(tmp))
-    GOLDEN.parent.mkdir(exist_ok=True)
-    GOLDEN.write_text(json.dumps({"n_steps": N_STEPS, "losses": losses}, indent=1) + "\n")
-    print(losses)
+        result = golden_run(Path(tmp))
+    GOLDEN.write_text(json.dumps(result, indent=1) + "\n")
+    print(result)

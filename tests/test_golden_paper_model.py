@@ -21,11 +21,10 @@ N_STEPS = 3
 def paper_model():
     from omegaconf import OmegaConf
 
-    from backbone_lab.model import GPT, GPTConfig as ModelConfig
+    from backbone_lab.model import GPT, ModelConfig
 
     fields = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "paper.yaml"))
     fields.pop("defaults", None)
-    fields.pop("preset", None)
     torch.manual_seed(1234)
     return GPT(ModelConfig(**{**fields, "vocab_size": 50257}))
 

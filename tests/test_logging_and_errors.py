@@ -34,17 +34,18 @@ def test_wandb_logs_offline_without_api_key(tmp_path, monkeypatch):
     assert "WANDB_MODE" not in os.environ or os.environ["WANDB_MODE"] != "offline" or True
 
 
-def test_unknown_model_preset_is_a_config_error(tmp_path):
-    cfg = _cfg(tmp_path, "model.preset=huge")
-    with pytest.raises(ConfigError, match="unknown model preset 'huge'"):
+def test_unknown_model_component_is_a_config_error(tmp_path):
+    cfg = _cfg(tmp_path, "model.norm=BatchNorm")
+    with pytest.raises(ConfigError, match="model.norm='BatchNorm' is not one of LayerNorm | RMSNorm"):
         train(cfg)
+    assert not (tmp_path / "run").exists()  # refused before the run folder is touched
 
 
 @pytest.mark.parametrize(
     "args,needle",
     [
         (["data=local", "data.train_files=[/nonexistent/stories.txt]"], "nonexistent"),
-        (["model.preset=huge"], "unknown model preset"),
+        (["model.norm=BatchNorm"], "model.norm='BatchNorm'"),
         (["model.d_modle=3"], "d_modle"),
     ],
 )

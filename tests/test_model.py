@@ -2,12 +2,21 @@
 
 import torch
 
-from backbone_lab.model import GPT, GPTConfig, expected_num_parameters, preset
+from backbone_lab.model import GPT, ModelConfig, expected_num_parameters
+from conftest import compose_config
 from backbone_lab import trunk
 
 
+def model_config(name: str, vocab: int) -> ModelConfig:
+    """The shipped conf/model/<name>.yaml, composed and typed as training builds it."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_config([f"model={name}"])
+    return OmegaConf.to_object(cfg.model).with_vocab(vocab)
+
+
 def test_paper_model_has_51_045_888_parameters():
-    cfg = preset("paper", vocab_size=50257)
+    cfg = model_config("paper", 50257)
     with torch.device("meta"):
         model = GPT(cfg)
     assert model.num_parameters() == 51_045_888 == expected_num_parameters(cfg)
@@ -18,7 +27,7 @@ def test_paper_model_has_51_045_888_parameters():
 
 
 def test_tiny_model_counts_and_tied_head():
-    cfg = preset("tiny", vocab_size=512)
+    cfg = model_config("tiny", 512)
     model = GPT(cfg)
     assert model.num_parameters() == expected_num_parameters(cfg)
     assert model.lm_head.weight is model.tok_emb.weight
@@ -29,7 +38,7 @@ def test_tiny_model_counts_and_tied_head():
 
 def test_init_statistics_and_causality():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=300, n_layer=2, d_model=64, n_head=4, d_ff=128, seq_len=32))
+    model = GPT(ModelConfig(vocab_size=300, n_layer=2, d_model=64, n_head=4, d_ff=128, seq_len=32))
     w = model.blocks[0].mlp.w_up.weight
     assert abs(w.std().item() - 0.02) < 0.002
     assert torch.all(model.blocks[0].ln1.weight == 1) and torch.all(model.blocks[0].ln1.bias == 0)
@@ -44,7 +53,7 @@ def test_init_statistics_and_causality():
 
 
 def test_trunk_order_is_module_order_with_natural_block_sort():
-    model = GPT(GPTConfig(vocab_size=50, n_layer=12, d_model=16, n_head=2, d_ff=32, seq_len=8))
+    model = GPT(ModelConfig(vocab_size=50, n_layer=12, d_model=16, n_head=2, d_ff=32, seq_len=8))
     names = trunk.subset_names(model)
     assert names[:4] == [
         "blocks.0.attn.qkv.weight", "blocks.0.attn.out_proj.weight",
@@ -57,7 +66,7 @@ def test_trunk_order_is_module_order_with_natural_block_sort():
 def test_flatten_order_is_shared_by_params_and_grads():
     """<flatten(grad), flatten(dtheta)> equals the per-tensor sum (guards SPEC bug W8)."""
     torch.manual_seed(1)
-    model = GPT(GPTConfig(vocab_size=40, n_layer=2, d_model=16, n_head=2, d_ff=48, seq_len=8))
+    model = GPT(ModelConfig(vocab_size=40, n_layer=2, d_model=16, n_head=2, d_ff=48, seq_len=8))
     before = {n: p.detach().clone() for n, p in trunk.named_subset(model).items()}
     x = torch.randint(0, 40, (3, 8))
     model(x).square().mean().backward()
@@ -79,6 +88,8 @@ def test_bad_config_is_rejected_clearly():
     import pytest
 
     with pytest.raises(ValueError, match="divisible"):
-        GPTConfig(d_model=10, n_head=3)
-    with pytest.raises(ValueError, match="unknown model preset"):
-        preset("huge")
+        ModelConfig(d_model=10, n_head=3)
+    with pytest.raises(ValueError, match="model.norm='BatchNorm' is not one of LayerNorm | RMSNorm"):
+        ModelConfig(norm="BatchNorm")
+    with pytest.raises(ValueError, match="vocab_size is not set"):
+        GPT(ModelConfig())

@@ -13,16 +13,18 @@ in the training loop):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from pathlib import Path
 
 import lightning as L
 import torch
 
+from backbone_lab.callbacks.evaluation import EvaluationCallback
+from backbone_lab.distributed import all_reduce_sum
+from backbone_lab.durable import atomic_write_json
 from backbone_lab.lit_module import DivergenceError
-from backbone_lab.trunk import flatten_params
+from backbone_lab.run_dir import RunDir
+from backbone_lab.trunk import named_subset
 
 log = logging.getLogger("backbone_lab")
 
@@ -53,17 +55,17 @@ class EarlyStopRule(L.Callback):
             self._last_step = step
             return
         self._last_step = step
-        decision = self.decide(Path(pl_module.run_dir) / "eval_metrics.csv")
+        evaluation = next(c for c in trainer.callbacks if isinstance(c, EvaluationCallback))
+        decision = self.decide(evaluation.history)  # every rank holds the same rows: same decision
         decision["step"] = step
-        (Path(pl_module.run_dir) / "early_stop.json").write_text(json.dumps(decision, indent=2))
+        if trainer.global_rank == 0:
+            atomic_write_json(RunDir(evaluation.csv_path.parent).early_stop, decision, indent=2)
         if decision["stop"]:
             log.warning("early-stop rule met at step %d (%s): stopping", step, decision["reason"])
             trainer.should_stop = True
 
-    def decide(self, csv_path: Path) -> dict:
-        from backbone_lab.metrics_csv import read_rows
-
-        rows = read_rows(csv_path) if csv_path.exists() else []
+    def decide(self, rows: list[dict]) -> dict:
+        """The rule on the evaluation rows so far (dicts as in eval_metrics.csv)."""
         if not rows:
             return {"stop": False, "reason": "no evaluation yet"}
         val = rows[-1]["val_loss"]
@@ -107,15 +109,24 @@ class DriftGuard(L.Callback):
         self._ref: torch.Tensor | None = None
         self.last_drift = math.nan
 
+    @staticmethod
+    def _local_trunk(pl_module) -> list[torch.Tensor]:
+        # this rank's values: whole tensors (replicated) or the FSDP2 shard it owns
+        return [p.detach().to_local() if hasattr(p, "to_local") else p.detach()
+                for p in named_subset(pl_module.model).values()]
+
     def on_train_start(self, trainer, pl_module) -> None:
-        self._ref = flatten_params(pl_module.model).detach().clone()
+        self._ref = [t.clone() for t in self._local_trunk(pl_module)]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self._ref is None or step == 0 or step % self.every:
             return
         with torch.no_grad():
-            drift = float(torch.linalg.vector_norm(flatten_params(pl_module.model).detach() - self._ref))
+            sq = sum(((t.double() - r.double()) ** 2).sum() for t, r in zip(self._local_trunk(pl_module), self._ref))
+            if any(hasattr(p, "to_local") for p in pl_module.model.parameters()):
+                all_reduce_sum(sq)  # sharded: the squared norm is a sum over shards
+            drift = float(sq.sqrt())
         self.last_drift = drift
         if not math.isfinite(drift) or (self.max_drift is not None and drift > self.max_drift):
             raise DriftDivergenceError(step, drift, self.max_drift)

@@ -60,24 +60,34 @@ class TrainExamples(Dataset):
 
 
 class ResumableSampler(Sampler):
-    """Keys ``(epoch, idx)`` of a shuffled, never-ending stream over ``n_examples`` items.
+    """Keys ``(epoch, idx)`` of one rank's share of a shuffled, never-ending stream.
 
-    Global sample ``g = start, start+1, ...`` maps to ``epoch = g // n`` and
-    ``idx = perm(seed, epoch)[g % n]`` with ``perm`` from ``np.random.default_rng([seed, epoch])``.
-    Batches may straddle epochs (no per-epoch ``drop_last``). ``total`` bounds how many keys
-    are yielded (None = infinite; ``len()`` then raises TypeError, which Lightning reads as an
+    The global stream: sample ``g = 0, 1, ...`` has key ``epoch = g // n`` and
+    ``idx = perm(seed, epoch)[g % n]`` with ``perm`` from ``np.random.default_rng([seed, epoch])``
+    (batches may straddle epochs). It is cut into micro-batches of ``micro_batch`` consecutive
+    samples; global micro-batch ``j`` holds samples ``[j·b, (j+1)·b)``.
+
+    Data parallelism = gradient accumulation: of ``world_size`` ranks, rank ``r`` takes the
+    micro-batches ``j = i·W + r`` (its local micro-batch ``i = 0, 1, ...``). An optimizer step of
+    ``A`` accumulated micro-batches per rank therefore consumes the global micro-batches
+    ``[s·A·W, (s+1)·A·W)`` — exactly what one process with ``accumulate = A·W`` consumes at step
+    ``s``. With one rank the local stream is the global stream.
+
+    ``start`` / ``total`` count samples of this rank's local stream: a run restarted after
+    ``global_step`` optimizer steps continues exactly with ``start = global_step · A · b``.
+    ``total = None`` is infinite (``len()`` then raises TypeError, which Lightning reads as an
     infinite loader).
-
-    Resume: the stream is a pure function of ``g``, so a run restarted after ``global_step``
-    optimizer steps of ``accumulate`` micro-batches of size ``micro_batch`` continues exactly
-    with ``start = global_step * accumulate * micro_batch``.
     """
 
-    def __init__(self, n_examples: int, seed: int = 0, start: int = 0, total: int | None = None):
+    def __init__(self, n_examples: int, seed: int = 0, start: int = 0, total: int | None = None,
+                 micro_batch: int = 1, rank: int = 0, world_size: int = 1):
         if n_examples <= 0:
             raise ValueError("ResumableSampler needs n_examples >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
         self.n, self.seed, self.start = int(n_examples), int(seed), int(start)
         self.total = None if total is None else int(total)
+        self.micro_batch, self.rank, self.world_size = int(micro_batch), int(rank), int(world_size)
         self._perm_cache: tuple[int, np.ndarray] | None = None
 
     def perm(self, epoch: int) -> np.ndarray:
@@ -90,12 +100,17 @@ class ResumableSampler(Sampler):
         epoch = g // self.n
         return epoch, int(self.perm(epoch)[g % self.n])
 
+    def global_index(self, k: int) -> int:
+        """Global sample index of this rank's local sample ``k``."""
+        i, m = divmod(k, self.micro_batch)
+        return (i * self.world_size + self.rank) * self.micro_batch + m
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        g = self.start
+        k = self.start
         end = None if self.total is None else self.start + self.total
-        while end is None or g < end:
-            yield self.key(g)
-            g += 1
+        while end is None or k < end:
+            yield self.key(self.global_index(k))
+            k += 1
 
     def __len__(self) -> int:
         if self.total is None:

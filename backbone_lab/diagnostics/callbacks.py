@@ -5,7 +5,7 @@
 * `FisherCallback`         — Rayleigh quotients of the empirical Fisher (§5.10).
 
 Contracts used (see docs/ARCHITECTURE.md): `pl_module.model` (a `GPT`), `pl_module.current_lambda(step)`,
-`pl_module.run_dir`, `pl_module.loss_parts(batch, lam)`; `trainer.global_step` = optimizer steps
+`trainer.default_root_dir` (the run folder), `pl_module.loss_parts(batch, lam)`; `trainer.global_step` = optimizer steps
 done; snapshots in `<run_dir>/trajectory` (written by `TrajectorySnapshotCallback`).
 
 Step labels: "step t" is optimizer step t (1-based) — the gradient seen in
@@ -22,7 +22,6 @@ the update-alignment history and pending θ(t−Δ) copies across resume.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -35,7 +34,8 @@ import numpy as np
 import torch
 
 from backbone_lab import trunk
-from backbone_lab.config_schema import plain_container as _plain
+from backbone_lab.durable import atomic_write_json
+from backbone_lab.run_identity import plain as _plain
 from backbone_lab.diagnostics import alignment as al
 from backbone_lab.diagnostics import fisher as fi
 from backbone_lab.diagnostics.records import FILES, RecordWriter
@@ -80,7 +80,7 @@ class _DiagnosticCallback(L.Callback):
         return (step >= self.start_step and step % self.every_n_steps == 0) or step in self.extra_steps
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.run_dir = Path(getattr(pl_module, "run_dir", None) or trainer.default_root_dir)
+        self.run_dir = Path(trainer.default_root_dir)
         model = pl_module.model
         self.D = trunk.subset_dim(model, self.subset)
         self.names = trunk.subset_names(model, self.subset)
@@ -315,7 +315,7 @@ class UpdateAlignmentCallback(_DiagnosticCallback):
         summ = self.summary()
         out = self.run_dir / "diagnostics" / "update_alignment_summary.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summ, indent=2))
+        atomic_write_json(out, summ, indent=2)
         if summ["sign_flip_step"] is not None and self.log_to_loggers:
             for logger in trainer.loggers:
                 logger.log_metrics({f"diagnostics/{self.group}/sign_flip_step": summ["sign_flip_step"]},

@@ -36,6 +36,8 @@ accepted too: their keys that do not apply offline (`every_n_steps`, `_target_`,
 
 from __future__ import annotations
 
+import dataclasses
+
 import glob
 import json
 import math
@@ -46,14 +48,14 @@ import numpy as np
 import torch
 
 from backbone_lab import trunk
-from backbone_lab.config_schema import plain_container as _plain
+from backbone_lab.run_identity import plain as _plain
 from backbone_lab.diagnostics import alignment as al
 from backbone_lab.diagnostics import fisher as fi
 from backbone_lab.diagnostics.records import FILES, RecordWriter
 from backbone_lab.diagnostics.reference_direction import (
     ReferenceConfig, ReferenceProvider, load_direction, switching_direction,
 )
-from backbone_lab.model import GPT, GPTConfig
+from backbone_lab.model import GPT, ModelConfig
 from backbone_lab.objective import composite_loss, lambda_at
 
 DEFAULTS: dict = {
@@ -119,7 +121,7 @@ _CKPT_CACHE: dict[str, tuple[dict, int]] = {}
 def _load_checkpoint_model_state(path: Path) -> tuple[dict, int]:
     key = str(path)
     if key not in _CKPT_CACHE:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         sd = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
         _CKPT_CACHE.clear()
         _CKPT_CACHE[key] = (sd, int(state.get("global_step", -1)))
@@ -142,8 +144,8 @@ def build_model_at(run_dir: str | Path, step: int, reader=None, device: str = "c
     vocab = mc.get("vocab_size") or vocab_size or (sd["tok_emb.weight"].shape[0] if "tok_emb.weight" in sd else None)
     if vocab is None:
         raise ValueError(f"{run_dir}: model.vocab_size is null and no checkpoint holds the embedding; pass vocab_size")
-    cfg = GPTConfig(**{k: mc[k] for k in ("n_layer", "d_model", "n_head", "d_ff", "seq_len") if k in mc},
-                    dropout=float(mc.get("dropout", 0.0)), vocab_size=int(vocab))
+    known = {f.name for f in dataclasses.fields(ModelConfig)}  # older runs saved a `preset` key
+    cfg = ModelConfig(**{**{k: v for k, v in mc.items() if k in known}, "vocab_size": int(vocab)})
     model = GPT(cfg)
     stored = set(reader.names)
     missing_nontrunk = [n for n, _ in model.named_parameters() if n not in stored]
@@ -170,9 +172,9 @@ def _default_batches(run_dir: Path, run_cfg: dict, c: dict, device: str) -> Call
     from backbone_lab.data.datamodule import BackboneDataModule
     from backbone_lab.data.examples import collate
 
-    data_kwargs = dict(run_cfg["data"])
-    dm = BackboneDataModule(**data_kwargs, seq_len=int(run_cfg["model"]["seq_len"]), seed=int(run_cfg["seed"]))
-    dm.prepare_data()
+    from backbone_lab.config_schema import build
+
+    dm = BackboneDataModule(build("data", run_cfg["data"]), seq_len=int(run_cfg["model"]["seq_len"]), seed=int(run_cfg["seed"]))
     dm.setup("fit")
     ds = getattr(dm, "train_examples", None) or dm.train_set
     ep, start = int(c["examples"]["epoch"]), int(c["examples"]["start"])

@@ -4,17 +4,65 @@ Snapshots are taken at the initialisation (step 0, before any update), after ste
 `every` steps, inside optional dense ranges, and at `extra_steps`; "step t" means the weights
 after optimizer step t. The writer makes each file atomically and never overwrites a snapshot,
 so a resumed run re-dumping a step it already has is a no-op.
+
+Several ranks: with `sliced` every rank writes its row slice of every tensor (1/W of the bytes,
+in parallel; under FSDP exactly the shard it owns, so the full trunk is never gathered on one
+device); otherwise rank 0 writes whole snapshots (data-parallel ranks hold identical weights).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import lightning as L
 
-from backbone_lab.trajectory.store import TrajectoryWriter
-from backbone_lab.trunk import named_subset
+from backbone_lab.trajectory import layout
+from backbone_lab.trajectory.store import DTYPES, TrajectoryWriter
+from backbone_lab.trunk import SUBSETS, named_subset, subset_layout
+
+
+@dataclass
+class SnapshotConfig:
+    """When and how the trunk is dumped (`conf/snapshots/`)."""
+
+    enabled: bool = True
+    """Dump snapshots at all (the analysis needs them)."""
+    every: int = 25
+    """Base cadence in optimizer steps (plus step 0, step 1 and the final step)."""
+    dense: list[list[int]] = field(default_factory=list)
+    """Extra ranges [[from, to, every], ...], e.g. the SGD controls' [[600, 2000, 50]]."""
+    extra_steps: list[int] = field(default_factory=list)
+    """Single extra steps."""
+    include_init: bool = True
+    """Snapshot step 0 (the initialisation)."""
+    include_step1: bool = True
+    """Snapshot step 1 (the paper's drift anchor)."""
+    subset: str = "trunk"
+    """trunk | blocks_with_ln | full (see backbone_lab.trunk)."""
+    dtype: str = "float32"
+    """Storage dtype: float32 | float16 | bfloat16."""
+    sliced: Optional[bool] = None
+    """Several ranks: each writes its slice (true) or rank 0 writes all (false); null = sliced
+    (benchmarks/bench_ddp.py measures both). FSDP always slices."""
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"snapshots.every must be >= 1, got {self.every}")
+        for rng in self.dense:
+            if len(rng) != 3 or rng[2] < 1 or rng[0] > rng[1]:
+                raise ValueError(f"snapshots.dense entries must be [from, to, every >= 1], got {list(rng)}")
+        if any(s < 0 for s in self.extra_steps):
+            raise ValueError(f"snapshots.extra_steps must be >= 0, got {list(self.extra_steps)}")
+        if self.subset not in SUBSETS:
+            raise ValueError(f"snapshots.subset={self.subset!r} is not one of {' | '.join(SUBSETS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"snapshots.dtype={self.dtype!r} is not one of {' | '.join(DTYPES)}")
+
+    def steps(self, max_steps: int) -> list[int]:
+        return snapshot_steps(max_steps, self.every, self.dense, self.extra_steps, self.include_init, self.include_step1)
 
 
 def snapshot_steps(
@@ -47,26 +95,52 @@ def snapshot_steps(
     return sorted(steps)
 
 
-class TrajectorySnapshotCallback(L.Callback):
-    """Writes `named_subset(model, subset)` into `<run_dir>/trajectory` at `steps`."""
+def local_rows(param, rank: int, world_size: int):
+    """This rank's row slice of a parameter: the local shard of an FSDP2 (DTensor) parameter, or
+    rows `layout.row_range` of a replicated one."""
+    data = param.detach()
+    if hasattr(data, "to_local"):
+        return data.to_local()
+    if data.ndim == 0:
+        return data if rank == 0 else data.new_zeros(0)
+    lo, hi = layout.row_range(data.shape[0], rank, world_size)
+    return data[lo:hi]
 
-    def __init__(self, directory: str | Path, steps: Sequence[int], subset: str = "trunk",
-                 dtype: str = "float32", meta: dict | None = None):
+
+class TrajectorySnapshotCallback(L.Callback):
+    """Writes the configured subset of `pl_module.model` into `directory` at the configured steps."""
+
+    def __init__(self, directory: str | Path, config: SnapshotConfig, max_steps: int, meta: dict[str, Any] | None = None):
         self.directory = Path(directory)
-        self.steps = set(int(s) for s in steps)
-        self.subset, self.dtype, self.meta = subset, dtype, meta or {}
+        self.config = config
+        self.steps = set(config.steps(max_steps))
+        self.meta = meta or {}
         self._writer: TrajectoryWriter | None = None
         self._last_step = -1
 
+    def _open(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rank, world = trainer.global_rank, trainer.world_size
+        sharded = any(hasattr(p, "to_local") for p in pl_module.model.parameters())
+        self._sliced = world > 1 and (self.config.sliced is not False or sharded)
+        self._rank, self._world = rank, world
+        if world > 1 and not self._sliced and rank != 0:
+            return  # rank 0 writes whole snapshots
+        self._writer = TrajectoryWriter(
+            self.directory, tensors=subset_layout(pl_module.model, self.config.subset), dtype=self.config.dtype,
+            subset=self.config.subset, meta=self.meta,
+            rank=rank if self._sliced else 0, world_size=world if self._sliced else 1)
+
     def _write(self, pl_module: L.LightningModule, step: int) -> None:
-        if self._writer is None:
-            self._writer = TrajectoryWriter(
-                self.directory, dtype=self.dtype, subset=self.subset, meta=self.meta
-            )
-        self._writer.append(step, named_subset(pl_module.model, self.subset))
         self._last_step = step
+        if self._writer is None:
+            return
+        params = named_subset(pl_module.model, self.config.subset)
+        if self._sliced:
+            params = {n: local_rows(p, self._rank, self._world) for n, p in params.items()}
+        self._writer.append(step, params)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._open(trainer, pl_module)
         if trainer.global_step == 0 and 0 in self.steps:
             self._write(pl_module, 0)
         self._last_step = trainer.global_step

