@@ -51,6 +51,7 @@ class DataSchema:
     gap_ood: list[int] = field(default_factory=lambda: [80, 200])
     n_codewords: int = 64
     codeword_seed: int = 42
+    codeword_rule: str = "ours"  # ours | legacy: the authors' pool rule, made deterministic (SPEC §2.3)
     eval_seed: int = 1000
     n_eval: int = 256
     n_val: int = 256

