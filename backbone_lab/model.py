@@ -30,7 +30,6 @@ No Lightning import here: the model is plain PyTorch so analysis code can rebuil
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Optional
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
+
+from backbone_lab.durable import atomic_write_text
 
 MARKERS = ("DONE", "FAILED")
 
@@ -19,9 +20,7 @@ def write_marker(run_dir: str | Path, name: str, payload: dict) -> Path:
         raise ValueError(f"marker must be one of {MARKERS}, got {name!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{name}.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, default=_jsonable))
-    os.replace(tmp, run_dir / name)
+    atomic_write_text(run_dir / name, json.dumps(payload, indent=2, default=_jsonable))
     for other in MARKERS:
         if other != name:
             (run_dir / other).unlink(missing_ok=True)

@@ -94,7 +94,8 @@ def test_hub_offline_errors_are_actionable(tmp_path):
         "from backbone_lab.data.corpus import load_hub_texts\n"
         "from backbone_lab.data.tokenizer import load_pretrained_tokenizer\n"
         "from backbone_lab.data.errors import DataError\n"
-        "for f in (lambda: load_hub_texts('train', 10, %r), lambda: load_pretrained_tokenizer()):\n"
+        "for f in (lambda: load_hub_texts('train', 10, %r),\n"
+        "          lambda: load_pretrained_tokenizer('EleutherAI/pythia-70m')):  # not GPT-2's BPE: no fallback\n"
         "    try:\n        f()\n        print('LOADED')\n"
         "    except DataError as e:\n        print('ERR', e)\n" % str(tmp_path)
     )
@@ -104,7 +105,7 @@ def test_hub_offline_errors_are_actionable(tmp_path):
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("ERR", "LOADED"))]
     assert len(lines) == 2, out.stdout + out.stderr
     assert "data.source=local data.train_files=" in lines[0]
-    assert "data.tokenizer=bpe" in lines[1]
+    assert "data.tokenizer=bpe" in lines[1] and "data.tokenizer_name=gpt2" in lines[1]
 
 
 # ---------------------------------------------------------------- tokenizer

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .codewords import CODEWORD_RULES
+
 SOURCES = ("synthetic", "local", "tinystories")
 TOKENIZERS = ("bpe", "pretrained")
 GAP_POLICIES = ("scale", "clip", "error")
@@ -63,6 +65,8 @@ class DataConfig:
     """Codewords of the probe task (the paper: 512)."""
     codeword_seed: int = 42
     """Seed of the codeword selection."""
+    codeword_rule: str = "ours"
+    """ours | legacy: the authors' pool rule, made deterministic (SPEC §2.3; data/codewords.py)."""
     eval_seed: int = 1000
     """Seed of the fixed probe evaluation sets (independent of the run seed)."""
     n_eval: int = 256
@@ -83,6 +87,7 @@ class DataConfig:
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
         _choice("gap_policy", self.gap_policy, GAP_POLICIES)
         _choice("val_crop", self.val_crop, VAL_CROPS)
+        _choice("codeword_rule", self.codeword_rule, CODEWORD_RULES)
         for name in ("micro_batch_size", "n_eval", "n_val", "n_codewords", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")

