@@ -267,10 +267,9 @@ def test_tiny_training_run_stores_its_bpe_tokenizer(tmp_path):
     cfg = compose_config(TINY_OVERRIDES + [f"run_dir={run}", f"paths.cache_dir={tmp_path / 'cache'}",
                                            "train.max_steps=2", "analyze=false"])
     train(cfg)
-    from omegaconf import OmegaConf
+    from backbone_lab.config_schema import build
 
-    dm = BackboneDataModule(**OmegaConf.to_container(cfg.data, resolve=True), seq_len=cfg.model.seq_len,
-                            seed=cfg.seed)
+    dm = BackboneDataModule(build("data", cfg.data), seq_len=cfg.model.seq_len, seed=cfg.seed)
     dm.setup()  # the run's tokenizer, rebuilt from the same config (cached BPE)
     assert dm.tokenizer.name.startswith("bpe-")
     stored = Tokenizer.from_file(str(run / RUN_TOKENIZER_FILE))
