@@ -127,9 +127,10 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     """(world_size, *tensor.shape): every rank's `tensor` (one process: tensor[None])."""
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        out = tensor.new_empty((torch.distributed.get_world_size(), *tensor.shape))
-        torch.distributed.all_gather_into_tensor(out, tensor.contiguous())
-        return out
+        world = torch.distributed.get_world_size()
+        out = tensor.new_empty(world * tensor.numel())  # gloo wants a flat output
+        torch.distributed.all_gather_into_tensor(out, tensor.contiguous().reshape(-1))
+        return out.view(world, *tensor.shape)
     return tensor[None]
 
 

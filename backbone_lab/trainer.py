@@ -102,16 +102,23 @@ def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list,
 
 
 def _is_multiprocess_strategy(trainer: L.Trainer) -> bool:
-    return type(trainer.strategy).__name__ in ("DDPStrategy", "FSDPStrategy", "ModelParallelStrategy", "DeepSpeedStrategy")
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
+
+    return isinstance(trainer.strategy, (DDPStrategy, FSDPStrategy, ModelParallelStrategy))
+
+
+def world_size(trainer: L.Trainer) -> int:
+    """Processes of the run, known before `fit` (Lightning sets `trainer.world_size` only then)."""
+    return trainer.num_devices * trainer.num_nodes if _is_multiprocess_strategy(trainer) else 1
 
 
 def check_world(trainer: L.Trainer, trainer_cfg, n_eval: int, n_val: int) -> int:
     """Refuse impossible distributed settings in one line (before any data preparation);
     returns the world size."""
-    world = trainer.world_size
+    world = world_size(trainer)
     strategy = trainer_cfg.get("strategy")
     named = strategy if isinstance(strategy, str) else str(getattr(strategy, "get", lambda *_: "")("_target_", ""))
-    if world == 1 and (named.startswith("ddp") or named.endswith("ModelParallelStrategy") or "fsdp" in named.lower()):
+    if world == 1 and (named.startswith("ddp") or "parallel" in named.lower() or "fsdp" in named.lower()):
         raise ConfigError(f"trainer strategy {named!r} with one device: set trainer.devices=N (N > 1) or use "
                           "trainer=cpu / trainer=gpu for a single process")
     if trainer.num_nodes > 1 and not external_launcher_detected():
@@ -126,4 +133,4 @@ def check_world(trainer: L.Trainer, trainer_cfg, n_eval: int, n_val: int) -> int
 
 def needs_local_launch(trainer: L.Trainer) -> bool:
     """A multi-process strategy on one node that nobody has launched yet (we start the ranks)."""
-    return trainer.world_size > 1 and _is_multiprocess_strategy(trainer) and not external_launcher_detected()
+    return world_size(trainer) > 1 and not external_launcher_detected()
