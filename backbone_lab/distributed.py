@@ -111,8 +111,11 @@ def launch_local_workers(world_size: int, config_path: Path, ckpt_path: Path | N
     return LocalWorkers(procs)
 
 
-def clear_rank_env() -> None:
-    """Forget the rank variables a finished local launch set (a multirun runs jobs in one process)."""
+def end_local_run() -> None:
+    """Forget the process group and the rank variables of a finished local launch (a multirun
+    runs its jobs in one process: the next job may be a single process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     for key in RANK_ENV:
         os.environ.pop(key, None)
 

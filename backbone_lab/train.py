@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from backbone_lab.callbacks.evaluation import EvaluationCallback, eval_steps
 from backbone_lab.config_schema import build, schemas
-from backbone_lab.distributed import clear_rank_env, launch_local_workers
+from backbone_lab.distributed import end_local_run, launch_local_workers
 from backbone_lab.errors import ConfigError, RunDirError
 from backbone_lab.lit_module import BackboneLitModule, DivergenceError
 from backbone_lab.run_dir import RunDir
@@ -185,7 +185,7 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
     finally:
         if workers is not None:
             workers.wait()
-            clear_rank_env()
+            end_local_run()
         _finish_wandb()
     return {**result}
 
