@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from backbone_lab.analysis.registry import DEFAULT_STAGES, is_known
+
 VALID_NORMALISATIONS = ("rownorm", "raw")
 VALID_DEVICES_PREFIX = ("numpy", "cpu", "cuda", "mps")
 
@@ -22,8 +24,9 @@ class AnalysisConfig:
     anchor_step: Optional[int] = None
     """Drift reference θ(anchor). None = first stored snapshot (step 0 of our runs); 1 = paper."""
     cadence: Optional[int] = None
-    """Uniform checkpoint cadence (W10). None = auto (most common step spacing: keep the anchor and
-    the multiples of it); 0 = use every stored step; N = anchor + multiples of N."""
+    """Uniform checkpoint cadence (W10). None = auto: a regular base cadence plus denser ranges
+    (the paper's case) keeps the anchor and the base multiples, anything else uses every stored
+    step (``analysis.selection``); 0 = every stored step; N = anchor + multiples of N."""
     exclude_steps: list[int] = field(default_factory=list)
     """Stored steps to ignore (e.g. a corrupt snapshot)."""
     max_step: Optional[int] = None
@@ -83,9 +86,17 @@ class AnalysisConfig:
     """Reheating (W16): project this run's snapshots onto the v_b of this source run dir."""
     source_anchor_step: Optional[int] = None
     """Anchor of the source run's backbone (None = its first stored step)."""
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
+    """Analysis stages, run in this order: built-in names (``registry.BUILTIN_STAGES``), names
+    registered with ``registry.register_stage``, or ``package.module:object`` (docs/ANALYSIS.md)."""
     diagnostics: list[str] = field(default_factory=list)
-    """Extra offline diagnostics to run after the default analysis (hook; names registered in
-    ``backbone_lab.analysis.run_analysis.DIAGNOSTICS``)."""
+    """Extra offline diagnostics run by the ``diagnostics`` stage (functions ctx -> dict; names
+    registered with ``run_analysis.register_diagnostic`` or ``package.module:function``)."""
+    chance_p_ood: Optional[float] = None
+    """p_ood counts as "at chance" (no probe learning; correlations and switching with p_ood are
+    flagged) when its best value is ≤ this. None = max(1.5 / n_codewords, 0.02): 1.5× the chance of
+    guessing one of the n codewords of ``<run>/codewords.json``, and at least 2 % (0.02 alone when
+    the run has no codewords.json)."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -115,6 +126,13 @@ class AnalysisConfig:
             for w in self.window_sets:
                 if len(w) < 2 or sorted(w) != list(w):
                     errs.append(f"window {w} must list >= 2 increasing steps")
+        unknown = [s for s in self.stages if not is_known(str(s))]
+        if unknown:
+            errs.append(f"unknown stages {unknown} (built-in: {', '.join(DEFAULT_STAGES)}; or package.module:object)")
+        if len(set(self.stages)) != len(self.stages):
+            errs.append("stages must not repeat a name")
+        if self.chance_p_ood is not None and not 0 <= self.chance_p_ood < 1:
+            errs.append("chance_p_ood must be in [0, 1)")
         if self.fit_windows is not None:
             for w in self.fit_windows:
                 if len(w) != 2 or not w[0] < w[1]:
