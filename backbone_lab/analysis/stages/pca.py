@@ -1,7 +1,10 @@
 """Stage ``pca``: global uncentered PCA of the drifts, raw and row-normalised (SPEC §5.1, W2).
 
 Rows x_t = θ(t) − θ(anchor) for the analysed steps after the anchor. Explained fractions use the
-total denominator Σσ² over all rows (legacy ``top10_denominator``: the top 10 σ², W2).
+total denominator Σσ² over all rows. The legacy ``top10_denominator`` reproduces the reference's
+*row-normalised* fractions only (its truncated 10-component randomized SVD, W2); the reference's
+raw fractions come from a full SVD (its committed ``explained_var_raw`` sums to 0.98 over the top
+10), so raw always uses the total denominator.
 
 Summary block ``pca``: ``raw`` / ``rownorm`` spectra and the ``denominator_rule``; table
 ``spectrum.csv``; figure ``spectrum.png``. In-memory: `PCAData` (the backbone of the configured
@@ -32,7 +35,10 @@ class PCAData:
 
 
 def denominator_rule(top10: bool) -> str:
-    return "top-10 sigma^2 (legacy W2)" if top10 else "total sum of sigma^2 over all rows"
+    if top10:
+        return ("row-normalised: top-10 sigma^2 (legacy W2, the reference's truncated SVD); "
+                "raw: total sum of sigma^2 over all rows (the reference's full SVD)")
+    return "total sum of sigma^2 over all rows"
 
 
 class PCAStage:
@@ -41,7 +47,7 @@ class PCAStage:
     def run(self, ctx: AnalysisContext) -> StageResult:
         cfg, gram, common = ctx.cfg, ctx.gram, ctx.common
         C = ctx.drift_rows()
-        p_raw = pca_rows(gram, C, row_normalise=False, top10_denominator=cfg.top10_denominator, n_dirs=max(cfg.switch_top_k, N_DIRECTIONS))
+        p_raw = pca_rows(gram, C, row_normalise=False, top10_denominator=False, n_dirs=max(cfg.switch_top_k, N_DIRECTIONS))
         p_rn = pca_rows(gram, C, row_normalise=True, top10_denominator=cfg.top10_denominator, n_dirs=N_DIRECTIONS)
         block = {
             "raw": {**p_raw.pca.summary(N_REPORTED), "normalisation": "raw", **common},
