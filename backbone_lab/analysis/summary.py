@@ -261,6 +261,25 @@ class Summary(Mapping[str, Any]):
     def correlation_windows(self) -> list[str]:
         return list((self.get_path("correlations.by_window") or {}).keys())
 
+    # ------------------------------------------------------------------ reheating (W16)
+    @property
+    def reheat_steps(self) -> list[int]:
+        """Steps of a reheating run projected on its source run's backbone ([] without one)."""
+        return list(self.get_path("reheating.steps") or [])
+
+    @property
+    def reheat_a(self) -> list[float | None]:
+        """a(t) of the reheating run in the source backbone frame, aligned with `reheat_steps`."""
+        return list(self.get_path("reheating.a") or [])
+
+    @property
+    def reheat_max_abs_a_rel_change(self) -> float | None:
+        return _number(self.get_path("reheating.max_abs_a_rel_change"))
+
+    @property
+    def reheat_source_pc1_pct(self) -> float | None:
+        return _number(self.get_path("reheating.source_pc1_pct"))
+
     # ------------------------------------------------------------------ DONE marker
     @property
     def report_path(self) -> str:

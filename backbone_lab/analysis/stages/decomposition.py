@@ -16,6 +16,7 @@ from backbone_lab.analysis.decomposition import Decomposition, decompose
 from backbone_lab.analysis.report import fmt
 from backbone_lab.analysis.stage import CsvTable, StageResult
 
+TIMESERIES_CSV = "timeseries.csv"
 EVAL_COLUMNS = ("p_ood", "p_in", "val_loss", "train_loss", "lr", "lambda")
 
 
@@ -30,7 +31,7 @@ class DecompositionStage:
         ev = {c: ctx.eval_column(c) for c in EVAL_COLUMNS}
         rows = [[int(s), dec.a[i], dec.norm_r[i], dec.norm_delta[i], dec.backbone_frac[i], dec.a_dot[i], dec.r_dot[i]]
                 + [float(ev[c][i]) for c in EVAL_COLUMNS] for i, s in enumerate(ctx.steps)]
-        table = CsvTable("timeseries.csv", ["step", "a_t", "norm_r_t", "norm_delta_t", "backbone_frac", "a_dot", "r_dot", *EVAL_COLUMNS], rows)
+        table = CsvTable(TIMESERIES_CSV, ["step", "a_t", "norm_r_t", "norm_delta_t", "backbone_frac", "a_dot", "r_dot", *EVAL_COLUMNS], rows)
         figures = [self.figure(ctx, dec, block)] if ctx.cfg.figures else []
         d = block
         report = (

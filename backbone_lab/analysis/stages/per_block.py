@@ -23,7 +23,7 @@ from backbone_lab.analysis.pca import pca_rows
 from backbone_lab.analysis.report import fmt
 from backbone_lab.analysis.rolling import per_block_cw
 from backbone_lab.analysis.stage import CsvTable, StageResult
-from backbone_lab.analysis.stages.update_alignment import UA_HEADER, ua_rows
+from backbone_lab.analysis.stages.update_alignment import UA_CSV, UA_HEADER, ua_rows
 from backbone_lab.analysis.update_alignment import alignment_summary, consecutive_pairs, update_alignment
 
 
@@ -78,7 +78,7 @@ class PerBlockStage:
                          f"{fmt(b['update_alignment']['mean_abs_cos'])} | {fmt(cwm)} |")
         lines.append("\n![per block](per_block.png)\n" if figures else "")
         return StageResult(summary=block, report="\n".join(lines), figures=figures,
-                           tables=[CsvTable("update_alignment.csv", UA_HEADER, rows)], data=backbones)
+                           tables=[CsvTable(UA_CSV, UA_HEADER, rows)], data=backbones)
 
     @staticmethod
     def figure(ctx: AnalysisContext, block: dict):

@@ -18,6 +18,7 @@ from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.phases import PhaseResult, default_boundary, phase_backbones
 from backbone_lab.analysis.report import fmt
 from backbone_lab.analysis.stage import CsvTable, Flag, StageResult
+from backbone_lab.analysis.stages.rolling import ROLLING_CSV
 
 MIN_PHASE_ROWS = 3
 
@@ -35,7 +36,7 @@ class PhasesStage:
             tables = []
             if roll is not None:  # keep the rolling.csv columns (empty)
                 nan = [[float("nan"), float("nan")] for _ in range(len(roll.start))]
-                tables = [CsvTable("rolling.csv", ["A_E", "A_L"], nan)]
+                tables = [CsvTable(ROLLING_CSV, ["A_E", "A_L"], nan)]
             return StageResult(summary={"skipped": str(e)}, report=title + f"Phase backbones skipped: {e}.\n", tables=tables)
         block = {**ph.summary(), "normalisation": "rownorm", **ctx.common}
         tables, ae, al = [], None, None
@@ -44,7 +45,7 @@ class PhasesStage:
             al = roll.alignment_with(ctx.gram, ph.v_late)
             block["A_E_mean"] = float(ae.mean())
             block["A_L_mean"] = float(al.mean())
-            tables = [CsvTable("rolling.csv", ["A_E", "A_L"], [[float(ae[w]), float(al[w])] for w in range(len(ae))])]
+            tables = [CsvTable(ROLLING_CSV, ["A_E", "A_L"], [[float(ae[w]), float(al[w])] for w in range(len(ae))])]
         flags = []
         if min(ph.n_early, ph.n_late) < MIN_PHASE_ROWS:
             flags.append(Flag("few_phase_rows", f"phase PCs from {ph.n_early} early and {ph.n_late} late drift rows: "

@@ -21,6 +21,7 @@ from backbone_lab.analysis.report import fmt
 from backbone_lab.analysis.rolling import RollingResult, rolling_backbones
 from backbone_lab.analysis.stage import CsvTable, Flag, StageResult
 
+ROLLING_CSV = "rolling.csv"
 MIN_RHO_PAIRS = 5
 MIN_WINDOW_ROWS = 4
 
@@ -45,7 +46,7 @@ class RollingStage:
         if W - 1 < MIN_WINDOW_ROWS:
             flags.append(Flag("short_rolling_window", f"each rolling window has only {W - 1} drift rows: window PC1 ≥ 1/{W - 1} "
                                                       "by construction and ρ is noisy"))
-        table = CsvTable("rolling.csv", ["start", "end", "centre", "pc1", "rho_next"],
+        table = CsvTable(ROLLING_CSV, ["start", "end", "centre", "pc1", "rho_next"],
                          [[int(roll.start[w]), int(roll.end[w]), float(roll.centre[w]), float(roll.pc1[w]),
                            float(roll.rho[w]) if w < len(roll.rho) else float("nan")] for w in range(len(roll.start))])
         figures = [self.figure(ctx, roll, block)] if cfg.figures else []

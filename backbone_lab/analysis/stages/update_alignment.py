@@ -22,6 +22,7 @@ from backbone_lab.analysis.report import fmt
 from backbone_lab.analysis.stage import CsvTable, Flag, StageResult
 from backbone_lab.analysis.update_alignment import alignment_summary, consecutive_pairs, lag_pairs, update_alignment
 
+UA_CSV = "update_alignment.csv"
 UA_HEADER = ["subset", "variant", "step", "step_from", "step_to", "cos", "abs_cos"]
 
 
@@ -71,7 +72,7 @@ class UpdateAlignmentStage:
             fl = block["fixed_lag"]
             report += f"Fixed lag {fl['lag']}: mean |cos| {fmt(fl['mean_abs_cos'])}, {early} {fmt(fl.get('mean_abs_cos_early'))}.\n\n"
         report += "![update alignment](update_alignment.png)\n" if figures else ""
-        return StageResult(summary=block, report=report, figures=figures, tables=[CsvTable("update_alignment.csv", UA_HEADER, rows)],
+        return StageResult(summary=block, report=report, figures=figures, tables=[CsvTable(UA_CSV, UA_HEADER, rows)],
                            flags=flags, data=res_c)
 
     @staticmethod
