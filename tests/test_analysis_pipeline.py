@@ -123,12 +123,12 @@ def test_degenerate_cases_are_flagged(tmp_path):
     """p_ood at chance, a run shorter than early_max_step, too few rolling windows."""
     steps = [0] + list(range(25, 301, 25))
     run = write_matrix(tmp_path / "run", steps, planted(len(steps), seed=5))
-    write_metrics(run, steps, [0.0, 0.0, 1 / 64, 0.0, 0.0, 1 / 64, 0.0, 0.0, 0.0, 1 / 64, 0.0, 0.0, 0.0])
+    write_metrics(run, steps, [0.0, 0.0, 1 / 64, 0.0, 0.0, 1 / 64, 0.0, 0.0, 0.0, 2.5 / 64, 0.0, 0.0, 0.0])
     (run / "codewords.json").write_text(json.dumps({"codewords": ["x"] * 64, "count": 64}))
     s = Summary(run_analysis(run, AnalysisConfig(**{**FAST, "report": True})))
     assert {"p_ood_at_chance", "early_is_whole_run", "few_rolling_windows"} <= set(s.flag_codes)
     chance = next(f for f in s.flags if f["code"] == "p_ood_at_chance")
-    assert "1.5/64" in chance["message"] and "correlations" in chance["stage"]
+    assert "3/64 codewords" in chance["message"] and "correlations" in chance["stage"]
     assert s["correlations"]["p_ood_at_chance"] is True
     assert s["update_alignment"]["consecutive"]["early_is_whole_run"] is True
     assert s["rolling"]["n_windows"] == 3  # 12 rows, W = 10: 2 adjacent pairs

@@ -94,9 +94,9 @@ class AnalysisConfig:
     registered with ``run_analysis.register_diagnostic`` or ``package.module:function``)."""
     chance_p_ood: Optional[float] = None
     """p_ood counts as "at chance" (no probe learning; correlations and switching with p_ood are
-    flagged) when its best value is ≤ this. None = max(1.5 / n_codewords, 0.02): 1.5× the chance of
-    guessing one of the n codewords of ``<run>/codewords.json``, and at least 2 % (0.02 alone when
-    the run has no codewords.json)."""
+    flagged) when its best value is ≤ this. None = max(3 / n_codewords, 0.02): the best of many
+    noisy evaluations of a 1/n guess among the n codewords of ``<run>/codewords.json`` reaches
+    2–3/n; at least the paper's 0.02 (0.02 alone when the run has no codewords.json)."""
     progress: bool = True
 
     def __post_init__(self) -> None:

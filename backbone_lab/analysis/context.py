@@ -30,8 +30,12 @@ from backbone_lab.trajectory.store import TrajectoryReader
 
 ProgressFn = Callable[[str, int, int], None]
 
-CHANCE_FLOOR = 0.02  # p_ood at chance: best value <= max(1.5 / n_codewords, CHANCE_FLOOR)
-CHANCE_FACTOR = 1.5
+# p_ood at chance level: best value <= max(CHANCE_FACTOR / n_codewords, CHANCE_FLOOR). Guessing one of
+# n codewords scores 1/n; the *best* of many noisy evaluations of that (256 probes: SE ≈ 0.5/n for
+# n = 64) reaches 2-3/n. 3/n = 0.047 for 64 codewords (the tiny SGD twin's "near chance" rule uses
+# 0.05); the floor 0.02 is the paper's "p_ood < 0.02" for 512 codewords and 2,000 probes (SPEC §4.1).
+CHANCE_FACTOR = 3.0
+CHANCE_FLOOR = 0.02
 
 _LEGACY_KEYS = ("run_dir", "out_dir", "cfg", "reader", "grams", "steps", "anchor_step", "backbone_coeffs", "metrics", "summary")
 
@@ -147,8 +151,8 @@ class AnalysisContext:
             return float(self.cfg.chance_p_ood), f"chance_p_ood={self.cfg.chance_p_ood} (configured)"
         if self.n_codewords:
             t = max(CHANCE_FACTOR / self.n_codewords, CHANCE_FLOOR)
-            return t, f"max({CHANCE_FACTOR}/{self.n_codewords} codewords, {CHANCE_FLOOR})"
-        return CHANCE_FLOOR, f"{CHANCE_FLOOR} (no codewords.json)"
+            return t, f"max({CHANCE_FACTOR:g}/{self.n_codewords} codewords, {CHANCE_FLOOR:g})"
+        return CHANCE_FLOOR, f"{CHANCE_FLOOR:g} (no codewords.json)"
 
     def p_ood_at_chance(self) -> Flag | None:
         """A `p_ood_at_chance` flag when the best analysed p_ood is at chance level, else None."""

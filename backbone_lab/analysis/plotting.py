@@ -64,6 +64,19 @@ def log_if_wide(ax, values: Sequence[float] | np.ndarray, axis: str = "y", ratio
     return True
 
 
+def readable_log_ticks(ax, axis: str = "y") -> None:
+    """Plain-number ticks at 1, 2, 5 × 10^k on a log axis spanning few decades (no overlapping
+    minor labels such as 2×10² 3×10² ...); axes spanning ≥ 3 decades keep 10^k labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    lo, hi = (ax.get_xlim() if axis == "x" else ax.get_ylim())
+    a.set_minor_formatter(NullFormatter())
+    if lo > 0 and hi / lo < 1e3:
+        a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
+
+
 def positive(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Values with non-positive entries masked (NaN) for log axes."""
     v = np.asarray(values, dtype=np.float64)

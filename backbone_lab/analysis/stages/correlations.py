@@ -1,9 +1,10 @@
 """Stage ``correlations``: Pearson corr(p_ood, ‖r‖) per window with bootstrap CIs (SPEC §5.7, W13).
 
 Only when eval_metrics.csv has ≥ 3 p_ood values at the analysed steps. Windows as the ``fits``
-stage. Summary block ``correlations``. Flag ``p_ood_at_chance`` (and ``p_ood_at_chance: true``
+stage. Summary block ``correlations``. Flags: ``p_ood_at_chance`` (and ``p_ood_at_chance: true``
 in the block) when the best analysed p_ood is at chance level (``AnalysisContext.chance_p_ood``):
-the probe was never learned, so the correlations are correlations with noise.
+the probe was never learned, so the correlations are correlations with noise;
+``few_correlation_points`` when the whole-run correlation has fewer than `MIN_CORR_POINTS` points.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import numpy as np
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.powerlaw import windowed_correlations
 from backbone_lab.analysis.report import fmt
-from backbone_lab.analysis.stage import StageResult
+from backbone_lab.analysis.stage import Flag, StageResult
 from backbone_lab.analysis.stages.fits import fit_windows
+
+MIN_CORR_POINTS = 5
 
 
 class CorrelationsStage:
@@ -38,6 +41,10 @@ class CorrelationsStage:
         flags = [chance] if chance else []
         if chance:
             block["p_ood_at_chance"] = True
+        n_full = by_window["full"]["n"]
+        if n_full < MIN_CORR_POINTS:
+            flags.append(Flag("few_correlation_points", f"corr(p_ood, ‖r‖) over the whole run has only {n_full} points "
+                                                        "(evaluations at analysed steps); its CI spans almost [-1, 1]"))
         lines = ["## Correlation of p_ood with ‖r‖ (SPEC §5.7)\n"]
         if chance:
             lines.append(f"**Caveat:** {chance.message}.\n")

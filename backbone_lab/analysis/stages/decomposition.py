@@ -55,16 +55,21 @@ class DecompositionStage:
         ax.plot(st, dec.norm_delta, "--", color="grey", lw=1, label="‖Δθ(t)‖")
         P.step_axis(ax)
         ax.set_ylabel("distance from θ(anchor) (L2, parameter units)")
+        handles, labels = ax.get_legend_handles_labels()
         p_ood = ctx.p_ood
         m = np.isfinite(p_ood)
         if m.sum() >= 2:
             ax2 = ax.twinx()
-            ax2.plot(st[m], p_ood[m], color="#C44E52", lw=1, alpha=0.8, label="p_ood")
+            ax2.plot(st[m], p_ood[m], color="#C44E52", lw=1, alpha=0.6, label="p_ood (right axis)")
             ax2.set_ylabel("p_ood (OOD probe accuracy, 0–1)", color="#C44E52")
             ax2.set_ylim(0, 1)
             ax2.grid(False)
             ax2.spines["right"].set_visible(True)
-        ax.legend(loc="upper left", fontsize=7)
+            ax.set_zorder(ax2.get_zorder() + 1)  # curves and legend above the p_ood line
+            ax.patch.set_visible(False)
+            h2, l2 = ax2.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+        ax.legend(handles, labels, loc="upper left", fontsize=7)
         ax.set_title("backbone decomposition (sign: a(final) > 0)")
         ax = axes[1]
         ax.plot(st[1:], 100 * dec.backbone_frac[1:], "-o", ms=2.5, color="#55A868")
