@@ -4,8 +4,6 @@ selection, degenerate-case flags, user stages from outside the package, the type
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np

@@ -209,12 +209,14 @@ def test_cli_writes_markdown_csv_png(tmp_path, capsys):
 
 def test_compare_reads_layout_through_rundir_not_sweep():
     """compare finds jobs and redirects itself (RunDir + markers); importing it never loads the sweep module."""
+    import os
     import subprocess
     import sys
 
+    repo = Path(__file__).resolve().parents[1]
     code = "import sys, backbone_lab.compare, backbone_lab.compare.__main__; print('backbone_lab.sweep' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                         env={**os.environ, "PYTHONPATH": str(repo)}).stdout.strip()
     assert out == "False"
 
 

@@ -28,7 +28,7 @@ from backbone_lab.analysis.context import AnalysisContext, read_codeword_count
 from backbone_lab.analysis.gram import DriftGram, stream_grams
 from backbone_lab.analysis.registry import resolve_stage
 from backbone_lab.analysis.report import write_report
-from backbone_lab.analysis.selection import StepSelection, auto_cadence, select_steps  # noqa: F401  (re-exported)
+from backbone_lab.analysis.selection import select_steps
 from backbone_lab.analysis.stage import Flag, Stage
 from backbone_lab.analysis.stages.diagnostic_hooks import DIAGNOSTICS, register_diagnostic, resolve_diagnostic  # noqa: F401
 from backbone_lab.analysis.summary import FORMAT, SUMMARY_NAME, VERSION, Summary, json_safe
@@ -37,6 +37,8 @@ from backbone_lab.durable import atomic_write
 from backbone_lab.metrics_csv import read_columns
 from backbone_lab.run_dir import RunDir
 from backbone_lab.trajectory.store import TrajectoryReader, resolve_trajectory_dir
+
+__all__ = ["DIAGNOSTICS", "GRAMS_NAME", "register_diagnostic", "resolve_diagnostic", "resolve_stages", "run_analysis"]
 
 ProgressFn = Callable[[str, int, int], None]
 GRAMS_NAME = "grams.npz"

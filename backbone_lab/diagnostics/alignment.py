@@ -21,7 +21,6 @@ Sign changes of a cosine series: `zero_crossings` (every crossing, interpolated)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch

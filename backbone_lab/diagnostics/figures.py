@@ -73,7 +73,7 @@ def plot_alignment(run_dir, out_png, source: str | None = None) -> Path | None:
     if u:
         delta = int(np.nanmedian(u["delta"])) if "delta" in u else None
         ax.plot(u["step"], _pos(u["abs_cos"]), "s-", ms=4, lw=1.5, color="tab:red",
-                label=f"accumulated update |cos(Δθ, v_b)|" + (f" (Δ = {delta})" if delta else ""))
+                label="accumulated update |cos(Δθ, v_b)|" + (f" (Δ = {delta})" if delta else ""))
         ax2.plot(u["step"], u["cos"], "s-", ms=3, color="tab:red")
         ax2.axhline(0.0, color="k", lw=0.8)
         floor = floor if floor is not None else float(np.nanmedian(u["noise_floor"]))

@@ -13,8 +13,6 @@ large by construction, ≥ 1/rows, and ρ is noisy).
 
 from __future__ import annotations
 
-import numpy as np
-
 from backbone_lab.analysis import plotting as P
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.report import fmt
