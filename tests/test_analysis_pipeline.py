@@ -183,7 +183,7 @@ def test_a_stage_from_a_temp_dir_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "my_stages"))
     steps = list(range(0, 2001, 100))
     run = write_matrix(tmp_path / "run", steps, planted(len(steps)))
-    cfg = AnalysisConfig(stages=["pca", "decomposition", "drift_metric:DriftAlignment", "drift_metric:late_drift"],
+    cfg = AnalysisConfig(stages=["pca", "decomposition", "drift_metric:DriftAlignment"], extra_stages=["drift_metric:late_drift"],
                          **{**FAST, "report": True})
     s = Summary(run_analysis(run, cfg))
     dec = s["decomposition"]
@@ -205,6 +205,8 @@ def test_stage_order_and_unknown_names_fail_early(tmp_path):
         run_analysis(run, AnalysisConfig(stages=["decomposition"], **FAST))
     with pytest.raises(ValueError, match="unknown stages"):
         AnalysisConfig(stages=["pca", "no_such_stage"])
+    with pytest.raises(ValueError, match="must not repeat"):
+        AnalysisConfig(extra_stages=["pca"])
     with pytest.raises(ValueError, match="cannot be imported"):
         run_analysis(run, AnalysisConfig(stages=["pca", "no_such_module_xyz:Stage"], **FAST))
 

@@ -86,9 +86,12 @@ class AnalysisConfig:
     """Reheating (W16): project this run's snapshots onto the v_b of this source run dir."""
     source_anchor_step: Optional[int] = None
     """Anchor of the source run's backbone (None = its first stored step)."""
-    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
+    stages: Optional[list[str]] = None
     """Analysis stages, run in this order: built-in names (``registry.BUILTIN_STAGES``), names
-    registered with ``registry.register_stage``, or ``package.module:object`` (docs/ANALYSIS.md)."""
+    registered with ``registry.register_stage``, or ``package.module:object`` (docs/ANALYSIS.md).
+    None = every built-in stage (``registry.DEFAULT_STAGES``)."""
+    extra_stages: list[str] = field(default_factory=list)
+    """Stages run after ``stages`` (a user metric without restating the built-in list)."""
     diagnostics: list[str] = field(default_factory=list)
     """Extra offline diagnostics run by the ``diagnostics`` stage (functions ctx -> dict; names
     registered with ``run_analysis.register_diagnostic`` or ``package.module:function``)."""
@@ -126,11 +129,12 @@ class AnalysisConfig:
             for w in self.window_sets:
                 if len(w) < 2 or sorted(w) != list(w):
                     errs.append(f"window {w} must list >= 2 increasing steps")
-        unknown = [s for s in self.stages if not is_known(str(s))]
+        names = self.stage_names()
+        unknown = [s for s in names if not is_known(str(s))]
         if unknown:
             errs.append(f"unknown stages {unknown} (built-in: {', '.join(DEFAULT_STAGES)}; or package.module:object)")
-        if len(set(self.stages)) != len(self.stages):
-            errs.append("stages must not repeat a name")
+        if len(set(names)) != len(names):
+            errs.append("stages + extra_stages must not repeat a name")
         if self.chance_p_ood is not None and not 0 <= self.chance_p_ood < 1:
             errs.append("chance_p_ood must be in [0, 1)")
         if self.fit_windows is not None:
@@ -139,6 +143,10 @@ class AnalysisConfig:
                     errs.append(f"fit window {w} must be [lo, hi] with lo < hi")
         if errs:
             raise ValueError("invalid analysis config: " + "; ".join(errs))
+
+    def stage_names(self) -> list[str]:
+        """The stages to run, in order: ``stages`` (default: all built-in) then ``extra_stages``."""
+        return [*(DEFAULT_STAGES if self.stages is None else self.stages), *self.extra_stages]
 
     def to_dict(self) -> dict:
         return asdict(self)

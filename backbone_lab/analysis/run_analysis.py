@@ -3,9 +3,9 @@
 1. Select the snapshots (``selection``: anchor, cadence, dropped steps with reasons).
 2. One streamed pass over them builds the drift Grams: the analysis subset plus every group a
    stage asks for (``gram_groups``, e.g. the per-block Grams).
-3. Run the configured stages in order (``AnalysisConfig.stages``; default: pca, decomposition,
+3. Run the configured stages in order (``AnalysisConfig.stages``, default: pca, decomposition,
    rolling, phases, fits, correlations, update_alignment, per_block, switching, windows,
-   reheating, backbone_file, diagnostics, training_diagnostics). Each returns its summary block,
+   reheating, backbone_file, diagnostics, training_diagnostics; then ``extra_stages``). Each returns its summary block,
    report section, figures, CSV rows and flags (``analysis.stage``).
 4. Write ``<out_dir>/``: the CSV tables, ``grams.npz``, ``summary.json`` (``analysis.summary``)
    and ``report.md`` (header, caveats, the stage sections).
@@ -104,7 +104,7 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     """
     cfg = cfg or AnalysisConfig()
     t_start = time.perf_counter()
-    stages = resolve_stages(cfg.stages)
+    stages = resolve_stages(cfg.stage_names())
     run_dir = Path(run_dir)
     traj_dir = resolve_trajectory_dir(run_dir)
     reader = TrajectoryReader(traj_dir, verify=cfg.verify_crc, check_files=False)  # streamed steps are checked
@@ -155,7 +155,7 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
         tables += res.tables
         flags += [(st.name, f) for f in res.flags]
     summary["flags"] = _merge_flags(flags)
-    summary["stages"] = [st.name for st in stages]
+    summary["stages"] = [st.name for st in stages if st.name in summary]  # the stage blocks, in order
 
     for table in merge_tables(tables):
         write_table(out_dir, table)

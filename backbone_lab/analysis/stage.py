@@ -12,8 +12,9 @@ A stage is any object with a ``name`` and a ``run(ctx) -> StageResult``::
             return StageResult(summary={"cos_final": value},
                                report=f"## My metric\\n\\ncos(Δθ(final), v_b) = {value:.3f}\\n")
 
-and is named in ``AnalysisConfig.stages`` (``stages=[...,my_pkg.my_mod:MyMetric]``; a class is
-instantiated without arguments). A stage that needs extra Gram matrices from the one streamed pass
+and is named in ``AnalysisConfig.extra_stages`` (``extra_stages=[my_pkg.my_mod:MyMetric]``, run
+after the built-in stages) or ``AnalysisConfig.stages`` (a chosen list); a class is instantiated
+without arguments. A stage that needs extra Gram matrices from the one streamed pass
 defines ``gram_groups(reader, cfg) -> {name: column ranges}`` (see ``stages/per_block.py``).
 
 `run_analysis` runs the configured stages in order, puts each ``summary`` under the stage's name
