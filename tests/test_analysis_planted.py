@@ -13,7 +13,8 @@ from backbone_lab.analysis.powerlaw import fit_power_law, pearson, regime_fits
 from backbone_lab.analysis.reheating import reheating_projection
 from backbone_lab.analysis.rolling import per_block_cw, rolling_backbones
 from backbone_lab.analysis.switching import detect_extrema, switch_pairs, switching_geometry
-from backbone_lab.analysis.update_alignment import lag_pairs, noise_floor, update_alignment
+from backbone_lab.analysis.noise_floor import noise_floor, noise_floor_record
+from backbone_lab.analysis.update_alignment import lag_pairs, update_alignment
 from backbone_lab.analysis.windows import matched_step, window_geometry
 from backbone_lab.trajectory.store import TrajectoryWriter
 
@@ -153,8 +154,8 @@ def test_update_alignment_and_switching_match_dense():
         u = X[s1 // 200] - X[s0 // 200]
         assert res["cos"][k] == pytest.approx(u @ vb / np.linalg.norm(u), abs=1e-10)
     assert res["step"][0] == 400
-    nf = noise_floor(3_147_776)
-    assert nf["mean_abs_cos"] == pytest.approx(4.5e-4, abs=0.05e-4)
+    nf = noise_floor_record(3_147_776)
+    assert nf["mean_abs_cos"] == noise_floor(3_147_776) == pytest.approx(4.5e-4, abs=0.05e-4)
     # switching: dense recomputation
     basis = pr.dirs.copy()
     basis[:, 0] = dec.coeffs

@@ -205,3 +205,25 @@ def test_cli_writes_markdown_csv_png(tmp_path, capsys):
     assert "paper Table 4" in text and "overlay.png" in text
     assert "sgd_controls:" in capsys.readouterr().out
     assert main([str(tmp_path / "missing")]) == 2
+
+
+def test_compare_reads_layout_through_rundir_not_sweep():
+    """compare finds jobs and redirects itself (RunDir + markers); importing it never loads the sweep module."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    code = "import sys, backbone_lab.compare, backbone_lab.compare.__main__; print('backbone_lab.sweep' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                         env={**os.environ, "PYTHONPATH": str(repo)}).stdout.strip()
+    assert out == "False"
+
+
+def test_paper_values_come_from_the_data_file():
+    from backbone_lab.compare.paper_reference import BETA2, PAPER_VALUES_FILE, REHEAT, TABLE5
+
+    doc = json.loads(PAPER_VALUES_FILE.read_text())
+    assert TABLE4["A"] == doc["table4_sgd_controls"]["arms"]["A"] and TABLE4["A"]["pc1_pct"] == 61.5
+    assert TABLE5[("A", tuple(range(600, 2001, 50)))]["k99"] == 19
+    assert BETA2[0.0]["drift"] == 161931.0 and REHEAT[3e-4]["first_ge_060"] is None

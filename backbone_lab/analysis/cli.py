@@ -81,13 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TrajectoryError, ValueError, FileNotFoundError) as e:
         print(f"error: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}", file=sys.stderr)
         return 2
-    out = s["trajectory"]["path"]
-    pn = s["pca"]["rownorm"]
-    d = s["decomposition"]
-    print(f"analysed {s['n_steps']} snapshots of {s['subset']} (D={s['dim']:,}, anchor {s['anchor_step']}) from {out}")
-    print(f"PC1 row-norm {pn['pc1_pct']:.2f} %  raw {s['pca']['raw']['pc1_pct']:.2f} %  k95 {pn['k95']}  "
-          f"f_b final {100 * d['backbone_frac_final']:.1f} %  mean {100 * (d['backbone_frac_mean'] or 0):.1f} %")
-    print(f"outputs: {s.get('out_dir')}  ({s['elapsed_seconds']:.1f} s)")
+    from backbone_lab.analysis.summary import Summary
+
+    summ = Summary(s)
+    print(f"analysed {summ.snapshots_used} of {s['trajectory']['n_stored']} snapshots of {summ.subset} "
+          f"(D={summ.dim:,}, anchor {summ.anchor_step}) from {s['trajectory']['path']}")
+    print(f"PC1 row-norm {summ.pc1_rownorm_pct:.2f} %  raw {summ.pc1_raw_pct:.2f} %  k95 {summ.k95_rownorm}  "
+          f"f_b final {100 * summ.backbone_frac_final:.1f} %  mean {100 * (summ.backbone_frac_mean or 0):.1f} %")
+    for f in summ.flags:
+        print(f"caveat [{f['code']}]: {f['message']}")
+    print(f"outputs: {summ.out_dir}  ({s['elapsed_seconds']:.1f} s)")
     return 0
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from backbone_lab.analysis.registry import DEFAULT_STAGES, is_known
+
 VALID_NORMALISATIONS = ("rownorm", "raw")
 VALID_DEVICES_PREFIX = ("numpy", "cpu", "cuda", "mps")
 
@@ -22,8 +24,9 @@ class AnalysisConfig:
     anchor_step: Optional[int] = None
     """Drift reference θ(anchor). None = first stored snapshot (step 0 of our runs); 1 = paper."""
     cadence: Optional[int] = None
-    """Uniform checkpoint cadence (W10). None = auto (most common step spacing: keep the anchor and
-    the multiples of it); 0 = use every stored step; N = anchor + multiples of N."""
+    """Uniform checkpoint cadence (W10). None = auto: a regular base cadence plus denser ranges
+    (the paper's case) keeps the anchor and the base multiples, anything else uses every stored
+    step (``analysis.selection``); 0 = every stored step; N = anchor + multiples of N."""
     exclude_steps: list[int] = field(default_factory=list)
     """Stored steps to ignore (e.g. a corrupt snapshot)."""
     max_step: Optional[int] = None
@@ -83,9 +86,20 @@ class AnalysisConfig:
     """Reheating (W16): project this run's snapshots onto the v_b of this source run dir."""
     source_anchor_step: Optional[int] = None
     """Anchor of the source run's backbone (None = its first stored step)."""
+    stages: Optional[list[str]] = None
+    """Analysis stages, run in this order: built-in names (``registry.BUILTIN_STAGES``), names
+    registered with ``registry.register_stage``, or ``package.module:object`` (docs/ANALYSIS.md).
+    None = every built-in stage (``registry.DEFAULT_STAGES``)."""
+    extra_stages: list[str] = field(default_factory=list)
+    """Stages run after ``stages`` (a user metric without restating the built-in list)."""
     diagnostics: list[str] = field(default_factory=list)
-    """Extra offline diagnostics to run after the default analysis (hook; names registered in
-    ``backbone_lab.analysis.run_analysis.DIAGNOSTICS``)."""
+    """Extra offline diagnostics run by the ``diagnostics`` stage (functions ctx -> dict; names
+    registered with ``run_analysis.register_diagnostic`` or ``package.module:function``)."""
+    chance_p_ood: Optional[float] = None
+    """p_ood counts as "at chance" (no probe learning; correlations and switching with p_ood are
+    flagged) when its best value is ≤ this. None = max(3 / n_codewords, 0.02): the best of many
+    noisy evaluations of a 1/n guess among the n codewords of ``<run>/codewords.json`` reaches
+    2–3/n; at least the paper's 0.02 (0.02 alone when the run has no codewords.json)."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -115,12 +129,24 @@ class AnalysisConfig:
             for w in self.window_sets:
                 if len(w) < 2 or sorted(w) != list(w):
                     errs.append(f"window {w} must list >= 2 increasing steps")
+        names = self.stage_names()
+        unknown = [s for s in names if not is_known(str(s))]
+        if unknown:
+            errs.append(f"unknown stages {unknown} (built-in: {', '.join(DEFAULT_STAGES)}; or package.module:object)")
+        if len(set(names)) != len(names):
+            errs.append("stages + extra_stages must not repeat a name")
+        if self.chance_p_ood is not None and not 0 <= self.chance_p_ood < 1:
+            errs.append("chance_p_ood must be in [0, 1)")
         if self.fit_windows is not None:
             for w in self.fit_windows:
                 if len(w) != 2 or not w[0] < w[1]:
                     errs.append(f"fit window {w} must be [lo, hi] with lo < hi")
         if errs:
             raise ValueError("invalid analysis config: " + "; ".join(errs))
+
+    def stage_names(self) -> list[str]:
+        """The stages to run, in order: ``stages`` (default: all built-in) then ``extra_stages``."""
+        return [*(DEFAULT_STAGES if self.stages is None else self.stages), *self.extra_stages]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -298,31 +298,36 @@ def reconstruct_directions(
     columns: Sequence[slice] | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     out: np.ndarray | None = None,
+    dtype=np.float32,
+    verify: bool = False,
 ) -> np.ndarray:
     """D-dimensional directions v_k = Xᵀ c_k, reconstructed chunk-wise (one extra pass).
 
     Args:
         coeffs: (T,) or (T, k) coefficient vectors over ``gram``'s rows.
         columns: the subset's column ranges (default: all columns of the reader).
-        out: optional preallocated (D_subset, k) float32 array (e.g. an np.memmap on disk).
+        out: optional preallocated (D_subset, k) array (e.g. an np.memmap on disk); its dtype wins.
+        dtype: dtype of the result when ``out`` is None (float32; float64 to normalise afterwards).
+        verify: crc-check the streamed files.
 
-    Returns: float32 array (D_subset, k) (or (D_subset,) for 1-D ``coeffs``); only use it when a
-    D-vector is really needed (export, gradient diagnostics).
+    Returns: array (D_subset, k) (or (D_subset,) for 1-D ``coeffs``), computed in float64 and
+    stored in the result's dtype; only use it when a D-vector is really needed (export,
+    gradient diagnostics).
     """
     c = np.asarray(coeffs, dtype=np.float64)
     one = c.ndim == 1
     c = c[:, None] if one else c
     cols = merge_ranges(list(columns)) if columns is not None else [slice(0, reader.dim)]
     D = sum(r.stop - r.start for r in cols)
-    res = out if out is not None else np.empty((D, c.shape[1]), dtype=np.float32)
+    res = out if out is not None else np.empty((D, c.shape[1]), dtype=dtype)
     T = len(gram.steps)
     ref_row = gram.index(gram.ref_step)
     chunk_cols = max(1024, int(chunk_bytes) // (8 * T))
     pos = 0
-    for sl, block in reader.iter_column_chunks(chunk_cols, steps=gram.steps.tolist(), columns=cols, verify=False):
+    for sl, block in reader.iter_column_chunks(chunk_cols, steps=gram.steps.tolist(), columns=cols, verify=verify):
         X = block.astype(np.float64)
         X -= X[ref_row].copy()
         n = sl.stop - sl.start
-        res[pos: pos + n] = (X.T @ c).astype(np.float32)
+        res[pos: pos + n] = X.T @ c  # cast to the result's dtype on assignment
         pos += n
     return res[:, 0] if one else res

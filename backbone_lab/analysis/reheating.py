@@ -18,8 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from backbone_lab.analysis.config import AnalysisConfig
 from backbone_lab.analysis.gram import DriftGram, coeff_rows, stream_grams
 from backbone_lab.analysis.pca import pca_rows
+from backbone_lab.analysis.selection import select_steps
 from backbone_lab.trajectory.store import TrajectoryReader
 
 
@@ -34,19 +36,16 @@ def reheating_projection(
     Args:
         source_run: run dir / trajectory folder of the source run (defines v_b).
         reheat_run: run dir / trajectory folder of the reheating run.
-        cfg: AnalysisConfig (subset, normalisation, source_anchor_step, cadence, chunk_mb, device,
-            verify_crc are used; default AnalysisConfig()).
+        cfg: AnalysisConfig (subset, normalisation, source_anchor_step, cadence, exclude_steps (of the
+            reheating run), chunk_mb, device, verify_crc are used; default AnalysisConfig()).
     Returns a dict with the source backbone summary, reheating steps, a, norm_r, norm_delta,
     relative change of a vs the source's final a, and cos(θ_h(t) − θ_h(first), v_b).
     """
-    from backbone_lab.analysis.config import AnalysisConfig
-    from backbone_lab.analysis.run_analysis import select_steps
-
     cfg = cfg or AnalysisConfig()
     src = TrajectoryReader(source_run, verify=cfg.verify_crc, check_files=False)
     rh = TrajectoryReader(reheat_run, verify=cfg.verify_crc, check_files=False)
-    src_cfg = AnalysisConfig(**{**cfg.to_dict(), "anchor_step": cfg.source_anchor_step, "exclude_steps": [], "max_step": None, "source_run": None})
-    s_steps, anchor, cadence = select_steps(src.steps, src_cfg)
+    sel = select_steps(src.steps, anchor_step=cfg.source_anchor_step, cadence=cfg.cadence)
+    s_steps, anchor, cadence = sel.steps, sel.anchor, sel.cadence
     h_steps = [s for s in rh.steps if s not in set(cfg.exclude_steps)]
     cols = src.subset_columns(cfg.subset)
     cb = (lambda d, t: progress("reheat-gram", d, t)) if progress else None

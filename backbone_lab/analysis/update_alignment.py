@@ -10,7 +10,7 @@ signed C = <u, v>/‖u‖ and |C|, all from the drift Gram (<u, v> = (G c)_s −
    mean |cos| overall and "early" (s ≤ early_max);
 3. window backbone evaluated at given steps.
 
-Noise floor of |cos| with a random direction in D dims: E|cos| = √(2/(πD)); also 1/√D.
+Noise floor of |cos| with a random direction in D dims: ``noise_floor`` (E|cos| = √(2/(πD))).
 """
 
 from __future__ import annotations
@@ -20,11 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from backbone_lab.analysis.gram import DriftGram
-
-
-def noise_floor(dim: int) -> dict:
-    """{mean_abs_cos: √(2/(πD)), inv_sqrt_d: 1/√D, dim: D} for a random direction in D dims."""
-    return {"mean_abs_cos": float(np.sqrt(2.0 / (np.pi * dim))), "inv_sqrt_d": float(1.0 / np.sqrt(dim)), "dim": int(dim)}
+from backbone_lab.analysis.noise_floor import noise_floor_record
+from backbone_lab.analysis.sign_changes import first_sign_change_step
 
 
 def consecutive_pairs(steps: Sequence[int]) -> list[tuple[int, int]]:
@@ -63,19 +60,6 @@ def update_alignment(gram: DriftGram, coeffs: np.ndarray, pairs: Sequence[tuple[
     return {"step": lab, "step_from": s0, "step_to": s1, "cos": cos, "abs_cos": np.abs(cos), "norm_u": nu}
 
 
-def sign_flip_step(steps: np.ndarray, cos: np.ndarray) -> int | None:
-    """First label where the signed cosine changes sign from its initial sign (None if never)."""
-    s = np.sign(cos)
-    nz = np.nonzero(s)[0]
-    if len(nz) == 0:
-        return None
-    first = s[nz[0]]
-    for i in nz:
-        if s[i] != first:
-            return int(steps[i])
-    return None
-
-
 def alignment_summary(res: dict, early_max: int | None = None, dim: int | None = None) -> dict:
     """Mean/median/max |cos|, mean |cos| for step_to ≤ early_max, sign-flip step, noise floor ratio."""
     a = res["abs_cos"]
@@ -85,14 +69,14 @@ def alignment_summary(res: dict, early_max: int | None = None, dim: int | None =
         "mean_abs_cos": float(np.mean(a[ok])) if ok.any() else None,
         "median_abs_cos": float(np.median(a[ok])) if ok.any() else None,
         "max_abs_cos": float(np.max(a[ok])) if ok.any() else None,
-        "sign_flip_step": sign_flip_step(res["step"][ok], res["cos"][ok]),
+        "sign_flip_step": first_sign_change_step(res["step"][ok], res["cos"][ok]),
     }
     if early_max is not None:
         m = ok & (res["step_to"] <= early_max)
         out["early_max_step"] = int(early_max)
         out["mean_abs_cos_early"] = float(np.mean(a[m])) if m.any() else None
     if dim is not None:
-        nf = noise_floor(dim)
+        nf = noise_floor_record(dim)
         out["noise_floor"] = nf
         out["mean_over_noise_floor"] = out["mean_abs_cos"] / nf["mean_abs_cos"] if out["mean_abs_cos"] is not None else None
     return out

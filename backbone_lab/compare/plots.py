@@ -36,14 +36,14 @@ def overlay_figures(runs: list[Run], out_dir: Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     panels = list(PANELS)
-    if any(r.get("reheating.steps") for r in runs):
+    if any(r.summary.reheat_steps for r in runs):
         panels.append(("reheat_a", "reheating: a(t) in the source backbone frame", "reheat", "steps", "a", False))
 
     def draw(ax, stem, title, source, x, y, logy):
         any_line = False
         for r in runs:
             if source == "reheat":
-                xs, ys = r.get("reheating.steps") or [], r.get("reheating.a") or []
+                xs, ys = r.summary.reheat_steps, r.summary.reheat_a
                 pts = [(a, b) for a, b in zip(xs, ys) if a is not None and b is not None]
                 xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             else:

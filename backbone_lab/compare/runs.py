@@ -3,12 +3,12 @@
 Inputs accepted by `discover_runs`: a run folder (holds `config.yaml`), a sweep folder
 (`multirun_outputs/<experiment>/<time>/`, whose job folders may hold `REDIRECT.json` pointing at
 the folder where a skipped/resumed job's results live), or an experiment folder holding several
-sweeps. A run reached twice (e.g. a skipped job and its original) is loaded once.
+sweeps. A run reached twice (e.g. a skipped job and its original) is loaded once. Every path
+inside a run folder comes from `RunDir`; job states from `run_markers`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,8 +17,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from backbone_lab.run_markers import read_marker
-from backbone_lab.sweep import job_dirs, resolve_redirect
+from backbone_lab.analysis.stages.decomposition import TIMESERIES_CSV
+from backbone_lab.analysis.stages.rolling import ROLLING_CSV
+from backbone_lab.analysis.summary import Summary
+from backbone_lab.metrics_csv import read_columns
+from backbone_lab.run_dir import RunDir
+from backbone_lab.run_markers import MARKERS, read_marker
 
 
 @dataclass
@@ -31,7 +35,7 @@ class Run:
     state: str  # done | diverged | failed | unfinished
     marker: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, list[float]] = field(default_factory=dict)  # column -> values (sorted by step)
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: Summary = field(default_factory=Summary)
     timeseries: dict[str, list[float]] = field(default_factory=dict)
     rolling: dict[str, list[float]] = field(default_factory=dict)
     label: str = ""
@@ -50,49 +54,58 @@ class Run:
         return node
 
     def get(self, dotted: str, default: Any = None) -> Any:
-        """A value of analysis/summary.json by dotted path (None-safe)."""
-        node: Any = self.summary
-        for part in dotted.split("."):
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            else:
-                return default
-        return node
+        """A value of analysis/summary.json by dotted path (prefer the `Summary` accessors)."""
+        return self.summary.get_path(dotted, default)
 
     @property
     def ok(self) -> bool:
         return self.state in ("done", "diverged")
 
 
-def _read_csv_columns(path: Path, dedupe_on: str | None = "step") -> dict[str, list[float]]:
-    if not path.exists():
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if dedupe_on and rows and dedupe_on in rows[0]:
-        by: dict[float, dict] = {}
-        for r in rows:
-            try:
-                by[float(r[dedupe_on])] = r
-            except (TypeError, ValueError):
+def _columns(path: Path, key: str | None = "step") -> dict[str, list[float]]:
+    """A numeric CSV as column -> list (empty when absent): eval metrics de-duplicated on step."""
+    cols = read_columns(path, key=key)
+    return {k: v.tolist() for k, v in cols.items()} if cols else {}
+
+
+def redirect_target(job_dir: Path) -> tuple[Path, str | None]:
+    """(folder holding a sweep job's results, the REDIRECT reason or None)."""
+    path = RunDir(job_dir).redirect
+    if path.exists():
+        try:
+            info = json.loads(path.read_text())
+            return Path(info["run_dir"]), info.get("reason")
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    return Path(job_dir), None
+
+
+_JOB_FILES = (RunDir(".").config.name, RunDir(".").redirect.name, *MARKERS)
+
+
+def job_folders(root: Path) -> list[Path]:
+    """The outermost folders under `root` holding a run's config, a job marker or a REDIRECT
+    (Hydra's `.hydra` and analysis outputs are not jobs)."""
+    root = Path(root)
+    skip = {".hydra", RunDir(".").analysis.name}
+    found = set()
+    for name in (*_JOB_FILES, ".hydra"):
+        for p in root.rglob(name):
+            d = p.parent
+            rel = d.relative_to(root).parts
+            if d == root or skip & set(rel):
                 continue
-        rows = [by[k] for k in sorted(by)]
-    cols: dict[str, list[float]] = {}
-    for r in rows:
-        for k, v in r.items():
-            try:
-                x = float(v) if v not in ("", None) else math.nan
-            except ValueError:
-                x = math.nan
-            cols.setdefault(k, []).append(x)
-    return cols
+            found.add(d)
+    dirs = sorted(found)
+    return [d for d in dirs if not any(o != d and o in d.parents for o in dirs)]
 
 
 def load_run(run_dir: Path, job_dir: Path | None = None) -> Run:
     run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
     config: dict[str, Any] = {}
-    if (run_dir / "config.yaml").exists():
-        config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)  # saved resolved
+    if rd.config.exists():
+        config = OmegaConf.to_container(OmegaConf.load(rd.config), resolve=False)  # saved resolved
     marker = read_marker(run_dir)
     if marker is None:
         state, payload = "unfinished", {}
@@ -101,23 +114,16 @@ def load_run(run_dir: Path, job_dir: Path | None = None) -> Run:
     else:
         payload = marker[1]
         state = "diverged" if payload.get("status") == "diverged" else "done"
-    summary: dict[str, Any] = {}
-    sp = run_dir / "analysis" / "summary.json"
-    if sp.exists():
-        try:
-            summary = json.loads(sp.read_text())
-        except json.JSONDecodeError:
-            summary = {}
     return Run(
         run_dir=run_dir,
         job_dir=Path(job_dir or run_dir),
         config=config,
         state=state,
         marker=payload,
-        eval=_read_csv_columns(run_dir / "eval_metrics.csv"),
-        summary=summary,
-        timeseries=_read_csv_columns(run_dir / "analysis" / "timeseries.csv"),
-        rolling=_read_csv_columns(run_dir / "analysis" / "rolling.csv", dedupe_on=None),
+        eval=_columns(rd.eval_metrics),
+        summary=Summary.read_or_empty(rd.summary),
+        timeseries=_columns(rd.analysis / TIMESERIES_CSV),
+        rolling=_columns(rd.analysis / ROLLING_CSV, key=None),
     )
 
 
@@ -129,14 +135,14 @@ def discover_runs(paths: list[str | Path]) -> list[Run]:
         p = Path(p)
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such run or sweep folder")
-        if (p / "config.yaml").exists() or (p / "REDIRECT.json").exists():
+        if RunDir(p).config.exists() or RunDir(p).redirect.exists():
             candidates = [p]
         else:
-            candidates = job_dirs(p)
+            candidates = job_folders(p)
         for job in candidates:
-            target, _ = resolve_redirect(job)
+            target, _ = redirect_target(job)
             key = target.resolve()
-            if key in seen or not (target / "config.yaml").exists() and read_marker(target) is None:
+            if key in seen or not RunDir(target).config.exists() and read_marker(target) is None:
                 continue
             seen.add(key)
             runs.append(load_run(target, job))

@@ -2,102 +2,34 @@
 run's resolved config matches the paper protocol (SPEC §3-4, §5.13, §6.1).
 
 Every table is a list of row dicts (column -> value); `report.py` renders them as markdown and
-CSV. Paper values come from SPEC (recovered from the paper / the reference's committed outputs).
-A paper value is shown only when the run's config matches the *required* settings of that row
-(model, data, optimizer, schedule, steps, seed); *noted* settings that differ (e.g. the β2
-sweep's p_probe 0.20, padding in the paper's val loss) are listed in the `paper_note` column.
+CSV. Paper values come from `paper_values.json` (`paper_reference`). A paper value is shown only
+when the run's config matches the *required* settings of that row (model, data, optimizer,
+schedule, steps, seed); *noted* settings that differ (e.g. the β2 sweep's p_probe 0.20, padding
+in the paper's val loss) are listed in the `paper_note` column. A run's analysis numbers come
+from its `Summary` (`backbone_lab.analysis.summary`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from backbone_lab.compare.grouping import optimizer_name
+from backbone_lab.compare.paper_reference import (
+    BETA2, BETA2_NOTED, BETA2_PROTOCOL, PADDING_NOTE, PAPER_4K, REHEAT, REHEAT_PROTOCOL, SGD_ARMS, TABLE4, TABLE5, PaperRef,
+)
 from backbone_lab.compare.runs import Run, eval_best, eval_last
+from backbone_lab.run_dir import RunDir
 
 NAN = math.nan
 
 
-# ----------------------------------------------------------------------------- paper protocol
-@dataclass
-class PaperRef:
-    """Paper values of one row, valid for runs whose config has the `required` values."""
-
-    values: dict[str, Any]
-    required: dict[str, Any]
-    noted: dict[str, Any] = field(default_factory=dict)
-
-    def match(self, run: Run) -> tuple[bool, list[str]]:
-        for key, want in self.required.items():
-            if not _same(run.cfg(key), want):
-                return False, [f"{key}={run.cfg(key)!r} (paper {want!r})"]
-        notes = [f"paper {k}={v!r}" for k, v in self.noted.items() if not _same(run.cfg(k), v)]
-        return True, notes
-
-
-def _same(have: Any, want: Any) -> bool:
-    if isinstance(want, (list, tuple)):
-        return isinstance(have, (list, tuple)) and len(have) == len(want) and all(_same(h, w) for h, w in zip(have, want))
-    if isinstance(want, float) or isinstance(have, float):
-        try:
-            return math.isclose(float(have), float(want), rel_tol=1e-9, abs_tol=1e-12)
-        except (TypeError, ValueError):
-            return False
-    return have == want
-
-
-PAPER_MAIN = {"model.preset": "paper", "data.source": "tinystories", "seed": 42, "data.micro_batch_size": 64,
-              "train.accumulate": 2, "train.grad_clip": 1.0, "schedule.floor": 0.1}
-PAPER_4K = {**PAPER_MAIN, "train.max_steps": 4000, "schedule.warmup": 1500, "schedule.total": 4000,
-            "train.eval_every": 200}
-PADDING_NOTE = {"data.mask_padding": False}  # the paper's val loss included EOS padding (W6)
-
-ADAMW_A = {"optimizer._target_": "torch.optim.AdamW", "optimizer.lr": 1e-3, "optimizer.betas": [0.9, 0.95],
-           "optimizer.weight_decay": 0.5}
-SGD_ARMS: dict[str, dict[str, Any]] = {
-    "A": ADAMW_A,
-    "B": {"optimizer._target_": "torch.optim.SGD", "optimizer.lr": 1e-3, "optimizer.momentum": 0.0,
-          "optimizer.weight_decay": 0.5},
-    "C": {"optimizer._target_": "torch.optim.SGD", "optimizer.lr": 1e-2, "optimizer.momentum": 0.9,
-          "optimizer.weight_decay": 0.05},
-    "C'": {"optimizer._target_": "backbone_lab.optim.SGDW", "optimizer.lr": 1e-2, "optimizer.momentum": 0.9,
-           "optimizer.nesterov": True, "optimizer.weight_decay": 0.5},
-}
-TABLE4 = {  # SPEC §4.1 headline: final val, best p_ood, PC1 % and k95 on [600, 2000], drift
-    "A": {"final_val_loss": 1.59, "best_p_ood": 0.433, "pc1_pct": 61.5, "k95": 9, "drift": 113.7},
-    "B": {"final_val_loss": 8.12, "best_p_ood": 0.000, "pc1_pct": 100.0, "k95": 1, "drift": 40.2},
-    "C": {"final_val_loss": 5.10, "best_p_ood": 0.015, "pc1_pct": 100.0, "k95": 1, "drift": 54.2},
-    "C'": {"final_val_loss": 5.25, "best_p_ood": 0.013},
-}
-DENSE_600_2000 = tuple(range(600, 2001, 50))
-TABLE5 = {  # SPEC §5.13 (arm, window steps) -> pc1 %, k95, k99, drift
-    ("A", (1, 200, 400)): {"pc1_pct": 77.4, "k95": 2, "k99": 2},
-    ("A", (1, 200, 400, 600)): {"pc1_pct": 69.2, "k95": 3, "k99": 3, "drift": 24.9},
-    ("A", (200, 400, 600)): {"pc1_pct": 81.9, "k95": 2, "k99": 2},
-    ("A", (200, 400, 600, *range(650, 1001, 50))): {"pc1_pct": 77.8, "k95": 4, "k99": 8, "drift": 50.7},
-    ("A", DENSE_600_2000): {"pc1_pct": 61.5, "k95": 9, "k99": 19, "drift": 113.7},
-    ("C", (2000, 2200, 2400)): {"pc1_pct": 98.1, "k95": 1, "k99": 2, "drift": 0.26},
-    ("C", (1800, 2000, 2200, 2400, 2600)): {"pc1_pct": 97.7, "k95": 1, "k99": 2, "drift": 0.60},
-    ("C", DENSE_600_2000): {"pc1_pct": 100.0, "k95": 1, "k99": 1, "drift": 54.2},
-}
-BETA2 = {  # SPEC §4.2 / paper §6.1 (reference beta2_backbone_summary.csv)
-    0.99: {"pc1_rownorm": 68.75, "pc1_raw": 83.15, "drift": 120.0, "best_p_ood": 0.951, "mean_abs_cos": 0.243, "early_abs_cos": 0.368, "early_corr": 0.86},
-    0.95: {"pc1_rownorm": 68.34, "pc1_raw": 82.50, "drift": 123.1, "best_p_ood": 0.939, "mean_abs_cos": 0.244, "early_abs_cos": 0.363, "early_corr": 0.85},
-    0.90: {"pc1_rownorm": 66.66, "pc1_raw": 80.83, "drift": 128.0, "best_p_ood": 0.814, "mean_abs_cos": 0.234, "early_abs_cos": 0.343, "early_corr": 0.40},
-    0.80: {"pc1_rownorm": 63.85, "pc1_raw": 78.98, "drift": 141.3, "best_p_ood": 0.682, "mean_abs_cos": 0.227, "early_abs_cos": 0.328, "early_corr": 0.39},
-    0.0: {"pc1_rownorm": 52.48, "pc1_raw": 81.27, "drift": 161931.0, "best_p_ood": 0.005, "mean_abs_cos": 0.238, "early_abs_cos": 0.269, "early_corr": -0.57},
-}
-REHEAT = {  # SPEC §4.3 / Table 6, seed 42 from the 10k run: peak, step, first >= 0.60, final
-    1e-3: {"peak_p_ood": 0.705, "peak_step": 900, "first_ge_060": 600, "final_p_ood": 0.221},
-    6e-4: {"peak_p_ood": 0.782, "peak_step": 1000, "first_ge_060": 700, "final_p_ood": 0.279},
-    3e-4: {"peak_p_ood": 0.578, "peak_step": 1500, "first_ge_060": None, "final_p_ood": 0.421},
-}
+def _nan(x: Any) -> float:
+    """None (absent in summary.json) -> NaN, for numeric table cells."""
+    return NAN if x is None else x
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -118,6 +50,7 @@ def _paper(ref: PaperRef | None, run: Run, keys: Sequence[str]) -> tuple[dict, s
 
 def headline(run: Run) -> dict[str, Any]:
     """Numbers of one run used by several tables."""
+    s = run.summary
     best, best_step = eval_best(run, "p_ood")
     return {
         "final_step": run.eval.get("step", [NAN])[-1] if run.eval.get("step") else NAN,
@@ -125,14 +58,16 @@ def headline(run: Run) -> dict[str, Any]:
         "final_p_ood": eval_last(run, "p_ood"),
         "best_p_ood": best,
         "best_p_ood_step": best_step,
-        "pc1_rownorm": run.get("pca.rownorm.pc1_pct", NAN),
-        "pc1_raw": run.get("pca.raw.pc1_pct", NAN),
-        "k95_rownorm": run.get("pca.rownorm.k95", NAN),
-        "k95_raw": run.get("pca.raw.k95", NAN),
-        "drift": run.get("decomposition.norm_delta_final", NAN),
-        "backbone_frac_mean": run.get("decomposition.backbone_frac_mean", NAN),
-        "rho_mean": run.get("rolling.rho_mean", NAN),
-        "anchor_step": run.get("anchor_step", NAN),
+        "pc1_rownorm": _nan(s.pc1_rownorm_pct),
+        "pc1_raw": _nan(s.pc1_raw_pct),
+        "k95_rownorm": _nan(s.k95_rownorm),
+        "k95_raw": _nan(s.k95_raw),
+        "drift": _nan(s.drift_final),
+        "backbone_frac_mean": _nan(s.backbone_frac_mean),
+        "rho_mean": _nan(s.rho_mean),
+        "anchor_step": _nan(s.anchor_step),
+        "snapshots_used": _nan(s.snapshots_used),
+        "analysis_flags": ",".join(s.flag_codes),
     }
 
 
@@ -177,17 +112,18 @@ def group_table(runs: list[Run]) -> list[dict]:
 def run_gram(run: Run, steps: Sequence[int]):
     """DriftGram over `steps` (trunk): from analysis/grams.npz when it has them, else streamed."""
     from backbone_lab.analysis.gram import DriftGram, stream_grams
+    from backbone_lab.analysis.run_analysis import GRAMS_NAME
     from backbone_lab.trajectory.store import TrajectoryReader
 
     steps = sorted(set(int(s) for s in steps))
-    npz = run.run_dir / "analysis" / "grams.npz"
+    npz = RunDir(run.run_dir).analysis / GRAMS_NAME
     if npz.exists():
         with np.load(npz) as z:
             have = [int(s) for s in z["steps"]]
             if "G_trunk" in z and set(steps) <= set(have):
                 return DriftGram(steps=np.asarray(have), G=z["G_trunk"], ref_step=int(z["ref_step"]),
                                  subset="trunk", dim=int(z["dim_trunk"]))
-    reader = TrajectoryReader(run.run_dir / "trajectory")
+    reader = TrajectoryReader(RunDir(run.run_dir).trajectory)
     return stream_grams(reader, {"trunk": reader.subset_columns("trunk")}, steps=steps, ref=steps[0])["trunk"]
 
 
@@ -195,7 +131,7 @@ def stored_steps(run: Run) -> list[int]:
     from backbone_lab.trajectory.store import TrajectoryReader
 
     try:
-        return list(TrajectoryReader(run.run_dir / "trajectory").steps)
+        return list(TrajectoryReader(RunDir(run.run_dir).trajectory).steps)
     except Exception:  # noqa: BLE001 - no trajectory: no window geometry
         return []
 
@@ -320,12 +256,13 @@ def _beta2(run: Run) -> float | None:
 
 
 def _early_corr(run: Run) -> float:
-    by = run.get("correlations.by_window", {}) or {}
-    early = int(run.get("config.early_max_step", 2000) or 2000)
-    for key in (f"0-{early}",) + tuple(k for k in by if k.startswith("0-")):
-        if key in by and isinstance(by[key], dict):
-            r = by[key].get("r")
-            return NAN if r is None else float(r)
+    """corr(p_ood, ||r||) of the window (0, early_max_step], else of the first window from 0."""
+    s = run.summary
+    windows = s.correlation_windows
+    early = int(s.config.get("early_max_step", 2000) or 2000)
+    for key in (f"0-{early}",) + tuple(k for k in windows if k.startswith("0-")):
+        if key in windows:
+            return _nan(s.correlation_r(key))
     return NAN
 
 
@@ -336,20 +273,17 @@ def beta2_table(runs: list[Run]) -> list[dict]:
         b2 = _beta2(r)
         if b2 is None or not r.ok:
             continue
-        h = headline(r)
-        ua = r.get("update_alignment.fixed_lag") or r.get("update_alignment.consecutive") or {}
+        h, s = headline(r), r.summary
         row: dict[str, Any] = {
             "beta2": b2, "run": r.label or r.name, "state": r.state,
             "pc1_rownorm": h["pc1_rownorm"], "pc1_raw": h["pc1_raw"], "drift": h["drift"],
-            "best_p_ood": h["best_p_ood"], "mean_abs_cos": ua.get("mean_abs_cos", NAN),
-            "early_abs_cos": ua.get("mean_abs_cos_early", NAN), "early_corr": _early_corr(r),
-            "update_lag": ua.get("lag", NAN),
+            "best_p_ood": h["best_p_ood"], "mean_abs_cos": _nan(s.update_mean_abs_cos),
+            "early_abs_cos": _nan(s.update_mean_abs_cos_early), "early_corr": _early_corr(r),
+            "update_lag": _nan(s.update_lag),
         }
         paper_vals = next((v for k, v in BETA2.items() if math.isclose(k, b2, abs_tol=1e-9)), None)
         if paper_vals is not None:
-            req = {**PAPER_4K, "optimizer._target_": "torch.optim.AdamW", "optimizer.lr": 1e-3,
-                   "optimizer.weight_decay": 0.5, "analysis.anchor_step": 1}
-            ref = PaperRef(paper_vals, req, {"data.p_probe": 0.2, **PADDING_NOTE})
+            ref = PaperRef(paper_vals, BETA2_PROTOCOL, BETA2_NOTED)
             paper, note = _paper(ref, r, tuple(paper_vals))
             if paper:
                 row.update(paper, paper_note=note)
@@ -374,21 +308,19 @@ def reheating_table(runs: list[Run]) -> list[dict]:
         row: dict[str, Any] = {
             "lr": lr, "run": r.label or r.name, "source": str(src), "start_p_ood": p[0] if p else NAN,
             "peak_p_ood": best, "peak_step": best_step, "first_ge_060": first, "final_p_ood": p[-1] if p else NAN,
-            "max_abs_a_rel_change": r.get("reheating.max_abs_a_rel_change", NAN),
-            "source_pc1_pct": r.get("reheating.source_pc1_pct", NAN),
+            "max_abs_a_rel_change": _nan(r.summary.reheat_max_abs_a_rel_change),
+            "source_pc1_pct": _nan(r.summary.reheat_source_pc1_pct),
         }
         paper_vals = next((v for k, v in REHEAT.items() if math.isclose(k, lr, rel_tol=1e-6)), None)
         if paper_vals is not None:
             src_ok = False
             try:
-                sc = OmegaConf.to_container(OmegaConf.load(Path(src) / "config.yaml"))
+                sc = OmegaConf.to_container(OmegaConf.load(RunDir(src).config))
                 src_ok = sc.get("model", {}).get("preset") == "paper" and sc.get("train", {}).get("max_steps") == 10000
             except Exception:  # noqa: BLE001 - unreadable source config: no paper match
                 pass
-            req = {**PAPER_MAIN, "train.max_steps": 2000, "schedule.warmup": 200, "optimizer._target_": "torch.optim.AdamW",
-                   "objective.lambda_schedule": [[0, 4.0]]}
             if src_ok:
-                paper, note = _paper(PaperRef(paper_vals, req, {}), r, tuple(paper_vals))
+                paper, note = _paper(PaperRef(paper_vals, REHEAT_PROTOCOL, {}), r, tuple(paper_vals))
                 if paper:
                     row.update(paper, paper_note=note)
         rows.append(row)

@@ -11,34 +11,24 @@ Definitions, for a vector g and a reference direction v (normalised here: v̂ = 
 * perpendicular frac. ‖g − ⟨g, v̂⟩ v̂‖ / ‖g‖                (= √(1 − cos²))
 * projection          ⟨g, v̂⟩ (signed, un-normalised; `update_alignment.py` in the reference)
 * noise floor         E|cos| of a uniformly random direction in D dims ≈ √(2/(πD))
+                      (`backbone_lab.analysis.noise_floor`, shared with the analysis)
+
+Sign changes of a cosine series: `zero_crossings` (every crossing, interpolated) and
+`persistent_zero_crossing` (the first with ≥ min_run same-sign points each side), both from
+`backbone_lab.analysis.sign_changes`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from backbone_lab.analysis.noise_floor import noise_floor, noise_floor_exact  # noqa: F401  (one definition, re-exported)
+from backbone_lab.analysis.sign_changes import persistent_zero_crossing, zero_crossings  # noqa: F401
+
 _EPS = 1e-30
-
-
-def noise_floor(D: int) -> float:
-    """Analytic E|cos(u, v)| for u uniform on the sphere in D dimensions, large-D form √(2/(πD)).
-
-    Trunk of the paper model (D = 25,165,824): 1.59e-4; one block (D = 3,147,776): 4.50e-4.
-    """
-    if D <= 0:
-        raise ValueError(f"noise_floor: dimension must be positive, got {D}")
-    return math.sqrt(2.0 / (math.pi * D))
-
-
-def noise_floor_exact(D: int) -> float:
-    """Exact E|cos| = Γ(D/2) / (√π Γ((D+1)/2)); equals `noise_floor(D)` up to O(1/D)."""
-    if D <= 0:
-        raise ValueError(f"noise_floor_exact: dimension must be positive, got {D}")
-    return math.exp(math.lgamma(D / 2) - math.lgamma((D + 1) / 2)) / math.sqrt(math.pi)
 
 
 def _dot64(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -87,44 +77,9 @@ def perpendicular_fraction_direct(g: torch.Tensor, v: torch.Tensor) -> float:
     return float(r.norm() / g64.norm())
 
 
-def sign_flips(steps: Sequence[float], values: Sequence[float]) -> list[float]:
-    """Zero crossings of a signed series, linearly interpolated between the bracketing points.
-
-    Exact zeros are skipped (a crossing is between a strictly positive and a strictly negative
-    value, possibly with zeros between them). NaNs are ignored.
-    """
-    pts = [(float(s), float(v)) for s, v in zip(steps, values) if not math.isnan(float(v))]
-    pts.sort()
-    out, prev = [], None
-    for s, v in pts:
-        if v == 0.0:
-            continue
-        if prev is not None and (prev[1] > 0) != (v > 0):
-            s0, v0 = prev
-            out.append(s0 + (s - s0) * v0 / (v0 - v))
-        prev = (s, v)
-    return out
-
-
-def dominant_sign_flip(
-    steps: Sequence[float], values: Sequence[float], min_run: int = 2
-) -> float | None:
-    """The first zero crossing with at least `min_run` same-sign points on each side.
-
-    With a sign-fixed backbone the update cosine C(t) ∝ a(t+Δ) − a(t), so this crossing marks the
-    peak of the backbone coordinate a(t) (SPEC §5.8); `min_run` ignores single-point blips.
-    None if there is no such crossing (zeros and NaNs are skipped).
-    """
-    pts = sorted((float(s), float(v)) for s, v in zip(steps, values) if not math.isnan(float(v)) and v != 0)
-    for i in range(max(1, min_run), len(pts)):
-        if (pts[i - 1][1] > 0) != (pts[i][1] > 0):
-            before, after = pts[i - min_run : i], pts[i : i + min_run]
-            if (len(after) == min_run
-                    and all((p[1] > 0) == (pts[i - 1][1] > 0) for p in before)
-                    and all((p[1] > 0) == (pts[i][1] > 0) for p in after)):
-                (s0, v0), (s1, v1) = pts[i - 1], pts[i]
-                return s0 + (s1 - s0) * v0 / (v0 - v1)
-    return None
+# Old names of the two crossing functions (callers: diagnostics callbacks / offline, tests).
+sign_flips = zero_crossings
+dominant_sign_flip = persistent_zero_crossing
 
 
 def monte_carlo_abs_cos(D: int, n: int = 2000, seed: int = 0) -> tuple[float, float]:

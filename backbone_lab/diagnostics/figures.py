@@ -39,7 +39,7 @@ def _save(plt, fig, out_png) -> Path:
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")  # legends placed beside the axes stay in
     plt.close(fig)
     return out
 
@@ -73,14 +73,14 @@ def plot_alignment(run_dir, out_png, source: str | None = None) -> Path | None:
     if u:
         delta = int(np.nanmedian(u["delta"])) if "delta" in u else None
         ax.plot(u["step"], _pos(u["abs_cos"]), "s-", ms=4, lw=1.5, color="tab:red",
-                label=f"accumulated update |cos(Δθ, v_b)|" + (f" (Δ = {delta})" if delta else ""))
+                label="accumulated update |cos(Δθ, v_b)|" + (f" (Δ = {delta})" if delta else ""))
         ax2.plot(u["step"], u["cos"], "s-", ms=3, color="tab:red")
         ax2.axhline(0.0, color="k", lw=0.8)
         floor = floor if floor is not None else float(np.nanmedian(u["noise_floor"]))
     if floor is not None:
         ax.axhline(floor, color="gray", ls="--", lw=1, label=f"noise floor √(2/πD) = {floor:.1e}")
     ax.set_yscale("log")
-    ax.set_ylabel("|cos| with backbone")
+    ax.set_ylabel("|cos| with the backbone (log)")
     ax.legend(fontsize=8, loc="best")
     ax.set_title("Gradient vs update alignment with the backbone")
     ax2.set_ylabel("signed update cos")
@@ -98,7 +98,7 @@ def plot_fisher(run_dir, out_png, source: str | None = None, estimator: str | No
     if not data:
         return None
     plt = _plt()
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(10.5, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     styles = {"minibatch": "-", "per_sample": "--"}
     for e, r in data.items():
         ls = styles.get(e, "-")
@@ -109,12 +109,12 @@ def plot_fisher(run_dir, out_png, source: str | None = None, estimator: str | No
                 ax.plot(r["step"], _pos(r[key]), "." + ls, ms=4, color=col, label=f"{lab} [{e}]")
         ax2.plot(r["step"], _pos(r["anisotropy"]), "o" + ls, ms=4, color="tab:blue", label=f"α [{e}]")
     ax.set_yscale("log")
-    ax.set_ylabel("Rayleigh quotient vᵀF̂v / vᵀv")
-    ax.legend(fontsize=7, loc="best", ncol=2)
+    ax.set_ylabel("Rayleigh quotient vᵀF̂v / vᵀv\n((loss / parameter)², log)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Fisher curvature along the backbone")
     ax2.set_yscale("log")
     ax2.axhline(1.0, color="k", lw=0.8, ls=":")
-    ax2.set_ylabel("anisotropy α")
+    ax2.set_ylabel("anisotropy α = q(v_b) / mean q(random)\n(ratio, log)")
     ax2.set_xlabel("optimizer step")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(plt, fig, out_png)

@@ -13,12 +13,12 @@ Sign convention (W9): v_b is flipped so that the latest drift row has a positive
 ⟨x_last, v_b⟩ > 0. PC2 gets the same rule (its sign carries no meaning).
 
 Snapshots are streamed column-chunk-wise from a `TrajectoryReader` twice (Gram, then
-reconstruction v = Σ_i u_i x̂_i / σ), so memory is O(W × chunk), never W × D.
+reconstruction v = Σ_i u_i x̂_i / σ) with the analysis' Gram / PCA functions, so memory is
+O(W × chunk), never W × D.
 """
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,13 +68,21 @@ def backbone_from_trajectory(
 ) -> ReferenceDirections:
     """Uncentered PCA of the drift rows θ(s) − θ(anchor), s in `steps`, via their Gram matrix.
 
+    The analysis' own functions (``analysis.gram.stream_grams`` for the float64 Gram,
+    ``analysis.pca.pca_rows`` for the spectrum, ``analysis.gram.reconstruct_directions`` for the
+    D-vectors), so the diagnostics' v_b is the analysis' v_b. Explained fractions over all rows.
+
     Args:
-        reader: a `TrajectoryReader` (`steps`, `dim`, `iter_column_chunks`).
+        reader: a `TrajectoryReader` (all its columns are used).
         steps: snapshot steps of the drift rows (the anchor excluded), ascending.
         anchor_step: the reference snapshot.
         row_normalise: divide each drift row by its norm (floor 1e-12) first (§5.0).
         n_components: how many right singular vectors to rebuild (1 = backbone only).
+        chunk_cols: columns per streamed block.
     """
+    from backbone_lab.analysis.gram import coeff_rows, reconstruct_directions, stream_grams
+    from backbone_lab.analysis.pca import pca_rows
+
     steps = [int(s) for s in steps if int(s) != int(anchor_step)]
     if not steps:
         raise ValueError("backbone_from_trajectory: need at least one drift row")
@@ -82,40 +90,26 @@ def backbone_from_trajectory(
     if use_cache and key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    order = [int(anchor_step)] + steps
-    n = len(steps)
-    K = np.zeros((n, n), dtype=np.float64)
-    for _sl, block in reader.iter_column_chunks(chunk_cols, steps=order):
-        X = block[1:].astype(np.float64) - block[0].astype(np.float64)
-        K += X @ X.T
-    norms = np.sqrt(np.maximum(np.diag(K), 0.0))
-    scale = 1.0 / np.maximum(norms, _FLOOR) if row_normalise else np.ones(n)
-    Kn = K * scale[:, None] * scale[None, :]
-    evals, evecs = np.linalg.eigh(Kn)
-    idx = np.argsort(evals)[::-1]
-    evals, evecs = np.maximum(evals[idx], 0.0), evecs[:, idx]
-    total = float(np.trace(Kn))
-    explained = evals / total if total > 0 else np.zeros_like(evals)
-    k = min(n_components, n)
-    coef = np.zeros((k, n))
-    for j in range(k):
-        sigma = math.sqrt(evals[j])
-        if sigma <= 0:
-            coef = coef[:j]
+    order = sorted({int(anchor_step), *steps})
+    T = len(order)
+    chunk_bytes = 8 * T * int(chunk_cols)
+    gram = stream_grams(reader, {"all": [slice(0, reader.dim)]}, steps=order, ref=int(anchor_step),
+                        chunk_bytes=chunk_bytes, verify=False)["all"]
+    ai, ri = gram.index(int(anchor_step)), gram.indices(steps)
+    rp = pca_rows(gram, coeff_rows(T, ri, ai), row_normalise=row_normalise, floor=_FLOOR, n_dirs=min(n_components, len(steps)))
+    proj = gram.G @ rp.dirs  # (T, k): <x_t, v_j>
+    cols = []
+    for j in range(rp.dirs.shape[1]):
+        if rp.pca.sigma[j] <= 0 or not rp.dirs[:, j].any():
             break
-        c = evecs[:, j] * scale / sigma  # v_j = Σ_i c_i x_i
-        # sign: ⟨x_last, v_j⟩ = Σ_i c_i K[last, i] > 0 (W9)
-        if float(K[-1] @ c) < 0:
-            c = -c
-        coef[j] = c
-    if coef.shape[0] == 0:
+        c = rp.dirs[:, j]
+        # sign: <x_last, v_j> > 0 (W9)
+        cols.append(-c if proj[ri[-1], j] - proj[ai, j] < 0 else c)
+    if not cols:
         raise ValueError(f"backbone_from_trajectory: all drift rows are zero (steps {steps}, anchor {anchor_step})")
-    V = np.zeros((coef.shape[0], reader.dim), dtype=np.float64)
-    for sl, block in reader.iter_column_chunks(chunk_cols, steps=order):
-        X = block[1:].astype(np.float64) - block[0].astype(np.float64)
-        V[:, sl] = coef @ X
-    pcs = [(v / max(np.linalg.norm(v), _FLOOR)).astype(np.float32) for v in V]
-    res = ReferenceDirections(pcs[0], pcs, explained, steps, int(anchor_step), "trajectory")
+    V = reconstruct_directions(reader, gram, np.stack(cols, axis=1), chunk_bytes=chunk_bytes, dtype=np.float64)
+    pcs = [(v / max(np.linalg.norm(v), _FLOOR)).astype(np.float32) for v in V.T]
+    res = ReferenceDirections(pcs[0], pcs, rp.pca.explained, steps, int(anchor_step), "trajectory")
     if use_cache:
         _CACHE[key] = res
         while len(_CACHE) > _CACHE_SIZE:

@@ -1,0 +1,95 @@
+"""Stage ``pca``: global uncentered PCA of the drifts, raw and row-normalised (SPEC §5.1, W2).
+
+Rows x_t = θ(t) − θ(anchor) for the analysed steps after the anchor. Explained fractions use the
+total denominator Σσ² over all rows. The legacy ``top10_denominator`` reproduces the reference's
+*row-normalised* fractions only (its truncated 10-component randomized SVD, W2); the reference's
+raw fractions come from a full SVD (its committed ``explained_var_raw`` sums to 0.98 over the top
+10), so raw always uses the total denominator.
+
+Summary block ``pca``: ``raw`` / ``rownorm`` spectra and the ``denominator_rule``; table
+``spectrum.csv``; figure ``spectrum.png``. In-memory: `PCAData` (the backbone of the configured
+normalisation is ``main``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from backbone_lab.analysis import plotting as P
+from backbone_lab.analysis.context import AnalysisContext
+from backbone_lab.analysis.pca import RowPCA, pca_rows
+from backbone_lab.analysis.report import fmt
+from backbone_lab.analysis.stage import CsvTable, StageResult
+
+N_REPORTED = 20  # singular values / fractions kept in summary.json
+N_DIRECTIONS = 10  # principal directions kept as coefficients
+
+
+@dataclass
+class PCAData:
+    raw: RowPCA
+    rownorm: RowPCA
+    main: RowPCA  # the configured normalisation: the global backbone v_b
+
+
+def denominator_rule(top10: bool) -> str:
+    if top10:
+        return ("row-normalised: top-10 sigma^2 (legacy W2, the reference's truncated SVD); "
+                "raw: total sum of sigma^2 over all rows (the reference's full SVD)")
+    return "total sum of sigma^2 over all rows"
+
+
+class PCAStage:
+    name = "pca"
+
+    def run(self, ctx: AnalysisContext) -> StageResult:
+        cfg, gram, common = ctx.cfg, ctx.gram, ctx.common
+        C = ctx.drift_rows()
+        p_raw = pca_rows(gram, C, row_normalise=False, top10_denominator=False, n_dirs=max(cfg.switch_top_k, N_DIRECTIONS))
+        p_rn = pca_rows(gram, C, row_normalise=True, top10_denominator=cfg.top10_denominator, n_dirs=N_DIRECTIONS)
+        block = {
+            "raw": {**p_raw.pca.summary(N_REPORTED), "normalisation": "raw", **common},
+            "rownorm": {**p_rn.pca.summary(N_REPORTED), "normalisation": "rownorm", **common},
+            "denominator_rule": denominator_rule(cfg.top10_denominator),
+        }
+        n = max(len(p_raw.pca.sigma), len(p_rn.pca.sigma))
+        table = CsvTable("spectrum.csv", ["k", "sigma_raw", "explained_raw", "sigma_rownorm", "explained_rownorm"],
+                         [[k + 1, p_raw.pca.sigma[k], p_raw.pca.explained[k], p_rn.pca.sigma[k], p_rn.pca.explained[k]] for k in range(n)])
+        figures = [self.figure(ctx, p_raw, p_rn)] if cfg.figures else []
+        pr, pn = block["raw"], block["rownorm"]
+        report = "\n".join([
+            "## Uncentered PCA (SPEC §5.1)\n",
+            "| rows | PC1 % | PC2 % | k95 | k99 | n rows |\n|---|---|---|---|---|---|",
+            f"| raw | {fmt(pr['pc1_pct'], 2)} | {fmt(pr['pc2_pct'], 2)} | {pr['k95']} | {pr['k99']} | {pr['n_rows']} |",
+            f"| row-normalised | {fmt(pn['pc1_pct'], 2)} | {fmt(pn['pc2_pct'], 2)} | {pn['k95']} | {pn['k99']} | {pn['n_rows']} |",
+            f"\nDenominator: {block['denominator_rule']}.\n",
+            "![spectrum](spectrum.png)\n" if figures else "",
+        ])
+        main = p_rn if cfg.normalisation == "rownorm" else p_raw
+        return StageResult(summary=block, report=report, figures=figures, tables=[table], data=PCAData(p_raw, p_rn, main))
+
+    @staticmethod
+    def figure(ctx: AnalysisContext, p_raw: RowPCA, p_rn: RowPCA):
+        plt = P.pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+        for ax, pr, lab in ((axes[0], p_raw, "raw drifts"), (axes[1], p_rn, "row-normalised drifts")):
+            ex = pr.pca.explained
+            k = np.arange(1, len(ex) + 1)
+            ax.bar(k, P.positive(100 * ex), color="#4C72B0", label="explained")
+            ax.set_yscale("log")
+            ax.set_xlabel("component k")
+            ax.set_ylabel("explained variance σ_k²/Σσ² (%)")
+            P.integer_axis(ax, "x")
+            ax2 = ax.twinx()
+            ax2.plot(k, 100 * pr.pca.cumulative, "k.-", lw=1, ms=3, label="cumulative")
+            ax2.axhline(95, color="grey", ls=":", lw=0.8)
+            ax2.set_ylim(0, 101)
+            ax2.set_ylabel("cumulative (%)")
+            ax2.grid(False)
+            ax2.spines["right"].set_visible(True)
+            ax.set_title(f"{lab}: PC1 {100 * ex[0]:.1f} %, k95={pr.pca.k95}, k99={pr.pca.k99}")
+        fig.suptitle("Uncentered PCA of drifts  " + P.run_title(ctx.common), fontsize=8)
+        fig.subplots_adjust(left=0.08, right=0.92, bottom=0.14, top=0.84, wspace=0.5)
+        return P.save(plt, fig, ctx.out_dir / "spectrum.png")

@@ -1,0 +1,25 @@
+"""Stage ``reheating``: this run projected on the backbone of ``source_run`` (paper §7, SPEC §4.3, W16).
+
+One joint streamed pass over both stores (``analysis.reheating.reheating_projection``). Summary
+block ``reheating``. Only with ``source_run``.
+"""
+
+from __future__ import annotations
+
+from backbone_lab.analysis.context import AnalysisContext
+from backbone_lab.analysis.reheating import reheating_projection
+from backbone_lab.analysis.report import fmt
+from backbone_lab.analysis.stage import StageResult
+
+
+class ReheatingStage:
+    name = "reheating"
+
+    def run(self, ctx: AnalysisContext) -> StageResult:
+        if not ctx.cfg.source_run:
+            return StageResult()
+        r = reheating_projection(ctx.cfg.source_run, ctx.traj_dir, ctx.cfg, progress=ctx.progress)
+        report = ("## Reheating projection (W16)\n\n"
+                  f"Source {r['source_run']} (anchor {r['source_anchor_step']}), a_source(final) = {fmt(r['source_a_final'])}; "
+                  f"max |Δa|/a over the reheating run = {fmt(r['max_abs_a_rel_change'])}.\n")
+        return StageResult(summary=r, report=report)
