@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 RANK_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+_threads_before_launch = 0
 
 
 def external_launcher_detected() -> bool:
@@ -94,6 +95,8 @@ class LocalWorkers:
 
 def launch_local_workers(world_size: int, config_path: Path, ckpt_path: Path | None, log_dir: Path) -> LocalWorkers:
     """Start ranks 1..world_size-1 on this node and make this process rank 0 (sets the env)."""
+    global _threads_before_launch
+    _threads_before_launch = torch.get_num_threads()  # Lightning divides the cores among local ranks
     port = _free_port()
     base = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size), "NODE_RANK": "0"}
     os.environ.update(base, LOCAL_RANK="0", RANK="0")
@@ -118,6 +121,8 @@ def end_local_run() -> None:
         torch.distributed.destroy_process_group()
     for key in RANK_ENV:
         os.environ.pop(key, None)
+    if _threads_before_launch:
+        torch.set_num_threads(_threads_before_launch)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -191,6 +191,7 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
 
 
 def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer, ckpt_path, rank: int) -> dict:
+    from backbone_lab.analysis.summary import Summary
     from backbone_lab.data.datamodule import BackboneDataModule
 
     loop, snap = conf["train"], conf["snapshots"]
@@ -227,7 +228,7 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
     if cfg.get("analyze", True) and snap.enabled:
         try:
             summary = _analyse(run.root, conf["analysis"])
-            out.update(_headline(summary))
+            out.update(Summary(summary).headline())
         except TrajectoryError as err:
             if out.get("status") != "diverged":
                 raise
@@ -235,17 +236,6 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
             log.warning("no analysis of the diverged run: %s", err)
             out["analysis_skipped"] = str(err)
     return out
-
-
-def analysis_config(node: DictConfig | dict | None):
-    """`AnalysisConfig` from a run config's `analysis` node (unknown keys -> ConfigError)."""
-    from backbone_lab.analysis.config import AnalysisConfig
-
-    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
-    try:
-        return AnalysisConfig(**data)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"analysis config: {err}") from err
 
 
 def _analyse(run_dir: Path, analysis_cfg) -> dict:
@@ -278,22 +268,6 @@ def _final_eval_numbers(run: RunDir) -> dict:
         "final_p_ood": rows[-1]["p_ood"],
         "best_p_ood": max(finite) if finite else math.nan,
     }
-
-
-def _headline(summary: dict) -> dict:
-    """A few analysis numbers for the DONE marker and the console (full summary in analysis/)."""
-    pca, dec = summary.get("pca", {}), summary.get("decomposition", {})
-    out = {
-        "pc1_rownorm_pct": pca.get("rownorm", {}).get("pc1_pct"),
-        "pc1_raw_pct": pca.get("raw", {}).get("pc1_pct"),
-        "k95_raw": pca.get("raw", {}).get("k95"),
-        "drift_norm_final": dec.get("norm_delta_final"),
-        "backbone_frac_final": dec.get("backbone_frac_final"),
-        "backbone_frac_mean": dec.get("backbone_frac_mean"),
-        "rho_mean": summary.get("rolling", {}).get("rho_mean"),
-        "report": str(Path(summary.get("out_dir", "")) / "report.md"),
-    }
-    return {k: v for k, v in out.items() if v is not None}
 
 
 def _finish_wandb() -> None:

@@ -19,7 +19,7 @@ from backbone_lab.run_markers import write_marker
 from backbone_lab.trajectory.store import TrajectoryWriter
 
 BASE = {
-    "model": {"preset": "tiny", "n_layer": 2, "d_model": 64},
+    "model": {"name": "tiny", "n_layer": 2, "d_model": 64},
     "data": {"source": "synthetic", "p_probe": 0.1, "micro_batch_size": 32, "mask_padding": True, "cache_dir": "/x"},
     "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.5},
     "schedule": {"warmup": 15, "total": 40, "floor": 0.1},
@@ -32,7 +32,7 @@ BASE = {
 }
 PAPER = {
     **BASE,
-    "model": {"preset": "paper"},
+    "model": {"name": "paper"},
     "data": {"source": "tinystories", "p_probe": 0.1, "micro_batch_size": 64, "mask_padding": True},
     "schedule": {"warmup": 1500, "total": 4000, "floor": 0.1},
     "train": {"max_steps": 4000, "eval_every": 200, "accumulate": 2, "grad_clip": 1.0},

@@ -195,12 +195,12 @@ def test_alignment_stats_on_planted_vectors():
 def test_sign_flip_detection():
     steps = [100, 300, 500, 700, 900, 1100]
     vals = [0.3, 0.2, 0.1, -0.1, -0.2, -0.3]
-    assert al.sign_flips(steps, vals) == [pytest.approx(600.0)]
-    assert al.dominant_sign_flip(steps, vals) == pytest.approx(600.0)
+    assert al.zero_crossings(steps, vals) == [pytest.approx(600.0)]
+    assert al.persistent_zero_crossing(steps, vals) == pytest.approx(600.0)
     noisy = [0.3, -0.01, 0.2, 0.1, -0.1, -0.2]  # single-point blip at 300
-    assert len(al.sign_flips(steps, noisy)) == 3
-    assert al.dominant_sign_flip(steps, noisy, min_run=2) == pytest.approx(800.0)
-    assert al.dominant_sign_flip(steps, [0.1, 0.2, 0.3, 0.1, 0.2, 0.4]) is None
+    assert len(al.zero_crossings(steps, noisy)) == 3
+    assert al.persistent_zero_crossing(steps, noisy, min_run=2) == pytest.approx(800.0)
+    assert al.persistent_zero_crossing(steps, [0.1, 0.2, 0.3, 0.1, 0.2, 0.4]) is None
 
 
 def test_per_sample_methods_agree_and_auto_choice():

@@ -140,14 +140,14 @@ def test_reheating_starts_from_source_weights_with_fresh_optimizer(tmp_path):
     train(cfg)
     s, r = TrajectoryReader(src / "trajectory"), TrajectoryReader(tmp_path / "reheat" / "trajectory")
     assert (r.load(0) == s.load(s.steps[-1])).all()  # starts from the source's final trunk
-    state = torch.load(tmp_path / "reheat" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(tmp_path / "reheat" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     adam_steps = {float(v["step"]) for v in state["optimizer_states"][0]["state"].values()}
     assert adam_steps == {10.0}  # moments started at zero with the reheating run (source had 30 steps)
     import json
 
     summary = json.loads((tmp_path / "reheat" / "analysis" / "summary.json").read_text())
     assert summary["reheating"]["steps"] and len(summary["reheating"]["a"]) == len(summary["reheating"]["steps"])
-    assert not (src / "analysis" / "summary.json").read_text().count('"reheating"')  # the source run is untouched
+    assert "reheating" not in json.loads((src / "analysis" / "summary.json").read_text())  # the source run is untouched
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
 schedules, the sampler and the evaluation wiring are all on the path). Catches silent changes to
 data, tokenisation, probe construction, initialisation, loss, optimizer or loop: every trunk
 snapshot (its float64 sum) and every evaluation row must match. The numbers were recorded by the
-code *before* the one-schema refactor (commit 3e5914a), so they are independent of it.
+code *before* the one-schema refactor (commit 3e5914a), so they are independent of it, with one
+torch thread: CPU matmul reductions depend on the thread count, so the test pins it.
 Regenerate deliberately with `python tests/test_golden_losses.py --write` (and say why).
 """
 
@@ -28,10 +29,17 @@ def golden_run(tmp: Path) -> dict:
     from backbone_lab.train import train
     from backbone_lab.trajectory.store import TrajectoryReader
 
+    import torch
+
     cfg = compose_config(["debug=tiny", f"run_dir={tmp / 'run'}", f"paths.cache_dir={tmp / 'cache'}",
                           "train.max_steps=8", "train.eval_every=4", "snapshots.every=1", "train.accumulate=2",
                           "analyze=false"])
-    train(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(threads)
     reader = TrajectoryReader(tmp / "run")
     sums = {str(s): float(reader.load(s).astype(np.float64).sum()) for s in reader.steps}
     return {"snapshot_sums": sums, "eval": read_rows(tmp / "run" / "eval_metrics.csv")}

@@ -31,7 +31,7 @@ REHEAT: dict[float, dict] = {r["lr"]: {k: v for k, v in r.items() if k != "lr"} 
 
 
 # ----------------------------------------------------------------------------- protocol
-PAPER_MAIN = {"model.preset": "paper", "data.source": "tinystories", "seed": 42, "data.micro_batch_size": 64,
+PAPER_MAIN = {"model.name": "paper", "data.source": "tinystories", "seed": 42, "data.micro_batch_size": 64,
               "train.accumulate": 2, "train.grad_clip": 1.0, "schedule.floor": 0.1}
 PAPER_4K = {**PAPER_MAIN, "train.max_steps": 4000, "schedule.warmup": 1500, "schedule.total": 4000,
             "train.eval_every": 200}

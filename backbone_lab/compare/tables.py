@@ -316,7 +316,7 @@ def reheating_table(runs: list[Run]) -> list[dict]:
             src_ok = False
             try:
                 sc = OmegaConf.to_container(OmegaConf.load(RunDir(src).config))
-                src_ok = sc.get("model", {}).get("preset") == "paper" and sc.get("train", {}).get("max_steps") == 10000
+                src_ok = sc.get("model", {}).get("name") == "paper" and sc.get("train", {}).get("max_steps") == 10000
             except Exception:  # noqa: BLE001 - unreadable source config: no paper match
                 pass
             if src_ok:

@@ -77,11 +77,6 @@ def perpendicular_fraction_direct(g: torch.Tensor, v: torch.Tensor) -> float:
     return float(r.norm() / g64.norm())
 
 
-# Old names of the two crossing functions (callers: diagnostics callbacks / offline, tests).
-sign_flips = zero_crossings
-dominant_sign_flip = persistent_zero_crossing
-
-
 def monte_carlo_abs_cos(D: int, n: int = 2000, seed: int = 0) -> tuple[float, float]:
     """(mean, standard error) of |cos| between a fixed unit vector and n Gaussian vectors in D dims."""
     rng = np.random.default_rng(seed)

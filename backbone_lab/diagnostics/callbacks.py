@@ -302,8 +302,8 @@ class UpdateAlignmentCallback(_DiagnosticCallback):
         return {
             "delta": self.delta,
             "n_points": len(steps),
-            "sign_flip_step": al.dominant_sign_flip(steps, vals, self.sign_flip_min_run),
-            "zero_crossings": al.sign_flips(steps, vals),
+            "sign_flip_step": al.persistent_zero_crossing(steps, vals, self.sign_flip_min_run),
+            "zero_crossings": al.zero_crossings(steps, vals),
             "mean_abs_cos": float(np.mean(np.abs(vals))) if vals else None,
             "noise_floor": al.noise_floor(self.D),
             "reference": self.reference_cfg.kind,

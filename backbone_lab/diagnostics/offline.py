@@ -318,9 +318,9 @@ def run_offline_diagnostics(run_dir: str | Path, cfg: Mapping | None = None,
                 hist.append((s, row["cos"]))
                 emit("update_alignment", row)
         summ = {"delta": delta, "n_points": len(hist),
-                "sign_flip_step": al.dominant_sign_flip([h[0] for h in hist], [h[1] for h in hist],
+                "sign_flip_step": al.persistent_zero_crossing([h[0] for h in hist], [h[1] for h in hist],
                                                         int(ua.get("sign_flip_min_run", 2))),
-                "zero_crossings": al.sign_flips([h[0] for h in hist], [h[1] for h in hist]),
+                "zero_crossings": al.zero_crossings([h[0] for h in hist], [h[1] for h in hist]),
                 "mean_abs_cos": float(np.mean([abs(h[1]) for h in hist])) if hist else None,
                 "noise_floor": al.noise_floor(D), "reference": ref_cfg.kind}
         (out_dir / "update_alignment_summary.json").write_text(json.dumps(summ, indent=2))
