@@ -1,14 +1,10 @@
-"""Optimizers that `torch.optim` does not ship, for `conf/optimizer/*.yaml`.
-
-Every optimizer config is a `_partial_: true` factory that `BackboneLitModule` calls with two
-parameter groups, `[{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]` (SPEC §3), so a
-class here only has to honour a per-group `weight_decay`.
+"""SGD with decoupled weight decay, for `conf/optimizer/sgdw_nesterov.yaml`.
 
 SGDW (SPEC §4.1, run C′): SGD (optionally Nesterov) whose weight decay is *decoupled* and applied
 by hand after each step, exactly like the reference's `sgd_control.py`:
 
     θ ← SGD step(θ, g)                  # no L2 term in g
-    θ ← (1 − lr_t · wd) · θ             # decay group only; lr_t = the scheduled lr of this step
+    θ ← (1 − lr_t · wd) · θ             # groups with wd > 0 only; lr_t = the scheduled lr of this step
 
 `torch.optim.SGD(weight_decay=...)` instead adds wd·θ to the gradient (L2, runs B and C), which
 then passes through the momentum buffer — a different trajectory.
