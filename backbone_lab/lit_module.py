@@ -5,10 +5,9 @@ Thin glue around `backbone_lab.model` and `backbone_lab.objective` (SPEC §3):
   DDP averages over ranks), so the step gradient is the plain average of the micro-batch
   composite losses (SPEC §3.1) — whatever the split between ranks and accumulation;
 * λ(t) and lr(t) are functions of the optimizer step t = global_step + 1 (1-based);
-* parameter groups by shape, not by name (nanoGPT): matrices decay, vectors (norm weights and
-  biases) do not. The decaying matrices come in two groups — `matrix` (embeddings, untied head)
-  and `trunk` (the block matrices the model declares) — so an optimizer may treat the trunk
-  differently (Muon); every group carries its `kind`;
+* parameter groups by shape, not by name (nanoGPT; `optim.parameter_groups_by_kind`): matrices
+  decay, vectors (norm weights and biases) do not; the trunk matrices the model declares form
+  their own group so an optimizer may treat them differently (Muon);
 * gradient clipping and accumulation are the Trainer's, applied after accumulation.
 
 The training step makes no host sync: the loss sums for the `train_loss` metric and the
@@ -26,23 +25,9 @@ import torch
 
 from backbone_lab.distributed import all_gather_rows
 from backbone_lab.model import GPT, ModelConfig
+from backbone_lab.optim import parameter_groups_by_kind, use_training_weights
 from backbone_lab.objective import LossParts, ObjectiveConfig, ScheduleConfig, composite_loss, lambda_at, lr_at
 from backbone_lab.trainer import LoopConfig
-
-
-def parameter_groups(model: GPT) -> list[dict]:
-    """`[matrix, trunk, vector]` groups, each `{"params": [...], "kind": ...}`; vectors get
-    weight_decay 0. Matrices = ndim >= 2; the trunk = the model's declared trunk matrices.
-    (The order keeps every parameter in its canonical position of the concatenated groups, so
-    the clipping norm sums in the same order as a plain two-group split.)"""
-    roles = model.parameter_roles()
-    groups = {"matrix": [], "trunk": [], "vector": []}
-    for name, p in model.named_parameters():
-        kind = "vector" if p.ndim < 2 else ("trunk" if roles[name][1] else "matrix")
-        groups[kind].append(p)
-    return [{"params": groups["matrix"], "kind": "matrix"},
-            {"params": groups["trunk"], "kind": "trunk"},
-            {"params": groups["vector"], "kind": "vector", "weight_decay": 0.0}]
 
 
 class DivergenceError(RuntimeError):
@@ -118,6 +103,7 @@ class BackboneLitModule(L.LightningModule):
         return LossParts(*fn(batch["input_ids"], batch["targets"], batch["probe_mask"], lam))
 
     def on_train_start(self) -> None:
+        use_training_weights(self.trainer.optimizers[0])  # schedule-free: gradients are taken at y
         self._train_loss_sums = self._train_loss_sums.to(self.device)
         self._divergence = self._divergence.to(self.device)
 
@@ -187,7 +173,7 @@ class BackboneLitModule(L.LightningModule):
 
     # -- optimizer ---------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(parameter_groups(self.model))
+        optimizer = self.optimizer_factory(parameter_groups_by_kind(self.model))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_multiplier)
         return {
             "optimizer": optimizer,

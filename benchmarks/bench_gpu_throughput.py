@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbone_lab.config_schema import load_option  # noqa: E402
-from backbone_lab.lit_module import parameter_groups  # noqa: E402
+from backbone_lab.optim import parameter_groups_by_kind  # noqa: E402
 from backbone_lab.model import GPT  # noqa: E402
 from backbone_lab.objective import composite_loss  # noqa: E402
 
@@ -29,7 +29,7 @@ def run(precision: str, steps: int, batch: int, compile_model: bool) -> tuple[fl
     torch.manual_seed(0)
     cfg = load_option("model", "paper").with_vocab(50257)
     model = GPT(cfg).cuda()
-    opt = torch.optim.AdamW(parameter_groups(model),
+    opt = torch.optim.AdamW(parameter_groups_by_kind(model),
                             lr=1e-3, betas=(0.9, 0.95), weight_decay=0.5, fused=True)
     fwd = torch.compile(model) if compile_model else model
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len), device="cuda")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from backbone_lab.model import GPT, GPTConfig
+from backbone_lab.model import GPT, ModelConfig
 from backbone_lab.optim import (
     MuonWithAdamW,
     ScheduleFreeAdamW,
@@ -25,7 +25,7 @@ from backbone_lab.trunk import named_subset
 from conftest import compose_config
 
 ZOO = ["muon", "adafactor", "lion", "schedule_free_adamw"]
-TINY = GPTConfig(vocab_size=64, n_layer=2, d_model=32, n_head=4, d_ff=64, seq_len=16)
+TINY = ModelConfig(vocab_size=64, n_layer=2, d_model=32, n_head=4, d_ff=64, seq_len=16)
 
 
 def tiny_gpt(seed: int = 0) -> GPT:
@@ -68,7 +68,7 @@ def assert_same_params(a: torch.nn.Module, b: torch.nn.Module) -> None:
 # -- parameter groups -------------------------------------------------------------------------
 def test_parameter_groups_split_by_shape_and_place():
     model = tiny_gpt()
-    trunk, matrix, vector = parameter_groups_by_kind(model)
+    matrix, trunk, vector = parameter_groups_by_kind(model)
     assert [g["kind"] for g in (trunk, matrix, vector)] == ["trunk", "matrix", "vector"]
     # trunk = exactly the canonical trunk (SPEC §1.3), in canonical order
     assert [id(p) for p in trunk["params"]] == [id(p) for p in named_subset(model, "trunk").values()]
@@ -84,10 +84,10 @@ def test_yaml_instantiates_with_the_three_groups(name):
     model = tiny_gpt()
     opt = from_yaml(name, model)
     assert isinstance(opt, torch.optim.Optimizer)
-    assert [g["kind"] for g in opt.param_groups] == ["trunk", "matrix", "vector"]
+    assert [g["kind"] for g in opt.param_groups] == ["matrix", "trunk", "vector"]
     assert opt.param_groups[2]["weight_decay"] == 0.0 and opt.param_groups[0]["weight_decay"] > 0
     sd = opt.state_dict()
-    assert [g["kind"] for g in sd["param_groups"]] == ["trunk", "matrix", "vector"]
+    assert [g["kind"] for g in sd["param_groups"]] == ["matrix", "trunk", "vector"]
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -104,7 +104,7 @@ def test_muon_with_adamw_is_muon_on_trunk_plus_adamw_on_the_rest():
     kw = dict(lr=3e-3, weight_decay=0.5)
     model, reference = tiny_gpt(), tiny_gpt()
     combined = MuonWithAdamW(parameter_groups_by_kind(model), **kw)
-    trunk, matrix, vector = parameter_groups_by_kind(reference)
+    matrix, trunk, vector = parameter_groups_by_kind(reference)
     muon = torch.optim.Muon([trunk], momentum=0.95, nesterov=True, adjust_lr_fn="match_rms_adamw", **kw)
     adamw = torch.optim.AdamW([matrix, vector], betas=(0.9, 0.95), eps=1e-8, **kw)
     batch = fixed_batch()
@@ -331,7 +331,7 @@ def test_optimizer_zoo_tiny_sweeps_every_optimizer_under_one_constant_schedule()
                             return_hydra_config=True)
     swept = str(hydra_cfg.hydra.sweeper.params.optimizer).split(",")
     assert swept == ["adamw", "sgd_tiny", "sgd_momentum", *ZOO]
-    assert cfg.schedule.floor == 1.0 and cfg.train.max_steps == 1000 and cfg.model.preset == "tiny"
+    assert cfg.schedule.floor == 1.0 and cfg.train.max_steps == 1000 and cfg.model.name == "tiny"
     model = tiny_gpt()
     for name in swept:
         job = compose_config(["+experiment=optimizer_zoo_tiny", f"optimizer={name}"])

@@ -6,7 +6,8 @@ gaps, OOD gaps) exact-match accuracy, probe NLL and the LM loss of the non-answe
 Evaluated once per step, whatever the number of ranks: each rank evaluates a contiguous 1/W of
 every set, the sums (and the train-loss sums since the previous evaluation) are all-reduced in
 one collective, so every rank holds the single-process numbers; rank 0 alone writes them to the
-loggers (`eval/...`) and appends them to `<run_dir>/eval_metrics.csv`.
+loggers (`eval/...`) and appends them to `<run_dir>/eval_metrics.csv`. A schedule-free optimizer
+is evaluated at its evaluation weights (`optim.evaluation_weights`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from backbone_lab.data.evaluation import LM_SUMS, PROBE_SUMS, finish_lm, finish_probe, lm_sums, probe_sums
 from backbone_lab.distributed import all_reduce_sum
 from backbone_lab.metrics_csv import append_row, read_rows
+from backbone_lab.optim import evaluation_weights
 
 
 def eval_steps(max_steps: int, every: int, extra: Sequence[int] = (1,)) -> set[int]:
@@ -52,12 +54,13 @@ class EvaluationCallback(L.Callback):
         dm, device = trainer.datamodule, pl_module.device
         rank, world = trainer.global_rank, trainer.world_size
         model = pl_module.model  # replicated (DDP) or FSDP2-sharded in place: its forward unshards
-        sums = torch.cat([
-            lm_sums(model, dm.val_loader(rank=rank, world_size=world), device),
-            probe_sums(model, dm.probe_eval_loader("in", rank=rank, world_size=world), device),
-            probe_sums(model, dm.probe_eval_loader("ood", rank=rank, world_size=world), device),
-            pl_module.take_train_loss_sums().to(device),
-        ])
+        with evaluation_weights(trainer.optimizers[0] if trainer.optimizers else None):  # schedule-free: x
+            sums = torch.cat([
+                lm_sums(model, dm.val_loader(rank=rank, world_size=world), device),
+                probe_sums(model, dm.probe_eval_loader("in", rank=rank, world_size=world), device),
+                probe_sums(model, dm.probe_eval_loader("ood", rank=rank, world_size=world), device),
+                pl_module.take_train_loss_sums().to(device),
+            ])
         values = all_reduce_sum(sums).tolist()  # the one host sync of an evaluation
         n_lm, n_pr = len(LM_SUMS), len(PROBE_SUMS)
         val_loss = finish_lm(values[:n_lm])

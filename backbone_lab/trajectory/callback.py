@@ -8,6 +8,8 @@ so a resumed run re-dumping a step it already has is a no-op.
 Several ranks: with `sliced` every rank writes its row slice of every tensor (1/W of the bytes,
 in parallel; under FSDP exactly the shard it owns, so the full trunk is never gathered on one
 device); otherwise rank 0 writes whole snapshots (data-parallel ranks hold identical weights).
+A schedule-free optimizer's snapshots hold its evaluation weights x (`optim.evaluation_weights`),
+the averaged iterate the run produces; checkpoints keep the training state for exact resume.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Optional
 
 import lightning as L
 
+from backbone_lab.optim import evaluation_weights
 from backbone_lab.trajectory import layout
 from backbone_lab.trajectory.store import DTYPES, TrajectoryWriter
 from backbone_lab.trunk import SUBSETS, named_subset, subset_layout
@@ -130,24 +133,25 @@ class TrajectorySnapshotCallback(L.Callback):
             subset=self.config.subset, meta=self.meta,
             rank=rank if self._sliced else 0, world_size=world if self._sliced else 1)
 
-    def _write(self, pl_module: L.LightningModule, step: int) -> None:
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self._last_step = step
         if self._writer is None:
             return
-        params = named_subset(pl_module.model, self.config.subset)
-        if self._sliced:
-            params = {n: local_rows(p, self._rank, self._world) for n, p in params.items()}
-        self._writer.append(step, params)
+        with evaluation_weights(trainer.optimizers[0] if trainer.optimizers else None):  # schedule-free: x
+            params = named_subset(pl_module.model, self.config.subset)
+            if self._sliced:
+                params = {n: local_rows(p, self._rank, self._world) for n, p in params.items()}
+            self._writer.append(step, params)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._open(trainer, pl_module)
         if trainer.global_step == 0 and 0 in self.steps:
-            self._write(pl_module, 0)
+            self._write(trainer, pl_module, 0)
         self._last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # Fires after every micro-batch; the optimizer step counter moves once per accumulation.
         step = trainer.global_step
         if step != self._last_step and step in self.steps:
-            self._write(pl_module, step)
+            self._write(trainer, pl_module, step)
         self._last_step = step
