@@ -57,3 +57,11 @@ def make_wandb_logger(
     if config:
         logger.log_hyperparams(config)
     return logger
+
+
+def publish_analysis(loggers: list, summary, run) -> None:
+    """Put a finished analysis into the loggers' run summaries (W&B: headline numbers)."""
+    headline = {f"analysis/{k}": v for k, v in summary.headline().items() if isinstance(v, (int, float))}
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and headline:
+            logger.experiment.summary.update(headline)

@@ -193,6 +193,7 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
 def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer, ckpt_path, rank: int) -> dict:
     from backbone_lab.analysis.summary import Summary
     from backbone_lab.data.datamodule import BackboneDataModule
+    from backbone_lab.loggers import publish_analysis
 
     loop, snap = conf["train"], conf["snapshots"]
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -227,8 +228,9 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
     out.update(_final_eval_numbers(run))
     if cfg.get("analyze", True) and snap.enabled:
         try:
-            summary = _analyse(run.root, conf["analysis"])
-            out.update(Summary(summary).headline())
+            summary = Summary(_analyse(run.root, conf["analysis"]))
+            out.update(summary.headline())
+            publish_analysis(trainer.loggers, summary, run)
         except TrajectoryError as err:
             if out.get("status") != "diverged":
                 raise
