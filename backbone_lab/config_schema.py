@@ -17,6 +17,7 @@ checks values and ranges before any data is prepared (`train.typed`).
 | objective   | ObjectiveConfig   | backbone_lab/objective.py           |
 | snapshots   | SnapshotConfig    | backbone_lab/trajectory/callback.py |
 | analysis    | AnalysisConfig    | backbone_lab/analysis/config.py     |
+| reference   | ReferenceConfig   | backbone_lab/diagnostics/reference_direction.py (inside each diagnostics callback) |
 
 Nodes instantiated from a `_target_` (optimizer, loggers, callbacks) stay free-form: the class
 they build checks its keys when `train` instantiates them, before any data preparation.
@@ -47,10 +48,14 @@ def schemas() -> dict[str, type]:
 
 
 def register_configs() -> None:
-    """Register the schemas with Hydra (idempotent)."""
+    """Register the schemas with Hydra (idempotent). `reference` is not a group of the primary
+    config: each diagnostics callback pulls `conf/reference/<kind>.yaml` into its own node."""
+    from backbone_lab.diagnostics.reference_direction import ReferenceConfig
+
     cs = ConfigStore.instance()
     for group, node in schemas().items():
         cs.store(group=group, name="schema", node=node)
+    cs.store(group="reference", name="schema", node=ReferenceConfig)
 
 
 def build(group: str, node) -> object:

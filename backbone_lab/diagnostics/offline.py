@@ -63,7 +63,9 @@ DEFAULTS: dict = {
     "n_steps": 8,
     "device": "cpu",
     "out_dir": None,
-    "reference": {"kind": "global", "anchor_step": 1, "row_normalise": True},
+    # a finished run is measured against its global backbone (conf/reference/global.yaml); every
+    # other reference field takes ReferenceConfig's default, as in training
+    "reference": {"kind": "global"},
     "reference_upto": "all",
     "grad_alignment": {"enabled": True, "n_batches": 8, "batch_size": 16, "split_losses": True},
     "update_alignment": {"enabled": True, "delta": 200, "sign_flip_min_run": 2},
