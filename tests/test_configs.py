@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from backbone_lab.train import typed
 from conftest import CONF, compose_config
 
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment"))
+# `reference` is not a group of the primary config (each diagnostics callback pulls it in)
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment", "reference"))
 
 
 def _options(group: str) -> list[str]:
@@ -56,3 +57,11 @@ def test_default_composes_to_the_cpu_default():
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.devices == 1  # one CPU process
     assert cfg.optimizer._target_ == "torch.optim.AdamW"
     assert "experiment" not in cfg  # so that +experiment=NAME works
+
+
+@pytest.mark.parametrize("kind", ["rolling", "global"])
+def test_reference_options_compose_inside_the_diagnostics(kind):
+    cfg = compose_config(["callbacks=diagnostics", f"reference@callbacks.fisher.reference={kind}"])
+    assert cfg.callbacks.fisher.reference.kind == kind and cfg.callbacks.grad_alignment.reference.kind == "rolling"
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["callbacks=diagnostics", "callbacks.fisher.reference.windw=4"])
