@@ -36,6 +36,15 @@ def external_launcher_detected() -> bool:
     return any(k in os.environ for k in ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"))
 
 
+def env_global_rank() -> int:
+    """This process's global rank as its launcher set it (0 for a single process)."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return int(os.environ.get("SLURM_PROCID", "0"))
+    return 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -63,7 +72,8 @@ class LocalWorkers:
         while not self._stop.wait(1.0):
             for rank, p in enumerate(self.procs, start=1):
                 code = p.poll()
-                if code not in (None, 0) and (rank, code) not in self.failed:
+                stopped_on_signal = code in (128 + signal.SIGTERM, 128 + signal.SIGINT)  # preempted with rank 0
+                if code not in (None, 0) and not stopped_on_signal and (rank, code) not in self.failed:
                     self.failed.append((rank, code))
                     print(f"error: rank {rank} exited with status {code} (its log: {getattr(p, 'log_path', '?')}); "
                           "stopping the run", file=sys.stderr)
@@ -153,9 +163,14 @@ def worker_main(argv: list[str]) -> int:
 
     from backbone_lab.train import train
 
+    from backbone_lab.preemption import Preempted
+
     config_path, ckpt = Path(argv[0]), argv[1]
     cfg = OmegaConf.load(config_path)
-    train(cfg, ckpt_path=None if ckpt == "-" else Path(ckpt))
+    try:
+        train(cfg, ckpt_path=None if ckpt == "-" else Path(ckpt))
+    except Preempted as err:  # rank 0 saved the checkpoint and writes the marker
+        return 128 + err.signum
     return 0
 
 

@@ -19,8 +19,10 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -50,21 +52,27 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes | memoryview | np.ndarray]) -> Path:
-    """Write `chunks` back to back into `path` atomically and durably; returns `path`.
+@contextmanager
+def atomic_file(path: str | os.PathLike, previous: str | os.PathLike | None = None) -> Iterator[BinaryIO]:
+    """A binary file object whose content replaces `path` atomically and durably when the block
+    ends without error (temp file in the same folder, fsync, `os.replace`, folder fsync).
 
-    Numpy arrays are written from their buffers (no concatenated copy in memory).
-    Raises `DiskFullError` (one line) when the disk fills up; the previous file is untouched.
+    With `previous`, an existing `path` is first renamed to `previous` and removed only once the
+    new file is durable: at every moment one intact copy exists under one of the two names.
+    Raises `DiskFullError` (one line) when the disk fills up; the previous file is untouched and
+    the temp file removed.
     """
     path = Path(path)
     tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode & ~umask
     try:
         with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(memoryview(chunk).cast("B") if isinstance(chunk, np.ndarray) else chunk)
+            yield f
             f.flush()
             os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+            fsync_dir(path.parent)
         os.replace(tmp, path)
     except BaseException as err:
         try:
@@ -76,7 +84,17 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes | memoryview | 
                                            "free space (the previous file is intact) and rerun with resume=auto") from None
         raise
     fsync_dir(path.parent)
-    return path
+    if previous is not None:
+        Path(previous).unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes | memoryview | np.ndarray]) -> Path:
+    """Write `chunks` back to back into `path` atomically and durably (`atomic_file`); returns
+    `path`. Numpy arrays are written from their buffers (no concatenated copy in memory)."""
+    with atomic_file(path) as f:
+        for chunk in chunks:
+            f.write(memoryview(chunk).cast("B") if isinstance(chunk, np.ndarray) else chunk)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

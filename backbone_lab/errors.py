@@ -1,4 +1,4 @@
-"""Errors that reach the user as one line (the CLI prints them without a traceback)."""
+"""Errors that reach the user as one line (the CLIs print them without a traceback)."""
 
 from __future__ import annotations
 
@@ -16,18 +16,9 @@ class RunDirError(BackboneLabError):
 
 
 def user_facing_errors() -> tuple[type[BaseException], ...]:
-    """Exception types the CLIs report as one line: ours plus the data/store ones."""
-    types: list[type[BaseException]] = [BackboneLabError]
-    try:
-        from backbone_lab.data.errors import DataError
+    """Exception types the CLIs report as one line: ours, the data / store ones, a full disk."""
+    from backbone_lab.data.errors import DataError
+    from backbone_lab.durable import DiskFullError
+    from backbone_lab.trajectory.store import TrajectoryError
 
-        types.append(DataError)
-    except ImportError:  # pragma: no cover - data layer always present in a full install
-        pass
-    try:
-        from backbone_lab.trajectory.store import TrajectoryError
-
-        types.append(TrajectoryError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(types)
+    return (BackboneLabError, DataError, TrajectoryError, DiskFullError)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from backbone_lab.durable import atomic_write_text
 
-MARKERS = ("DONE", "FAILED")
+MARKERS = ("DONE", "FAILED", "INTERRUPTED")
 
 
 def write_marker(run_dir: str | Path, name: str, payload: dict) -> Path:

@@ -41,6 +41,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from backbone_lab.run_identity import fingerprint
+from backbone_lab.distributed import env_global_rank
+from backbone_lab.preemption import Preempted
 from backbone_lab.run_markers import read_marker, write_marker
 
 log = logging.getLogger("backbone_lab")
@@ -184,9 +186,11 @@ def run_sweep_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> di
         result = train_fn(cfg)
         result["fingerprint"] = fp
         return result
+    except Preempted:  # the scheduler wants the whole process to stop (a rerun / requeue resumes)
+        raise
     except Exception as err:  # noqa: BLE001 - one failing job must not stop the sweep
         run_dir = Path(cfg.get("run_dir") or job_dir)
-        if read_marker(run_dir) is None or read_marker(run_dir)[0] != "FAILED":
+        if env_global_rank() == 0 and (read_marker(run_dir) is None or read_marker(run_dir)[0] != "FAILED"):
             write_marker(run_dir, "FAILED", {"error": f"{type(err).__name__}: {err}",
                                              "traceback": traceback.format_exc()})
         log.error("job %s failed (%s: %s); the sweep goes on", job_dir.name, type(err).__name__, err)
@@ -194,6 +198,8 @@ def run_sweep_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> di
 
 
 def _write_redirect(job_dir: Path, target: Path, reason: str, fp: str) -> None:
+    if env_global_rank() != 0:  # every rank of a multi-task job decides alike; rank 0 writes
+        return
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / REDIRECT).write_text(json.dumps({"run_dir": str(target), "reason": reason, "fingerprint": fp}, indent=2))
 
@@ -234,8 +240,8 @@ def job_state(job_dir: Path) -> dict:
     row: dict[str, Any] = {"job": Path(job_dir).name, "run_dir": str(run_dir)}
     if marker is None:
         row["state"] = "unfinished"
-    elif marker[0] == "FAILED":
-        row["state"] = "failed"
+    elif marker[0] in ("FAILED", "INTERRUPTED"):
+        row["state"] = marker[0].lower()
         row["error"] = str(marker[1].get("error", ""))[:200]
     else:
         payload = marker[1]
@@ -283,6 +289,9 @@ except ImportError:  # pragma: no cover
     _HydraCallback = object  # type: ignore[assignment,misc]
 
 
+FAILED_JOBS: list[dict] = []  # rows of the last multirun's failed jobs (the CLI exits 1 if any)
+
+
 class SweepSummary(_HydraCallback):
     """Hydra callback: at the end of a multirun, print and save the state of every job."""
 
@@ -295,5 +304,6 @@ class SweepSummary(_HydraCallback):
             (sweep_dir / "sweep_summary.json").write_text(json.dumps(rows, indent=2, default=str))
             print(f"\nSweep summary ({sweep_dir}):\n{text}\n"
                   f"compare: python -m backbone_lab.compare {sweep_dir}", flush=True)
+            FAILED_JOBS[:] = [r for r in rows if r.get("state", "").startswith("failed")]
         except Exception as err:  # noqa: BLE001 - a summary must never fail the sweep
             log.warning("could not summarise the sweep: %s", err)

@@ -19,6 +19,7 @@ import os
 import time
 import traceback
 import warnings
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,12 +29,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from backbone_lab.callbacks.evaluation import EvaluationCallback, eval_steps
+from backbone_lab.checkpoint_io import checkpoint_step, resume_checkpoint
 from backbone_lab.config_schema import build, schemas
-from backbone_lab.distributed import end_local_run, launch_local_workers
+from backbone_lab.distributed import end_local_run, env_global_rank, launch_local_workers
+from backbone_lab.durable import remove_stale_temps
 from backbone_lab.errors import ConfigError, RunDirError
+from backbone_lab.input_checks import check_inputs
 from backbone_lab.lit_module import BackboneLitModule, DivergenceError
+from backbone_lab.preemption import Preempted, PreemptionCallback, requested, signals_handled
 from backbone_lab.run_dir import RunDir
 from backbone_lab.run_identity import RESUME_ALSO_NEUTRAL, differences
+from backbone_lab.run_lock import run_lock
 from backbone_lab.run_markers import write_marker
 from backbone_lab.trainer import build_trainer, check_world, needs_local_launch
 from backbone_lab.trajectory.callback import TrajectorySnapshotCallback
@@ -61,14 +67,6 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
         raise ConfigError("set run_dir=<folder> when calling train() outside the CLI") from err
 
 
-def env_global_rank() -> int:
-    """This process's global rank as the launcher set it (0 for a single process)."""
-    for key in ("RANK", "SLURM_PROCID"):
-        if key in os.environ and (key != "SLURM_PROCID" or int(os.environ.get("SLURM_NTASKS", "1")) > 1):
-            return int(os.environ[key])
-    return 0
-
-
 def check_optimizer(factory) -> None:
     """Build the optimizer on a dummy parameter: bad arguments fail now, in one line."""
     dummy = [{"params": [torch.zeros(2, 2, requires_grad=True)], "kind": "matrix"},
@@ -77,11 +75,24 @@ def check_optimizer(factory) -> None:
     try:
         factory(dummy)
     except Exception as err:  # noqa: BLE001 - torch raises ValueError/TypeError for bad arguments
-        raise ConfigError(f"optimizer: {str(err).strip().splitlines()[0]} (check the optimizer.* values)") from None
+        func = getattr(factory, "func", factory)
+        args = ", ".join(f"{k}={v!r}" for k, v in getattr(factory, "keywords", {}).items())
+        name = f"{func.__module__}.{func.__qualname__}" if hasattr(func, "__qualname__") else str(func)
+        raise ConfigError(f"optimizer {name}({args}) rejected its arguments: {str(err).strip().splitlines()[0]}; "
+                          "fix the optimizer.* values") from None
+
+
+def check_run_name(cfg: DictConfig) -> None:
+    """`run_name` names one folder under the output root: no path separators, no `..`."""
+    name = str(cfg.get("run_name", ""))
+    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith(".."):
+        raise ConfigError(f"run_name={name!r} must be a plain folder name (no '/', no '..'); "
+                          "use run_dir=<path> to write elsewhere")
 
 
 def prepare_run_dir(cfg: DictConfig, run: RunDir) -> Path | None:
-    """Check the run dir is ours; save the config; return the checkpoint to resume from (or None)."""
+    """Check the run dir is ours (the caller holds its lock); save the config; remove temp files a
+    killed writer left; return the checkpoint to resume from (or None)."""
     run.root.mkdir(parents=True, exist_ok=True)
     resume = cfg.get("resume", "never")
     if resume not in ("never", "auto"):
@@ -98,8 +109,12 @@ def prepare_run_dir(cfg: DictConfig, run: RunDir) -> Path | None:
                               "choose another run_name/run_dir, or delete that folder")
         if resume != "auto" and run.trajectory.exists():
             raise RunDirError(f"{run.root} already holds this run's snapshots; pass resume=auto to continue it")
+    for folder in (run.root, run.trajectory, run.checkpoints, run.diagnostics, run.analysis):
+        for stale in remove_stale_temps(folder):
+            log.info("removed %s (left by a killed writer)", stale)
+    ckpt = resume_checkpoint(run)[0] if resume == "auto" else None
     OmegaConf.save(cfg, run.config, resolve=True)
-    return run.last_checkpoint if (resume == "auto" and run.last_checkpoint.exists()) else None
+    return ckpt
 
 
 def _instantiate_nodes(node: DictConfig | None) -> list:
@@ -135,59 +150,93 @@ def _protocol_callbacks(conf: dict, run: RunDir, cfg: DictConfig) -> list[L.Call
     callbacks.append(L.pytorch.callbacks.ModelCheckpoint(
         dirpath=run.checkpoints, filename="step{step:06d}", save_last=True, save_top_k=0,
         every_n_train_steps=loop.ckpt_every, save_on_train_epoch_end=False))
+    callbacks.append(PreemptionCallback())
     return callbacks
+
+
+def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
+    """Every check that needs no data and writes nothing — types and ranges (the typed configs),
+    the optimizer built on a dummy parameter, the run name, the data files and the memory of one
+    micro-batch, the callback nodes, the trainer and its world size. Returns (typed configs,
+    optimizer factory, user callbacks). The CLI runs it before Hydra creates any folder."""
+    _quiet_third_party_logs()
+    if cfg.get("seed") is None:
+        raise ConfigError("seed must be set (an integer; 0 is fine)")
+    conf = typed(cfg)
+    optimizer = instantiate(cfg.optimizer)
+    check_optimizer(optimizer)
+    if not cfg.get("run_dir"):
+        check_run_name(cfg)
+    check_inputs(conf, str(cfg.trainer.get("accelerator", "cpu")))
+    callbacks = _instantiate_nodes(cfg.get("callbacks"))
+    probe = build_trainer(cfg.trainer, conf["train"], [], loggers=[], run_dir=cfg.get("run_dir") or ".")
+    check_world(probe, cfg.trainer, conf["data"].n_eval, conf["data"].n_val)
+    return conf, optimizer, callbacks
 
 
 def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
     """Train one run as described by `cfg`; returns headline numbers (also in `<run_dir>/DONE`).
 
     `ckpt_path` is only passed to ranks started by `launch_local_workers` (rank 0 decided it).
+    Raises `Preempted` after a SIGTERM/SIGINT once a resumable checkpoint is saved.
     """
     _reset_process_state()
     _quiet_third_party_logs()
-    if cfg.get("seed") is None:
-        raise ConfigError("seed must be set (an integer; 0 is fine)")
-    conf = typed(cfg)
-    loop = conf["train"]
-    optimizer = instantiate(cfg.optimizer)
-    check_optimizer(optimizer)
     run = RunDir(resolve_run_dir(cfg))
     with open_dict(cfg):
         cfg.run_dir = str(run.root)  # loggers and callbacks interpolate ${run_dir}
+    conf, optimizer, callbacks = check_config(cfg)
+    callbacks = _protocol_callbacks(conf, run, cfg) + callbacks
+    loop = conf["train"]
     rank = env_global_rank()
-    callbacks = _protocol_callbacks(conf, run, cfg) + _instantiate_nodes(cfg.get("callbacks"))
     trainer = build_trainer(cfg.trainer, loop, callbacks, loggers=[], run_dir=run.root)
     world = check_world(trainer, cfg.trainer, conf["data"].n_eval, conf["data"].n_val)
 
-    if rank == 0:
-        ckpt_path = prepare_run_dir(cfg, run)
-    workers = None
-    result: dict = {"run_dir": str(run.root), "status": "done", "world_size": world}
-    try:
-        if needs_local_launch(trainer):
-            workers = launch_local_workers(world, run.config, ckpt_path, run.root / "logs")
-            trainer = build_trainer(cfg.trainer, loop, callbacks, loggers=[], run_dir=run.root)  # now sees its rank
+    with ExitStack() as stack:
+        stack.enter_context(signals_handled())
         if rank == 0:
-            loggers = _instantiate_nodes(cfg.get("logger"))
-            for logger in loggers:
-                logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-            trainer.loggers = loggers
-        result.update(_fit(cfg, conf, run, trainer, optimizer, ckpt_path, rank))
-        if rank == 0:
-            write_marker(run.root, "DONE", result)
-    except BaseException as err:
-        if workers is not None:
-            workers.terminate()
-        if rank == 0:
-            write_marker(run.root, "FAILED", {"error": f"{type(err).__name__}: {err}",
-                                              "traceback": traceback.format_exc()})
-        raise
-    finally:
-        if workers is not None:
-            workers.wait()
-            end_local_run()
-        _finish_wandb()
+            stack.enter_context(run_lock(run))
+            ckpt_path = prepare_run_dir(cfg, run)
+        workers = None
+        result: dict = {"run_dir": str(run.root), "status": "done", "world_size": world}
+        try:
+            if needs_local_launch(trainer):
+                workers = launch_local_workers(world, run.config, ckpt_path, run.root / "logs")
+                trainer = build_trainer(cfg.trainer, loop, callbacks, loggers=[], run_dir=run.root)  # sees its rank
+            if rank == 0:
+                loggers = _instantiate_nodes(cfg.get("logger"))
+                for logger in loggers:
+                    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+                trainer.loggers = loggers
+            result.update(_fit(cfg, conf, run, trainer, optimizer, ckpt_path, rank))
+            if rank == 0:
+                write_marker(run.root, "DONE", result)
+        except (Preempted, KeyboardInterrupt) as err:
+            if rank == 0:
+                _safe_marker(run, "INTERRUPTED", {"error": f"{type(err).__name__}: {err}",
+                                                  "step": getattr(err, "step", None)})
+            raise
+        except BaseException as err:
+            if workers is not None:
+                workers.terminate()
+            if rank == 0:
+                _safe_marker(run, "FAILED", {"error": f"{type(err).__name__}: {err}",
+                                             "traceback": traceback.format_exc()})
+            raise
+        finally:
+            if workers is not None:
+                workers.wait()
+                end_local_run()
+            _finish_wandb()
     return {**result}
+
+
+def _safe_marker(run: RunDir, name: str, payload: dict) -> None:
+    """Write a failure marker without masking the error that led here (e.g. a full disk)."""
+    try:
+        write_marker(run.root, name, payload)
+    except OSError as err:
+        log.error("could not write the %s marker in %s: %s", name, run.root, err)
 
 
 def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer, ckpt_path, rank: int) -> dict:
@@ -210,19 +259,26 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
         from backbone_lab.init_from import load_initial_weights
 
         load_initial_weights(module.model, cfg.init_from, cfg.get("init_step"))
-    start_step = _checkpoint_step(ckpt_path) if ckpt_path else 0
+    start_step = checkpoint_step(ckpt_path) if ckpt_path else 0
     datamodule.set_start_step(start_step, loop.accumulate)
+    if requested():  # a signal during data preparation: nothing new to save
+        raise Preempted(requested(), start_step)
 
     out: dict = {}
     t0 = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except DivergenceError as err:
         log.warning("%s; snapshots written so far are kept and analysed", err)
         out.update(status="diverged", diverged_at_step=err.step, diverged_loss=err.loss)
         trainer.save_checkpoint(run.diverged_checkpoint)
     out["train_seconds"] = time.perf_counter() - t0
     out["steps_done"] = int(trainer.global_step)
+    if out.get("status") != "diverged" and trainer.global_step % loop.ckpt_every:
+        trainer.save_checkpoint(run.last_checkpoint)  # last.ckpt is always the final (or stopping) step
+    preemption = next(c for c in trainer.callbacks if isinstance(c, PreemptionCallback))
+    if preemption.stopped_at is not None:
+        raise Preempted(preemption.signum, preemption.stopped_at)
     if rank != 0:
         return out
     out.update(_final_eval_numbers(run))
@@ -245,11 +301,6 @@ def _analyse(run_dir: Path, analysis_cfg) -> dict:
 
     log.info("analysing the trajectory in %s", RunDir(run_dir).trajectory)
     return run_analysis(run_dir, analysis_cfg)
-
-
-def _checkpoint_step(ckpt_path: Path) -> int:
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    return int(state.get("global_step", 0))
 
 
 def _final_eval_numbers(run: RunDir) -> dict:

@@ -20,6 +20,7 @@ from typing import Any, Optional
 import lightning as L
 from hydra.utils import instantiate
 
+from backbone_lab.checkpoint_io import DurableCheckpointIO
 from backbone_lab.distributed import external_launcher_detected
 from backbone_lab.errors import ConfigError
 
@@ -94,6 +95,7 @@ def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list,
             use_distributed_sampler=False,  # the resumable sampler already gives each rank its share
             enable_model_summary=False,
             enable_checkpointing=True,
+            plugins=[DurableCheckpointIO()],  # atomic last.ckpt (+ prev.ckpt), weights_only loads
             enable_progress_bar=any(isinstance(c, L.pytorch.callbacks.ProgressBar) for c in callbacks),
         )
     except Exception as err:  # noqa: BLE001 - Lightning raises several types for bad settings
