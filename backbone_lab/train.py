@@ -148,7 +148,8 @@ def _protocol_callbacks(conf: dict, run: RunDir, cfg: DictConfig) -> list[L.Call
         meta = {"run_dir": str(run.root), "model": asdict(conf["model"]), "seed": int(cfg.seed)}
         callbacks.append(TrajectorySnapshotCallback(run.trajectory, snap, loop.max_steps, meta))
     callbacks.append(L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=run.checkpoints, filename="step{step:06d}", save_last=True, save_top_k=0,
+        dirpath=run.checkpoints, filename="step{step:06d}", auto_insert_metric_name=False,  # = RunDir.step_checkpoint
+        save_last=True, save_top_k=-1 if loop.keep_checkpoints else 0,
         every_n_train_steps=loop.ckpt_every, save_on_train_epoch_end=False))
     callbacks.append(PreemptionCallback())
     return callbacks

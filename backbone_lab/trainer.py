@@ -39,6 +39,8 @@ class LoopConfig:
     """Evaluate at step 1, every this many steps and at the end."""
     ckpt_every: int = 250
     """Write checkpoints/last.ckpt every this many steps (and at the final step)."""
+    keep_checkpoints: bool = False
+    """Also keep checkpoints/stepNNNNNN.ckpt of every checkpoint step (e.g. to reheat from step S)."""
     log_every: int = 10
     """Log (and synchronise the device-side train-loss and divergence check) every this many steps."""
     divergence_loss: Optional[float] = None

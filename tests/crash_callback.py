@@ -24,3 +24,15 @@ class KillAtStep(L.Callback):
 
         if trainer.global_step == self.step and trainer.global_rank == self.rank:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SlowDown(L.Callback):
+    """Sleep after every micro-batch (gives a test time to send a signal mid-run)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import time
+
+        time.sleep(self.seconds)

@@ -160,8 +160,9 @@ def test_tiny_sweep_end_to_end_survives_failures_and_skips_done_jobs(tmp_path):
            "model.n_head=4,3", "logger=wandb", "logger.wandb.mode=offline", f"paths.cache_dir={tmp_path / 'cache'}",
            "analysis.figures=false", *tiny]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # failed jobs make the sweep fail (after all jobs ran)
     assert "Sweep summary" in proc.stdout and "2 done, 2 failed" in proc.stdout
+    assert "2 sweep job(s) failed" in proc.stderr
     sweeps = sorted((tmp_path / "out" / "optimizer_demo").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
@@ -183,5 +184,5 @@ def test_tiny_sweep_end_to_end_survives_failures_and_skips_done_jobs(tmp_path):
     assert (sweeps[0] / "compare" / "overlay.png").exists()
 
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 1, again.stderr[-3000:]  # the two bad jobs fail again
     assert "2 skipped" in again.stdout  # the finished jobs are not trained again

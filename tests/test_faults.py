@@ -1,0 +1,318 @@
+"""Real faults (issue: survive the cluster): full disk, planted pickles, SIGTERM / SIGINT, a second
+writer, the umask, stale temp files, the final-step checkpoint, bad inputs in one line.
+Each test is one row of the fault matrix in docs/FAULTS.md."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backbone_lab.checkpoint_io import checkpoint_step, resume_checkpoint
+from backbone_lab.durable import DiskFullError, atomic_file, atomic_write
+from backbone_lab.errors import ConfigError, RunDirError
+from backbone_lab.metrics_csv import read_rows
+from backbone_lab.run_dir import RunDir
+from backbone_lab.run_markers import read_marker
+from backbone_lab.trajectory.store import TrajectoryReader, TrajectoryWriter
+from conftest import REPO, compose_config
+
+SHORT = ["train.max_steps=30", "train.eval_every=10", "train.ckpt_every=10", "snapshots.every=5", "analyze=false"]
+
+
+def _cfg(tmp: Path, name: str, extra=(), run_dir: Path | None = None):
+    return compose_config(["debug=tiny", f"run_dir={run_dir or tmp / name}", f"paths.cache_dir={tmp / 'cache'}",
+                           *SHORT, *extra])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 30-step run: what every fault below must end up reproducing."""
+    from backbone_lab.train import train
+
+    tmp = tmp_path_factory.mktemp("faults")
+    train(_cfg(tmp, "reference"))
+    return tmp, tmp / "reference"
+
+
+def _same_snapshots(a: Path, b: Path) -> None:
+    ra, rb = TrajectoryReader(a), TrajectoryReader(b)
+    assert ra.steps == rb.steps
+    for s in ra.steps:
+        np.testing.assert_array_equal(ra.load(s), rb.load(s), err_msg=f"step {s}")
+
+
+# ------------------------------------------------------------------------------------ full disk
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def test_enospc_mid_write_keeps_the_previous_file(tmp_path):
+    """A real full disk (a 1 MiB tmpfs) while replacing a file: the old bytes survive, no temp is left."""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "1m"):
+        pytest.skip("cannot mount a tmpfs here (not root); the patched-writer test below covers the path")
+    try:
+        target = disk / "last.ckpt"
+        atomic_write(target, [b"good" * 1000])
+        with pytest.raises(DiskFullError, match="disk full while writing last.ckpt"):
+            with atomic_file(target, previous=disk / "prev.ckpt") as f:
+                for _ in range(64):
+                    f.write(b"x" * (64 << 10))  # 4 MiB into a 1 MiB disk
+        assert target.read_bytes() == b"good" * 1000
+        assert sorted(p.name for p in disk.iterdir()) == ["last.ckpt"]
+    finally:
+        _umount(disk)
+
+
+def test_full_disk_during_a_checkpoint_then_rerun_finishes(reference, tmp_path, monkeypatch):
+    """The second checkpoint hits ENOSPC mid-write: the run fails in one line, last.ckpt (step 10)
+    still loads, and after space is freed `resume=auto` finishes with the uninterrupted snapshots."""
+    from backbone_lab import checkpoint_io
+    from backbone_lab.train import train
+
+    root, ref = reference
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def save_then_fill_disk(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the step-20 checkpoint: half written, then the disk is full
+            f.write(b"\0" * 1000)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", save_then_fill_disk)
+    run = RunDir(tmp_path / "full")
+    with pytest.raises(DiskFullError, match="disk full while writing last.ckpt"):
+        train(_cfg(root, "x", run_dir=run.root))
+    assert checkpoint_step(run.last_checkpoint) == 10  # the good checkpoint survived
+    assert not run.previous_checkpoint.exists() and not list(run.checkpoints.glob(".*.tmp"))
+    assert read_marker(run.root)[0] == "FAILED"
+    monkeypatch.setattr(checkpoint_io.torch, "save", real_save)  # space freed
+    assert train(_cfg(root, "x", ["resume=auto"], run_dir=run.root))["status"] == "done"
+    _same_snapshots(ref, run.root)
+    assert read_marker(run.root)[0] == "DONE"
+
+
+def test_free_space_is_checked_before_a_snapshot(tmp_path, monkeypatch):
+    from backbone_lab import durable
+
+    w = TrajectoryWriter(tmp_path / "trajectory")
+    w.append(0, {"w": np.zeros((256, 256), np.float32)})
+    monkeypatch.setattr(durable.shutil, "disk_usage", lambda p: type("U", (), {"free": 1000})())
+    with pytest.raises(DiskFullError, match=r"MB free, the snapshot of step 5 needs 0\.3 MB"):
+        w.append(5, {"w": np.ones((256, 256), np.float32)})
+    assert TrajectoryReader(tmp_path).steps == [0]
+
+
+# ------------------------------------------------------------------------------------ planted files
+class _Payload:
+    """Unpickling this runs a shell command (what a malicious last.ckpt would carry)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(run: Path, marker: Path) -> None:
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"model.tok_emb.weight": _Payload(marker)}, "global_step": 30},
+               run / "checkpoints" / "last.ckpt")
+
+
+def test_a_planted_pickle_in_init_from_runs_nothing(reference, tmp_path):
+    from backbone_lab.train import train
+
+    root, _ = reference
+    source, marker = tmp_path / "evil", tmp_path / "PWNED"
+    _plant(source, marker)
+    with pytest.raises(ConfigError, match="does not load as a checkpoint"):
+        train(_cfg(root, "x", [f"+init_from={source}"], run_dir=tmp_path / "victim"))
+    assert not marker.exists()
+
+
+def test_a_planted_pickle_as_last_ckpt_is_refused_on_resume(reference, tmp_path):
+    from backbone_lab.train import train
+
+    root, _ = reference
+    run, marker = tmp_path / "run", tmp_path / "PWNED"
+    train(_cfg(root, "x", ["train.max_steps=10"], run_dir=run))
+    _plant(run, marker)
+    with pytest.raises(RunDirError, match="no checkpoint loads"):
+        train(_cfg(root, "x", ["train.max_steps=10", "resume=auto"], run_dir=run))
+    assert not marker.exists()
+
+
+def test_a_truncated_last_ckpt_falls_back_to_prev(tmp_path, reference):
+    _, ref = reference
+    run = RunDir(tmp_path / "run")
+    run.checkpoints.mkdir(parents=True)
+    data = ref.joinpath("checkpoints", "last.ckpt").read_bytes()
+    run.previous_checkpoint.write_bytes(data)
+    run.last_checkpoint.write_bytes(data[: len(data) // 2])  # what a crash of the old copy-in left
+    path, step = resume_checkpoint(run)
+    assert path == run.previous_checkpoint and step == 30
+
+
+# ------------------------------------------------------------------------------------ signals
+def _cli(tmp: Path, *args) -> subprocess.Popen:
+    env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp / "out"), "BACKBONE_LAB_CACHE": str(tmp / "cache"),
+           "PYTHONPATH": str(REPO / "tests")}
+    return subprocess.Popen([sys.executable, "-m", "backbone_lab", "debug=tiny", *SHORT, *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_saves_a_checkpoint_and_resume_finishes(reference, tmp_path, sig, code):
+    root, ref = reference
+    proc = _cli(tmp_path, "run_name=sig", "train.max_steps=30", f"paths.cache_dir={root / 'cache'}",
+                "+callbacks.slow._target_=crash_callback.SlowDown", "+callbacks.slow.seconds=0.2")
+    run = tmp_path / "out" / "runs" / "sig"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "trajectory" / "snap_00000005.bin").exists():
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    assert "interrupted:" in err and "resume=auto" in err
+    state, payload = read_marker(run)
+    step = checkpoint_step(run / "checkpoints" / "last.ckpt")
+    assert state == "INTERRUPTED" and payload["step"] == step and 5 <= step < 30
+    assert max(TrajectoryReader(run).steps) <= step
+    again = _cli(tmp_path, "run_name=sig", "train.max_steps=30", "resume=auto", f"paths.cache_dir={root / 'cache'}")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    assert read_marker(run)[0] == "DONE"
+    _same_snapshots(ref, run)
+    # the train-loss running mean is checkpointed: the resumed rows equal the uninterrupted ones
+    for a, b in zip(read_rows(ref / "eval_metrics.csv"), read_rows(run / "eval_metrics.csv")):
+        assert a["step"] == b["step"] and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------ the run folder
+def test_a_second_writer_of_the_same_run_is_refused(reference, tmp_path):
+    from backbone_lab.run_lock import run_lock
+    from backbone_lab.train import train
+
+    root, _ = reference
+    run = RunDir(tmp_path / "run")
+    with run_lock(run):
+        with pytest.raises(RunDirError, match=rf"being written by another process \(pid {os.getpid()}\)"):
+            train(_cfg(root, "x", run_dir=run.root))
+
+
+def test_files_follow_the_umask_and_stale_temps_are_removed(reference, tmp_path):
+    from backbone_lab.train import train
+
+    root, _ = reference
+    run = tmp_path / "run"
+    (run / "trajectory").mkdir(parents=True)
+    stale = run / "trajectory" / ".snap_00000005.bin.4242.deadbeef.tmp"
+    stale.write_bytes(b"\0" * 100)
+    old = os.umask(0o027)
+    try:
+        train(_cfg(root, "x", ["train.max_steps=10"], run_dir=run))
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    for f in (run / "trajectory" / "snap_00000005.bin", run / "checkpoints" / "last.ckpt", run / "config.yaml",
+              run / "DONE", run / "codewords.json"):
+        assert f.stat().st_mode & 0o777 == 0o640, f  # 0666 & ~027 (mkstemp would give 0600)
+
+
+def test_last_ckpt_is_the_final_step_and_init_step_must_match_a_checkpoint(reference, tmp_path):
+    from backbone_lab.train import train
+
+    root, _ = reference
+    src = tmp_path / "src"
+    train(_cfg(root, "x", ["train.max_steps=23"], run_dir=src))
+    assert checkpoint_step(src / "checkpoints" / "last.ckpt") == 23  # ckpt_every=10 alone would leave 20
+    with pytest.raises(ConfigError, match=r"init_step=15: .* no full checkpoint of step 15 \(last.ckpt is step 23\)"):
+        train(_cfg(root, "x", [f"+init_from={src}", "+init_step=15"], run_dir=tmp_path / "reheat"))
+    result = train(_cfg(root, "x", [f"+init_from={src}", "+init_step=23", "train.max_steps=5"],
+                        run_dir=tmp_path / "reheat2"))
+    assert result["status"] == "done"
+
+
+# ------------------------------------------------------------------------------------ bad input, one line
+BAD_INPUTS = [
+    (["optimizer.lr=fast"], "optimizer torch.optim.adamw.AdamW(lr='fast'"),
+    (["optimizer.lr=nan"], "Invalid learning rate: nan"),
+    (["train.max_steps=-5"], "train.max_steps must be >= 1"),
+    (["train.max_steps=0"], "train.max_steps must be >= 1"),
+    (["data.micro_batch_size=0"], "data.micro_batch_size must be >= 1"),
+    (["snapshots.every=0"], "snapshots.every must be >= 1"),
+    (["model.seq_len=100000"], "model.seq_len=100000 with data.micro_batch_size="),
+    (["run_name=../../x"], "must be a plain folder name"),
+    (["model.d_modle=3"], "Key 'd_modle' not in 'ModelConfig'"),
+    (["train.max_steps=abc"], "could not be converted to Integer"),
+    (["model=medium"], "Could not find 'model/medium'"),
+    (["analysis.rolling_windw=5"], "rolling_windw"),
+]
+
+
+def _check_line(monkeypatch, capsys, tmp_path, *args) -> str:
+    """The CLI's pre-Hydra check in-process: returns its one stderr line (exit status 2)."""
+    from backbone_lab.__main__ import check_command_line
+
+    monkeypatch.setenv("BACKBONE_LAB_OUTPUT", str(tmp_path / "out"))
+    monkeypatch.setenv("BACKBONE_LAB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as info:
+        check_command_line(["backbone_lab", "debug=tiny", "logger=none", *args])
+    assert info.value.code == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()  # no data prepared, no folder
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,needle", BAD_INPUTS, ids=[a[0] for a, _ in BAD_INPUTS])
+def test_bad_input_is_refused_in_one_line_before_any_work(monkeypatch, capsys, tmp_path, args, needle):
+    assert needle in _check_line(monkeypatch, capsys, tmp_path, *args)
+
+
+@pytest.mark.parametrize("content,needle", [(b"", "is empty"), (b"\x00\x01\x02binary", "is a binary file"),
+                                            ("Ein Märchen.\n\nNoch eins.".encode("latin-1"), "is not UTF-8")])
+def test_bad_local_data_files_are_named(monkeypatch, capsys, tmp_path, content, needle):
+    bad = tmp_path / "stories.txt"
+    bad.write_bytes(content)
+    line = _check_line(monkeypatch, capsys, tmp_path, "data=local", f"data.train_files=[{bad}]")
+    assert str(bad) in line and needle in line
+
+
+def test_the_cli_itself_exits_2_with_one_line_and_creates_nothing(tmp_path):
+    proc = _cli(tmp_path, "logger=none", "optimizer.lr=fast")
+    _, err = proc.communicate(timeout=120)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "lr='fast'" in lines[0], err[-2000:]
+    assert "Traceback" not in err and not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_sweep_with_failed_jobs_exits_nonzero(tmp_path):
+    proc = _cli(tmp_path, "logger=none", "-m", "model.n_head=4,3", "train.max_steps=2", "experiment_name=failing")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-2000:]
+    assert "1 sweep job(s) failed" in err
+    summary = json.loads(next((tmp_path / "out" / "failing").glob("*/sweep_summary.json")).read_text())
+    assert sorted(r["state"] for r in summary) == ["done", "failed"]
