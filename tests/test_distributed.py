@@ -138,3 +138,49 @@ def test_resume_at_another_world_size_is_refused(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "other trainer settings" in lines[0] and "same world size" in lines[0]
+
+
+def test_slurm_launcher_runs_one_task_per_gpu():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from backbone_lab.config_schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4",
+                                                       "hydra.launcher.nodes=2", "trainer=ddp"],
+                      return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["tasks_per_node"] == 4 and launcher["nodes"] == 2 and launcher["gpus_per_node"] == 4
+
+
+@pytest.mark.slow
+def test_two_slurm_tasks_as_two_nodes_train_as_one_run(runs, tmp_path):
+    """Two processes with the environment SLURM gives two single-GPU nodes (SLURMEnvironment:
+    ranks from SLURM_PROCID, trainer.num_nodes from SLURM_NNODES): the trajectory is the one of
+    the accumulated single process."""
+    import socket
+
+    root, _ = runs
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp_path / "out"), "BACKBONE_LAB_CACHE": str(root / "cache"),
+               "SLURM_NTASKS": "2", "SLURM_PROCID": str(rank), "SLURM_LOCALID": "0", "SLURM_NODEID": str(rank),
+               "SLURM_NNODES": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "backbone", "SLURM_JOB_ID": "42",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "backbone_lab", "debug=tiny", *STEPS, "trainer=ddp_cpu", "trainer.devices=1",
+             "run_name=slurm"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    run = tmp_path / "out" / "runs" / "slurm"
+    assert read_marker(run)[0] == "DONE"
+    acc, got = TrajectoryReader(root / "accumulate2"), TrajectoryReader(run)
+    assert got.world_size == 2 and got.steps == acc.steps
+    for step in got.steps[1:]:
+        assert _rel_drift_diff(acc, got, step) <= 1e-4, step
