@@ -1,0 +1,155 @@
+"""The fast GPU path, checked on CPU: chunked cross-entropy, fused AdamW decision, vocabulary
+padding, automatic DataLoader workers, no host syncs in the training step, torch.compile.
+
+GPU-only behaviour (fused AdamW kernels, CUDA sync detection) is tested where a GPU exists and
+skipped otherwise; everything else runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import pytest
+
+from backbone_lab.cross_entropy import ChunkedCrossEntropy, chunked_cross_entropy, token_cross_entropy
+
+CUDA = torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------------------- chunked CE
+def _case(n=37, v=101, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = (3 * torch.randn(n, v, generator=g)).to(dtype)
+    targets = torch.randint(0, v, (n,), generator=g)
+    targets[::5] = -100  # ignored rows
+    return logits, targets
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 8, 37, 1000])
+def test_chunked_ce_equals_torch_on_fp32_logits(chunk_rows):
+    logits, targets = _case()
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    ours = chunked_cross_entropy(a, targets, chunk_rows=chunk_rows)
+    ref = F.cross_entropy(b, targets, ignore_index=-100, reduction="none")
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    assert torch.all(ours[::5] == 0)
+    w = torch.randn(len(targets))  # a non-uniform upstream gradient
+    (ours * w).sum().backward()
+    (ref * w).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-6)
+    assert torch.all(a.grad[::5] == 0)
+    assert torch.equal(a.detach(), logits)  # the input is never modified in place
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_chunked_ce_on_half_logits_equals_torch_on_their_fp32_upcast(dtype):
+    logits, targets = _case(n=64, v=300, dtype=dtype)
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    ours = chunked_cross_entropy(a, targets, chunk_rows=16)
+    ref = F.cross_entropy(b.float(), targets, ignore_index=-100, reduction="none")
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    w = torch.rand(len(targets))
+    (ours * w).sum().backward()
+    (ref * w).sum().backward()
+    assert a.grad.dtype == dtype
+    # same fp32 value up to a few roundings, then one rounding to the half dtype: at most one
+    # half-precision ulp apart, and nearly always identical
+    torch.testing.assert_close(a.grad.float(), b.grad.float(), rtol=2 ** -7, atol=1e-7)
+    assert (a.grad == b.grad).float().mean() > 0.99
+
+
+def test_token_cross_entropy_keeps_fp32_bit_identical_and_chunks_half():
+    logits, targets = _case(n=24, v=50)
+    logits3, targets3 = logits.view(4, 6, 50), targets.view(4, 6)
+    ref = F.cross_entropy(logits3.float().flatten(0, 1), targets3.flatten(), ignore_index=-100, reduction="none")
+    assert torch.equal(token_cross_entropy(logits3, targets3), ref.view(4, 6))  # fp32: torch, bit for bit
+    half = logits3.bfloat16().requires_grad_()
+    out = token_cross_entropy(half, targets3)
+    assert out.shape == (4, 6) and out.grad_fn.next_functions[0][0].name().startswith("ChunkedCrossEntropy")
+
+
+def test_chunked_ce_of_a_strided_view_and_bad_shapes():
+    padded, targets = _case(n=10, v=64, dtype=torch.bfloat16)
+    view = padded[:, :50]  # what a vocabulary-padded head returns
+    targets = targets.clamp(max=49)
+    ref = F.cross_entropy(view.float(), targets, ignore_index=-100, reduction="none")
+    torch.testing.assert_close(chunked_cross_entropy(view, targets, chunk_rows=3), ref, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"logits \(N, V\) and targets \(N,\)"):
+        chunked_cross_entropy(view[None], targets)
+
+
+def _peak_bytes(fn) -> int:
+    """Peak of (bytes allocated - bytes freed) while `fn` runs, from the profiler's allocator
+    events (CPU allocator; the same count torch.cuda.max_memory_allocated gives on a GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def test_chunked_ce_holds_one_fp32_chunk_not_a_full_fp32_copy():
+    """bf16 logits (N, V): F.cross_entropy(logits.float()) allocates and saves N×V fp32 tensors;
+    the chunked function's forward peaks at one fp32 chunk, saves nothing of size N×V beyond
+    the bf16 logits themselves, and its backward allocates the bf16 gradient (N×V×2 bytes, the
+    size of the logits) plus one fp32 chunk."""
+    n, v, rows = 256, 2048, 16
+    logits, targets = _case(n=n, v=v, dtype=torch.bfloat16)
+    full_fp32, chunk_fp32 = n * v * 4, rows * v * 4  # 2 MiB vs 128 KiB
+    slack = 64 * 1024  # per-row vectors (N fp32 loss / logsumexp), allocator rounding
+
+    saved = []
+
+    def record(t):
+        saved.append(t)
+        return t
+
+    def forward(fn):
+        x = logits.clone().requires_grad_()
+        with torch.autograd.graph.saved_tensors_hooks(record, lambda t: t):
+            out = fn(x)
+        return x, out
+
+    def ours(x):
+        return chunked_cross_entropy(x, targets, chunk_rows=rows)
+
+    def ref(x):
+        return F.cross_entropy(x.float(), targets, ignore_index=-100, reduction="none")
+
+    x, out = forward(ours)
+    saved_ours = [t for t in saved if t.numel() == n * v]
+    assert all(t.dtype == torch.bfloat16 and t.data_ptr() == x.data_ptr() for t in saved_ours)  # the input itself
+    saved.clear()
+    forward(ref)
+    assert any(t.numel() == n * v and t.dtype == torch.float32 for t in saved)  # the fp32 log-softmax
+    saved.clear()
+
+    x = logits.clone().requires_grad_()
+    fwd_ours = _peak_bytes(lambda: ours(x))
+    fwd_ref = _peak_bytes(lambda: ref(x))
+    assert fwd_ours <= chunk_fp32 + slack, (fwd_ours, chunk_fp32)
+    assert fwd_ref >= 2 * full_fp32  # the fp32 copy and its log-softmax
+
+    out_ours, out_ref = ours(x), ref(x)
+    bwd_ours = _peak_bytes(lambda: torch.autograd.grad(out_ours.sum(), x))
+    bwd_ref = _peak_bytes(lambda: torch.autograd.grad(out_ref.sum(), x))
+    assert bwd_ours <= n * v * 2 + chunk_fp32 + slack, (bwd_ours, chunk_fp32)
+    assert bwd_ref >= full_fp32 + n * v * 2
+    print(f"peak extra bytes, bf16 logits {n}x{v}, chunk {rows} rows: forward {fwd_ours} (chunked) vs "
+          f"{fwd_ref} (F.cross_entropy on the fp32 upcast); backward {bwd_ours} vs {bwd_ref}")
+
+
+def test_chunked_ce_rejects_a_second_derivative():
+    logits, targets = _case(n=4, v=7)
+    x = logits.clone().requires_grad_()
+    (g,) = torch.autograd.grad(ChunkedCrossEntropy.apply(x, targets, -100, 2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()
