@@ -173,7 +173,14 @@ class BackboneLitModule(L.LightningModule):
 
     # -- optimizer ---------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(parameter_groups_by_kind(self.model))
+        """The optimizer over the parameter groups and the per-step lr schedule. Adam / AdamW on
+        a CUDA device get torch's fused kernel (one launch per step) unless the config chose an
+        implementation (`fused_adam_applies`)."""
+        factory = self.optimizer_factory
+        sharded = any(hasattr(p, "to_local") for p in self.model.parameters())
+        if fused_adam_applies(factory, self.device, sharded):
+            factory = partial(factory, fused=True)
+        optimizer = factory(parameter_groups_by_kind(self.model))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_multiplier)
         return {
             "optimizer": optimizer,
@@ -183,4 +190,19 @@ class BackboneLitModule(L.LightningModule):
 
 def _factory_kwargs(factory) -> dict:
     return dict(factory.keywords) if isinstance(factory, partial) else {}
+
+
+FUSABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)
+IMPLEMENTATION_KEYS = ("fused", "foreach", "differentiable", "capturable")
+
+
+def fused_adam_applies(factory, device: torch.device | str, sharded: bool = False) -> bool:
+    """Whether to build the optimizer with `fused=True`: the factory is a partial of
+    `torch.optim.Adam` / `AdamW` that names no implementation (`fused`, `foreach`,
+    `differentiable`, `capturable`), and the parameters live on a CUDA device, unsharded (FSDP2
+    DTensor parameters keep torch's default). Always False on the CPU, whose runs stay
+    bit-identical."""
+    if torch.device(device).type != "cuda" or sharded or not isinstance(factory, partial):
+        return False
+    return factory.func in FUSABLE_OPTIMIZERS and not any(k in factory.keywords for k in IMPLEMENTATION_KEYS)
 

@@ -153,3 +153,102 @@ def test_chunked_ce_rejects_a_second_derivative():
     (g,) = torch.autograd.grad(ChunkedCrossEntropy.apply(x, targets, -100, 2).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError):
         g.sum().backward()
+
+
+# ----------------------------------------------------------------------------- fused AdamW
+def test_fused_adam_only_for_plain_adam_on_cuda():
+    from functools import partial
+
+    from backbone_lab.lit_module import fused_adam_applies
+
+    adamw = partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.5)
+    assert not fused_adam_applies(adamw, torch.device("cpu"))
+    assert not fused_adam_applies(adamw, "cpu")
+    assert fused_adam_applies(adamw, torch.device("cuda", 0))
+    assert fused_adam_applies(partial(torch.optim.Adam, lr=1e-3), "cuda")
+    assert not fused_adam_applies(adamw, "cuda", sharded=True)  # FSDP2 DTensors: torch's default
+    for chosen in ({"fused": False}, {"foreach": True}, {"fused": True}, {"differentiable": True}):
+        assert not fused_adam_applies(partial(torch.optim.AdamW, lr=1e-3, **chosen), "cuda"), chosen
+    assert not fused_adam_applies(partial(torch.optim.SGD, lr=0.1), "cuda")
+    assert not fused_adam_applies(torch.optim.AdamW, "cuda")  # not a config partial
+
+
+def _lit_module(optimizer, **model):
+    from backbone_lab.lit_module import BackboneLitModule
+    from backbone_lab.model import ModelConfig
+    from backbone_lab.objective import ObjectiveConfig, ScheduleConfig
+    from backbone_lab.trainer import LoopConfig
+
+    cfg = ModelConfig(**{"vocab_size": 97, "n_layer": 1, "d_model": 16, "n_head": 2, "d_ff": 32, "seq_len": 8, **model})
+    return BackboneLitModule(cfg, optimizer, ScheduleConfig(warmup=2), ObjectiveConfig(), LoopConfig(max_steps=4))
+
+
+def test_configure_optimizers_keeps_the_cpu_optimizer_unchanged():
+    from functools import partial
+
+    module = _lit_module(partial(torch.optim.AdamW, lr=1e-3))
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is None and optimizer.defaults["foreach"] is None
+
+
+@pytest.mark.skipif(not CUDA, reason="fused AdamW needs a CUDA device")
+def test_configure_optimizers_fuses_adamw_on_cuda():
+    from functools import partial
+
+    module = _lit_module(partial(torch.optim.AdamW, lr=1e-3)).cuda()
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is True
+
+
+# ----------------------------------------------------------------------------- vocab padding
+def test_padded_vocab_keeps_the_logit_width_and_grows_the_table():
+    from backbone_lab.model import GPT, ModelConfig, expected_num_parameters
+
+    base = dict(vocab_size=97, n_layer=1, d_model=16, n_head=2, d_ff=32, seq_len=8)
+    plain, padded = GPT(ModelConfig(**base)), GPT(ModelConfig(**base, pad_vocab_multiple=64))
+    assert padded.tok_emb.weight.shape == (128, 16) and padded.cfg.padded_vocab_size == 128
+    assert padded(torch.randint(0, 97, (2, 8))).shape == (2, 8, 97)
+    grown = (128 - 97) * 16  # extra rows of the (tied) embedding / head
+    assert padded.num_parameters() == plain.num_parameters() + grown == expected_num_parameters(padded.cfg)
+
+
+def test_paper_preset_is_unpadded_by_default():
+    from conftest import compose_config
+    from omegaconf import OmegaConf
+
+    from backbone_lab.model import GPT
+
+    cfg = OmegaConf.to_object(compose_config(["model=paper"]).model).with_vocab(50257)
+    assert cfg.pad_vocab_multiple == 1
+    with torch.device("meta"):
+        assert GPT(cfg).num_parameters() == 51_045_888
+
+
+def test_training_with_vocab_padding_64_runs(tmp_path):
+    from conftest import compose_config
+
+    from backbone_lab.train import train
+
+    cfg = compose_config(["debug=tiny", f"run_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
+                          "model.pad_vocab_multiple=64", "train.max_steps=3", "train.eval_every=3",
+                          "snapshots.every=3", "analyze=false"])
+    result = train(cfg)
+    assert result["status"] == "done" and result["steps_done"] == 3
+    assert result["final_val_loss"] == result["final_val_loss"]  # finite, not NaN
+
+
+# ----------------------------------------------------------------------------- loader workers
+def test_loader_workers_auto_is_zero_on_cpu_and_capped_on_gpu(monkeypatch):
+    from backbone_lab.data import config as data_config
+    from backbone_lab.data.config import DataConfig
+
+    auto = DataConfig()
+    assert auto.num_workers is None and auto.loader_workers(on_gpu=False) == 0
+    monkeypatch.setattr(data_config, "usable_cpu_count", lambda: 16)
+    assert auto.loader_workers(on_gpu=True) == 4
+    monkeypatch.setattr(data_config, "usable_cpu_count", lambda: 2)
+    assert auto.loader_workers(on_gpu=True) == 2
+    assert DataConfig(num_workers=3).loader_workers(on_gpu=False) == 3
+    assert DataConfig(num_workers=0).loader_workers(on_gpu=True) == 0
+    with pytest.raises(ValueError, match="data.num_workers must be >= 0 or null"):
+        DataConfig(num_workers=-1)
