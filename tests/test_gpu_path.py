@@ -252,3 +252,43 @@ def test_loader_workers_auto_is_zero_on_cpu_and_capped_on_gpu(monkeypatch):
     assert DataConfig(num_workers=0).loader_workers(on_gpu=True) == 0
     with pytest.raises(ValueError, match="data.num_workers must be >= 0 or null"):
         DataConfig(num_workers=-1)
+
+
+# ----------------------------------------------------------------------------- corpus cache
+def test_synthetic_corpus_is_cached_by_its_generator_inputs(tmp_path, monkeypatch):
+    from backbone_lab.data import synthetic
+    from backbone_lab.data.corpus import load_corpus, synthetic_cache_path
+
+    calls = []
+    real = synthetic.generate_story
+    monkeypatch.setattr(synthetic, "generate_story", lambda rng: calls.append(1) or real(rng))
+
+    def corpus(**kw):
+        return load_corpus("synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=3, cache_dir=tmp_path, **kw)
+
+    first = corpus()
+    assert len(calls) == 220 and synthetic_cache_path(tmp_path, 220, 3).exists()
+    calls.clear()
+    again = corpus()
+    assert calls == []  # a cache hit: the generator is not called at all
+    assert again.train == first.train and again.val == first.val and again.train_sha256 == first.train_sha256
+    assert first.train == load_corpus("synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=3).train
+    calls.clear()  # (no cache_dir: no cache)
+    load_corpus("synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=4, cache_dir=tmp_path)
+    assert len(calls) == 220  # another seed is another entry
+    calls.clear()
+    monkeypatch.setattr(synthetic, "RECIPE_VERSION", synthetic.RECIPE_VERSION + 1)
+    assert corpus().train == first.train and len(calls) == 220  # a new recipe never reads the old entry
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_damaged_corpus_cache_is_regenerated(tmp_path, caplog):
+    from backbone_lab.data.corpus import cached_synthetic_stories, synthetic_cache_path
+
+    stories = cached_synthetic_stories(30, 1, tmp_path)
+    path = synthetic_cache_path(tmp_path, 30, 1)
+    path.write_text(path.read_text().replace(" was ", " is ", 1))  # a story no longer matches its hash
+    with caplog.at_level("WARNING"):
+        assert cached_synthetic_stories(30, 1, tmp_path) == stories
+    assert "damaged synthetic-story cache" in caplog.text
+    assert cached_synthetic_stories(30, 1, tmp_path) == stories
