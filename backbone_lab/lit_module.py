@@ -104,6 +104,7 @@ class BackboneLitModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         use_training_weights(self.trainer.optimizers[0])  # schedule-free: gradients are taken at y
+        self._last_sync_step = self.global_step  # the next sync comes after an optimizer step
         self._train_loss_sums = self._train_loss_sums.to(self.device)
         self._divergence = self._divergence.to(self.device)
 
@@ -112,19 +113,23 @@ class BackboneLitModule(L.LightningModule):
         parts = self.loss_parts(batch, lam)
         loss = parts.loss.detach()
         self._watch(loss)
+        self._last_loss = loss
+        # Host numbers are logged as CPU tensors: `self.log` of a Python float creates a tensor on
+        # the module's device, a blocking host-to-device copy on a GPU. Nothing here is logged to
+        # the progress bar: Lightning reads every progress-bar value with `.item()` after every
+        # micro-batch (`_ResultCollection.metrics`), so the loss goes there at each sync instead.
         self.log_dict(
             {
                 "train/loss": loss,
                 "train/lm_loss": parts.lm.detach(),
                 "train/probe_loss": parts.probe.detach(),
-                "train/lambda": lam,
-                "train/lr": self.optimizers().param_groups[0]["lr"],
+                "train/lambda": torch.tensor(lam),
+                "train/lr": torch.tensor(self.optimizers().param_groups[0]["lr"]),
             },
             on_step=True,
             prog_bar=False,
             batch_size=batch["input_ids"].shape[0],
         )
-        self.log("loss", loss, prog_bar=True, on_step=True, logger=False)
         return parts.loss
 
     def _watch(self, loss: torch.Tensor) -> None:
@@ -142,6 +147,8 @@ class BackboneLitModule(L.LightningModule):
         step = self.global_step
         if step != getattr(self, "_last_sync_step", -1) and (step % self.loop.log_every == 0 or step >= self.loop.max_steps):
             self.raise_if_diverged()
+            if self.trainer.progress_bar_callback is not None and hasattr(self, "_last_loss"):
+                self.log("loss", self._last_loss.cpu(), prog_bar=True, on_step=True, logger=False)
 
     def raise_if_diverged(self) -> None:
         """Host sync point (the same step on every rank): raise `DivergenceError` if any rank saw a

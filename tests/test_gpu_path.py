@@ -292,3 +292,164 @@ def test_a_damaged_corpus_cache_is_regenerated(tmp_path, caplog):
         assert cached_synthetic_stories(30, 1, tmp_path) == stories
     assert "damaged synthetic-story cache" in caplog.text
     assert cached_synthetic_stories(30, 1, tmp_path) == stories
+
+
+# ----------------------------------------------------------------------------- host syncs
+HOST_READS = ("item", "__float__", "__int__", "__bool__", "tolist")
+
+
+class HostReadCounter:
+    """Counts tensor -> Python reads (`HOST_READS`, the calls that make a GPU run wait for the
+    device) by patching `torch.Tensor`, split into reads inside `training_step` and outside it,
+    each recorded as (method, "file:line" of the caller)."""
+
+    def __init__(self):
+        self.inside: list[tuple[str, str]] = []
+        self.outside: list[tuple[str, str]] = []
+        self.in_step = False
+
+    def __enter__(self):
+        import sys
+
+        self._originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+        def counted(name, original):
+            def read(tensor, *args, **kwargs):
+                frame = sys._getframe(1)
+                where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+                (self.inside if self.in_step else self.outside).append((name, where))
+                return original(tensor, *args, **kwargs)
+            return read
+
+        for name, original in self._originals.items():
+            setattr(torch.Tensor, name, counted(name, original))
+        return self
+
+    def __exit__(self, *exc):
+        for name, original in self._originals.items():
+            setattr(torch.Tensor, name, original)
+
+    def watch_training_step(self, module) -> None:
+        step = module.training_step
+
+        def watched(*args, **kwargs):
+            self.in_step = True
+            try:
+                return step(*args, **kwargs)
+            finally:
+                self.in_step = False
+
+        module.training_step = watched
+
+
+def _tiny_fit(tmp_path, accelerator="cpu", precision="32-true", max_steps=6, counter=None, progress_bar=False):
+    """A real tiny run: our datamodule and LightningModule under Lightning's Trainer (no logger,
+    no progress bar, no callbacks), 2 accumulated micro-batches, clipping, divergence bound."""
+    from functools import partial
+
+    from backbone_lab.data.config import DataConfig
+    from backbone_lab.data.datamodule import BackboneDataModule
+    from backbone_lab.lit_module import BackboneLitModule
+    from backbone_lab.model import ModelConfig
+    from backbone_lab.objective import ObjectiveConfig, ScheduleConfig
+    from backbone_lab.trainer import LoopConfig
+
+    import lightning as L
+
+    L.seed_everything(0, verbose=False)
+    data = DataConfig(n_train_stories=200, n_val_stories=20, vocab_size=300, n_codewords=16, micro_batch_size=4,
+                      n_eval=8, n_val=8, cache_dir=str(tmp_path / "cache"))
+    dm = BackboneDataModule(data, seq_len=64, seed=0)
+    dm.setup("fit")
+    dm.set_start_step(0, 2)
+    loop = LoopConfig(max_steps=max_steps, accumulate=2, log_every=3, divergence_loss=100.0)
+    model = ModelConfig(n_layer=1, d_model=32, n_head=2, d_ff=64, seq_len=64).with_vocab(dm.vocab_size)
+    module = BackboneLitModule(model, partial(torch.optim.AdamW, lr=1e-3), ScheduleConfig(warmup=2),
+                               ObjectiveConfig(), loop)
+    if counter is not None:
+        counter.watch_training_step(module)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=max_steps,
+                        accumulate_grad_batches=2, gradient_clip_val=1.0, log_every_n_steps=3, logger=False,
+                        enable_progress_bar=progress_bar, enable_checkpointing=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, use_distributed_sampler=False,
+                        default_root_dir=str(tmp_path))
+    trainer.fit(module, datamodule=dm)
+    return trainer, module
+
+
+def test_the_training_step_reads_nothing_back_to_the_host(tmp_path):
+    with HostReadCounter() as counter:
+        trainer, _ = _tiny_fit(tmp_path, counter=counter)
+    assert trainer.global_step == 6
+    assert counter.inside == []  # training_step itself: zero host reads in 12 micro-batches
+    ours = [(m, w) for m, w in counter.outside if "backbone_lab" in w]
+    lightning = [(m, w) for m, w in counter.outside if "lightning" in w]
+    others = [(m, w) for m, w in counter.outside if (m, w) not in ours + lightning]
+    print("outside training_step:", "\n ours:", ours, "\n lightning:", lightning, "\n others:", others[:5])
+    # the one host sync per train.log_every steps: the divergence check at steps 3 and 6
+    assert [m for m, _ in ours] == ["tolist", "tolist"] and all("lit_module.py" in w for _, w in ours)
+    assert lightning == []  # nothing logged in training_step makes Lightning read a tensor per step
+    # torch's own reads, of CPU tensors in any run: AdamW's step counters (kept on the CPU unless
+    # fused/capturable) and the DataLoader iterator's base seed
+    assert {w.rsplit("site-packages/", 1)[-1].split(":")[0] for _, w in others} <= {
+        "torch/optim/optimizer.py", "torch/utils/data/dataloader.py"}
+
+
+def test_the_progress_bar_shows_the_loss_read_at_each_sync(tmp_path, capsys):
+    with HostReadCounter() as counter:
+        trainer, module = _tiny_fit(tmp_path, counter=counter, progress_bar=True)
+    assert counter.inside == []
+    assert trainer.progress_bar_metrics["loss"] == pytest.approx(float(module._last_loss))
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA synchronisation checks need a GPU")
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_the_cuda_training_step_never_synchronises(tmp_path, precision):
+    """On a GPU torch itself reports every synchronising call (`set_sync_debug_mode`), including
+    those made inside C++ (blocking copies, data-dependent shapes) that `HostReadCounter` cannot see."""
+
+    class SyncIsError(HostReadCounter):
+        def watch_training_step(self, module) -> None:
+            step = module.training_step
+
+            def watched(*args, **kwargs):
+                torch.cuda.set_sync_debug_mode("error")
+                try:
+                    return step(*args, **kwargs)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+
+            module.training_step = watched
+
+    trainer, module = _tiny_fit(tmp_path, accelerator="gpu", precision=precision, counter=SyncIsError())
+    assert trainer.global_step == 6 and module.optimizers().optimizer.defaults["fused"] is True
+
+
+# ----------------------------------------------------------------------------- torch.compile
+def test_compile_is_off_unless_asked_for():
+    from conftest import compose_config
+
+    from backbone_lab.trainer import LoopConfig
+
+    assert LoopConfig().compile is False and compose_config([]).train.get("compile", False) is False
+    from functools import partial
+
+    assert _lit_module(partial(torch.optim.AdamW, lr=1e-3))._compiled_loss is None
+
+
+@pytest.mark.slow
+def test_compiled_training_runs_two_steps_on_cpu(tmp_path):
+    """`train.compile=true` on the CPU (inductor's C++ backend; about a minute cold, hence slow):
+    two steps, the same evaluation as the eager run up to float rounding."""
+    from conftest import compose_config
+
+    from backbone_lab.train import train
+
+    def run(name, *extra):
+        return train(compose_config(["debug=tiny", f"run_dir={tmp_path / name}", f"paths.cache_dir={tmp_path / 'cache'}",
+                                     "train.max_steps=2", "train.eval_every=2", "snapshots.every=2", "analyze=false",
+                                     *extra]))
+
+    compiled, eager = run("compiled", "train.compile=true"), run("eager")
+    assert compiled["status"] == "done" and compiled["steps_done"] == 2
+    assert compiled["final_val_loss"] == pytest.approx(eager["final_val_loss"], rel=1e-4)
