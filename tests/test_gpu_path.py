@@ -301,12 +301,15 @@ HOST_READS = ("item", "__float__", "__int__", "__bool__", "tolist")
 class HostReadCounter:
     """Counts tensor -> Python reads (`HOST_READS`, the calls that make a GPU run wait for the
     device) by patching `torch.Tensor`, split into reads inside `training_step` and outside it,
-    each recorded as (method, "file:line" of the caller)."""
+    each recorded as (method, "file:line" of the caller); `steps_outside` holds the optimizer
+    step count at each read outside."""
 
     def __init__(self):
         self.inside: list[tuple[str, str]] = []
         self.outside: list[tuple[str, str]] = []
+        self.steps_outside: list[int] = []
         self.in_step = False
+        self.module = None
 
     def __enter__(self):
         import sys
@@ -318,6 +321,9 @@ class HostReadCounter:
                 frame = sys._getframe(1)
                 where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
                 (self.inside if self.in_step else self.outside).append((name, where))
+                if not self.in_step:
+                    trainer = getattr(self.module, "_trainer", None)
+                    self.steps_outside.append(trainer.global_step if trainer is not None else -1)
                 return original(tensor, *args, **kwargs)
             return read
 
@@ -330,6 +336,7 @@ class HostReadCounter:
             setattr(torch.Tensor, name, original)
 
     def watch_training_step(self, module) -> None:
+        self.module = module
         step = module.training_step
 
         def watched(*args, **kwargs):
@@ -342,7 +349,8 @@ class HostReadCounter:
         module.training_step = watched
 
 
-def _tiny_fit(tmp_path, accelerator="cpu", precision="32-true", max_steps=6, counter=None, progress_bar=False):
+def _tiny_fit(tmp_path, accelerator="cpu", precision="32-true", max_steps=6, counter=None, progress_bar=False,
+              logger=False):
     """A real tiny run: our datamodule and LightningModule under Lightning's Trainer (no logger,
     no progress bar, no callbacks), 2 accumulated micro-batches, clipping, divergence bound."""
     from functools import partial
@@ -369,7 +377,7 @@ def _tiny_fit(tmp_path, accelerator="cpu", precision="32-true", max_steps=6, cou
     if counter is not None:
         counter.watch_training_step(module)
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=max_steps,
-                        accumulate_grad_batches=2, gradient_clip_val=1.0, log_every_n_steps=3, logger=False,
+                        accumulate_grad_batches=2, gradient_clip_val=1.0, log_every_n_steps=3, logger=logger,
                         enable_progress_bar=progress_bar, enable_checkpointing=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, use_distributed_sampler=False,
                         default_root_dir=str(tmp_path))
@@ -393,6 +401,19 @@ def test_the_training_step_reads_nothing_back_to_the_host(tmp_path):
     # fused/capturable) and the DataLoader iterator's base seed
     assert {w.rsplit("site-packages/", 1)[-1].split(":")[0] for _, w in others} <= {
         "torch/optim/optimizer.py", "torch/utils/data/dataloader.py"}
+
+
+def test_with_a_logger_lightning_reads_the_logged_values_every_log_every_steps_only(tmp_path):
+    """Lightning's own host reads: `_LoggerConnector.log_metrics` turns the logged tensors into
+    numbers (`convert_tensors_to_scalars` -> `.item()`) when it writes the loggers, every
+    `log_every_n_steps` (= train.log_every) optimizer steps, after the step."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    with HostReadCounter() as counter:
+        _tiny_fit(tmp_path, counter=counter, logger=CSVLogger(tmp_path / "logs"))
+    assert counter.inside == []
+    lightning = [step for (_, w), step in zip(counter.outside, counter.steps_outside) if "lightning" in w]
+    assert lightning and set(lightning) == {3, 6}
 
 
 def test_the_progress_bar_shows_the_loss_read_at_each_sync(tmp_path, capsys):
