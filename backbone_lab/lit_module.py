@@ -10,9 +10,13 @@ Thin glue around `backbone_lab.model` and `backbone_lab.objective` (SPEC §3):
   their own group so an optimizer may treat them differently (Muon);
 * gradient clipping and accumulation are the Trainer's, applied after accumulation.
 
-The training step makes no host sync: the loss sums for the `train_loss` metric and the
-divergence check live on the device and are read every `train.log_every` steps (and before
-every snapshot, evaluation and checkpoint), the same step on every rank.
+The training step makes no host sync (`tests/test_gpu_path.py` counts them): the loss sums for
+the `train_loss` metric and the divergence check live on the device and are read every
+`train.log_every` steps (and before every evaluation), the same step on every rank; host numbers
+(λ, lr) are logged as CPU tensors, and the progress bar gets the loss at those reads. Lightning
+itself reads the logged device tensors only when it writes the loggers (`log_every_n_steps` =
+`train.log_every`). Half-precision logits go through the chunked cross-entropy
+(`backbone_lab.cross_entropy`), and Adam / AdamW on a GPU use torch's fused kernel.
 """
 
 from __future__ import annotations
