@@ -10,9 +10,13 @@ Thin glue around `backbone_lab.model` and `backbone_lab.objective` (SPEC §3):
   their own group so an optimizer may treat them differently (Muon);
 * gradient clipping and accumulation are the Trainer's, applied after accumulation.
 
-The training step makes no host sync: the loss sums for the `train_loss` metric and the
-divergence check live on the device and are read every `train.log_every` steps (and before
-every snapshot, evaluation and checkpoint), the same step on every rank.
+The training step makes no host sync (`tests/test_gpu_path.py` counts them): the loss sums for
+the `train_loss` metric and the divergence check live on the device and are read every
+`train.log_every` steps (and before every evaluation), the same step on every rank; host numbers
+(λ, lr) are logged as CPU tensors, and the progress bar gets the loss at those reads. Lightning
+itself reads the logged device tensors only when it writes the loggers (`log_every_n_steps` =
+`train.log_every`). Half-precision logits go through the chunked cross-entropy
+(`backbone_lab.cross_entropy`), and Adam / AdamW on a GPU use torch's fused kernel.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ class BackboneLitModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         use_training_weights(self.trainer.optimizers[0])  # schedule-free: gradients are taken at y
+        self._last_sync_step = self.global_step  # the next sync comes after an optimizer step
         self._train_loss_sums = self._train_loss_sums.to(self.device)
         self._divergence = self._divergence.to(self.device)
 
@@ -112,19 +117,23 @@ class BackboneLitModule(L.LightningModule):
         parts = self.loss_parts(batch, lam)
         loss = parts.loss.detach()
         self._watch(loss)
+        self._last_loss = loss
+        # Host numbers are logged as CPU tensors: `self.log` of a Python float creates a tensor on
+        # the module's device, a blocking host-to-device copy on a GPU. Nothing here is logged to
+        # the progress bar: Lightning reads every progress-bar value with `.item()` after every
+        # micro-batch (`_ResultCollection.metrics`), so the loss goes there at each sync instead.
         self.log_dict(
             {
                 "train/loss": loss,
                 "train/lm_loss": parts.lm.detach(),
                 "train/probe_loss": parts.probe.detach(),
-                "train/lambda": lam,
-                "train/lr": self.optimizers().param_groups[0]["lr"],
+                "train/lambda": torch.tensor(lam),
+                "train/lr": torch.tensor(self.optimizers().param_groups[0]["lr"]),
             },
             on_step=True,
             prog_bar=False,
             batch_size=batch["input_ids"].shape[0],
         )
-        self.log("loss", loss, prog_bar=True, on_step=True, logger=False)
         return parts.loss
 
     def _watch(self, loss: torch.Tensor) -> None:
@@ -142,6 +151,8 @@ class BackboneLitModule(L.LightningModule):
         step = self.global_step
         if step != getattr(self, "_last_sync_step", -1) and (step % self.loop.log_every == 0 or step >= self.loop.max_steps):
             self.raise_if_diverged()
+            if self.trainer.progress_bar_callback is not None and hasattr(self, "_last_loss"):
+                self.log("loss", self._last_loss.cpu(), prog_bar=True, on_step=True, logger=False)
 
     def raise_if_diverged(self) -> None:
         """Host sync point (the same step on every rank): raise `DivergenceError` if any rank saw a
@@ -173,7 +184,14 @@ class BackboneLitModule(L.LightningModule):
 
     # -- optimizer ---------------------------------------------------------------------------
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(parameter_groups_by_kind(self.model))
+        """The optimizer over the parameter groups and the per-step lr schedule. Adam / AdamW on
+        a CUDA device get torch's fused kernel (one launch per step) unless the config chose an
+        implementation (`fused_adam_applies`)."""
+        factory = self.optimizer_factory
+        sharded = any(hasattr(p, "to_local") for p in self.model.parameters())
+        if fused_adam_applies(factory, self.device, sharded):
+            factory = partial(factory, fused=True)
+        optimizer = factory(parameter_groups_by_kind(self.model))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_multiplier)
         return {
             "optimizer": optimizer,
@@ -183,4 +201,19 @@ class BackboneLitModule(L.LightningModule):
 
 def _factory_kwargs(factory) -> dict:
     return dict(factory.keywords) if isinstance(factory, partial) else {}
+
+
+FUSABLE_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)
+IMPLEMENTATION_KEYS = ("fused", "foreach", "differentiable", "capturable")
+
+
+def fused_adam_applies(factory, device: torch.device | str, sharded: bool = False) -> bool:
+    """Whether to build the optimizer with `fused=True`: the factory is a partial of
+    `torch.optim.Adam` / `AdamW` that names no implementation (`fused`, `foreach`,
+    `differentiable`, `capturable`), and the parameters live on a CUDA device, unsharded (FSDP2
+    DTensor parameters keep torch's default). Always False on the CPU, whose runs stay
+    bit-identical."""
+    if torch.device(device).type != "cuda" or sharded or not isinstance(factory, partial):
+        return False
+    return factory.func in FUSABLE_OPTIMIZERS and not any(k in factory.keywords for k in IMPLEMENTATION_KEYS)
 

@@ -7,7 +7,9 @@
 * L_probe: token-weighted mean cross-entropy over the probe-answer positions of the micro-batch
   (0 when the micro-batch holds no probe token).
 
-Pure torch functions; the LightningModule and the diagnostics both call these.
+Pure torch functions; the LightningModule and the diagnostics both call these. The per-token
+cross-entropy is `cross_entropy.token_cross_entropy`: `F.cross_entropy` for fp32 logits (bit for
+bit the paper's computation), chunked without a full fp32 copy for bf16 / fp16 logits.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from backbone_lab.cross_entropy import IGNORE_INDEX, token_cross_entropy
 
 
 @dataclass
@@ -66,11 +68,18 @@ class LossParts:
     n_probe: torch.Tensor  # int64 scalar: number of probe target tokens
 
 
-def _token_losses(logits, targets, probe_mask):
-    """Per-token CE (B, T) and the LM / probe position masks (B, T) of SPEC §3.1."""
-    token_ce = F.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-    ).view_as(targets)
+def _token_losses(logits, targets, probe_mask, chunked: bool = True):
+    """Per-token CE (B, T) float32 and the LM / probe position masks (B, T) of SPEC §3.1.
+
+    `chunked=False` always upcasts the logits (`F.cross_entropy(logits.float())`): the chunked
+    autograd function has no forward-mode / vmap rule, which `torch.func` transforms need.
+    """
+    if chunked:
+        token_ce = token_cross_entropy(logits, targets, IGNORE_INDEX)
+    else:
+        token_ce = F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view_as(targets)
     valid = targets != IGNORE_INDEX
     probe = probe_mask & valid
     return token_ce, valid & ~probe, probe
@@ -97,8 +106,9 @@ def per_sample_composite_loss(
     """Composite loss of each sequence on its own, shape (B,) (for per-sample Fisher, SPEC §5.10).
 
     Sequence i's loss is L_LM(i) + λ L_probe(i) with the token means taken within sequence i.
+    Runs under `torch.func` (jvp / vmap, `diagnostics.fisher`), hence the plain fp32 upcast.
     """
-    token_ce, lm, probe = _token_losses(logits, targets, probe_mask)
+    token_ce, lm, probe = _token_losses(logits, targets, probe_mask, chunked=False)
     l_lm = (token_ce * lm).sum(1) / lm.sum(1).clamp_min(1)
     l_probe = (token_ce * probe).sum(1) / probe.sum(1).clamp_min(1)
     return l_lm + lam * l_probe

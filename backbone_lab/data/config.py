@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -47,8 +48,9 @@ class DataConfig:
     """bpe: vocabulary size to train."""
     micro_batch_size: int = 32
     """Sequences per micro-batch *per rank*; global batch = micro × world size × train.accumulate."""
-    num_workers: int = 0
-    """DataLoader worker processes (the stream is identical for any number)."""
+    num_workers: Optional[int] = None
+    """DataLoader worker processes (the stream is identical for any number); null = 0 on the
+    CPU, min(4, usable CPU cores) when training on a GPU (`loader_workers`)."""
     pin_memory: Optional[bool] = None
     """Pinned host memory for the train loader; null = on when training on a GPU."""
     p_probe: float = 0.1
@@ -91,9 +93,11 @@ class DataConfig:
         for name in ("micro_batch_size", "n_eval", "n_val", "n_codewords", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_train_stories", "n_val_stories", "num_workers"):
+        for name in ("n_train_stories", "n_val_stories"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0 or null, got {self.num_workers}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"data.eval_batch_size must be >= 1 or null, got {self.eval_batch_size}")
         for name in ("p_probe", "val_fraction"):
@@ -110,6 +114,21 @@ class DataConfig:
     @property
     def batch_size_for_eval(self) -> int:
         return self.eval_batch_size or self.micro_batch_size
+
+    def loader_workers(self, on_gpu: bool) -> int:
+        """Train-loader workers: `num_workers` if set, else 0 on the CPU (its runs stay
+        bit-identical and light) and min(4, usable CPU cores) when the trainer runs on a GPU."""
+        if self.num_workers is not None:
+            return self.num_workers
+        return min(4, usable_cpu_count()) if on_gpu else 0
+
+
+def usable_cpu_count() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -4,18 +4,26 @@ SPEC §2.1 filters (applied to every source): take the first ``max_texts`` recor
 order, skip empty/whitespace-only texts, then drop texts shorter than ``min_chars`` (40).
 Local ``.txt`` files are read with the ``datasets`` "text" builder and ``sample_by="paragraph"``
 (one record per blank-line separated block); ``.json``/``.jsonl`` with the "json" builder,
-taking the ``text_field`` column.
+taking the ``text_field`` column. Synthetic stories are cached under
+``<cache_dir>/corpora/`` by the generator's inputs (`cached_synthetic_stories`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from backbone_lab.durable import atomic_write_json
+
+from . import synthetic
 from .errors import DataError
-from .synthetic import generate_stories
 from .tokenizer import texts_sha256
+
+log = logging.getLogger(__name__)
 
 HUB_DATASET = "roneneldan/TinyStories"
 MIN_CHARS = 40
@@ -92,6 +100,40 @@ def load_hub_texts(split: str, max_texts: int | None, cache_dir: str | Path | No
     return list(ds["text"])
 
 
+def synthetic_cache_path(cache_dir: str | Path, n_stories: int, seed: int) -> Path:
+    """Cache file of `generate_stories(n_stories, seed)`, keyed by a hash of the generator's inputs
+    (`synthetic.recipe_fingerprint`, n_stories, seed)."""
+    inputs = {"recipe": synthetic.recipe_fingerprint(), "n_stories": int(n_stories), "seed": int(seed)}
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8")).hexdigest()[:20]
+    return Path(cache_dir) / "corpora" / f"synthetic-{key}.json"
+
+
+def cached_synthetic_stories(n_stories: int, seed: int, cache_dir: str | Path | None) -> list[str]:
+    """`synthetic.generate_stories(n_stories, seed)`, read from the cache when it holds them.
+
+    The cache file holds the stories and their `texts_sha256`; a file whose stories do not match
+    their hash (damaged) is regenerated and rewritten atomically. `cache_dir=None`: no cache.
+    """
+    if cache_dir is None:
+        return synthetic.generate_stories(n_stories, seed)
+    path = synthetic_cache_path(cache_dir, n_stories, seed)
+    if path.exists():
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+            stories = payload["stories"]
+            if texts_sha256(stories) == payload["sha256"]:
+                return stories
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        log.warning("%s: damaged synthetic-story cache, regenerating it", path)
+    stories = synthetic.generate_stories(n_stories, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"generator": "backbone_lab.data.synthetic", "recipe": synthetic.recipe_fingerprint(),
+                             "n_stories": int(n_stories), "seed": int(seed), "sha256": texts_sha256(stories),
+                             "stories": stories}, indent=None)
+    return stories
+
+
 def load_corpus(
     source: str = "synthetic",
     *,
@@ -110,13 +152,13 @@ def load_corpus(
     """Build the filtered train/val texts for ``source`` in {"synthetic", "local", "tinystories"}.
 
     - synthetic: ``n_train_stories`` + ``n_val_stories`` stories from one seeded stream
-      (validation = the stories after the training ones).
+      (validation = the stories after the training ones), cached under ``cache_dir``.
     - local: ``train_files`` (and ``val_files``); without ``val_files`` the last
       ``val_fraction`` of the training records (at least 1) are held out for validation.
     - tinystories: the hub dataset (SPEC §2.1: first 200k train / 5k validation records).
     """
     if source == "synthetic":
-        stories = generate_stories(n_train_stories + n_val_stories, synthetic_seed)
+        stories = cached_synthetic_stories(n_train_stories + n_val_stories, synthetic_seed, cache_dir)
         train_raw, val_raw = stories[:n_train_stories], stories[n_train_stories:]
     elif source == "local":
         train_raw = load_local_texts(train_files, cache_dir, text_field)

@@ -189,13 +189,12 @@ class BackboneDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """This rank's micro-batches of the resumable stream (content: a pure function of the keys)."""
-        workers = self.config.num_workers
+        trainer = getattr(self, "trainer", None)
+        on_gpu = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        workers = self.config.loader_workers(on_gpu)
         if workers > 0:  # workers never tokenise; silences the tokenizers fork warning
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        pin = self.config.pin_memory
-        if pin is None:
-            trainer = getattr(self, "trainer", None)
-            pin = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        pin = on_gpu if self.config.pin_memory is None else self.config.pin_memory
         return DataLoader(self.train_set, batch_size=self.micro_batch_size, sampler=self.train_sampler(*self._rank_world()),
                           num_workers=workers, collate_fn=collate, persistent_workers=workers > 0, pin_memory=pin)
 

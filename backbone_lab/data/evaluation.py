@@ -12,7 +12,8 @@ under ``torch.no_grad()`` with ``model.eval()`` and restore the previous mode.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from backbone_lab.cross_entropy import token_cross_entropy
 
 PROBE_SUMS = ("correct", "n", "nll_sum", "nll_count", "lm_sum", "lm_count")
 LM_SUMS = ("ce_sum", "count")
@@ -24,10 +25,9 @@ def _logits(model, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def per_token_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B, T) cross-entropy in float32, 0 where ``targets == -100``."""
-    B, T, V = logits.shape
-    return F.cross_entropy(logits.reshape(B * T, V).float(), targets.reshape(B * T),
-                           ignore_index=-100, reduction="none").view(B, T)
+    """(B, T) cross-entropy in float32, 0 where ``targets == -100``, from logits (B, T, V): fp32
+    logits as `F.cross_entropy`, bf16 / fp16 ones chunked without an fp32 copy of them."""
+    return token_cross_entropy(logits, targets, ignore_index=-100)
 
 
 @torch.no_grad()

@@ -4,11 +4,19 @@ Stories are 3–8 template sentences over a fixed vocabulary of about 400 words 
 animals, objects, places, verbs, adjectives, feelings). They are meant for CPU smoke runs
 and tests (SPEC §8: "everything must run end-to-end on synthetic stories"), not for
 reproducing paper numbers. Same ``seed`` -> same list; 10k stories take well under 1 s.
+`recipe_fingerprint` names the generator's inputs, so a cache of its output (`corpus.py`)
+can never serve stories of an older generator.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+
+RECIPE_VERSION = 1
+"""Bump when the generating *code* changes the stories (the word lists and templates below are
+fingerprinted by content, so editing them needs no bump)."""
 
 NAMES = (
     "Lily Tom Max Mia Ben Sue Tim Anna Sam Lucy Jack Emma Leo Zoe Finn Ella Jake Ruby Noah Amy "
@@ -129,3 +137,12 @@ def generate_stories(n_stories: int, seed: int = 0) -> list[str]:
         raise ValueError(f"n_stories must be >= 0, got {n_stories}")
     rng = random.Random(f"backbone_lab.synthetic:{seed}")
     return [generate_story(rng) for _ in range(n_stories)]
+
+
+def recipe_fingerprint() -> str:
+    """sha256 of everything the stories depend on besides (n_stories, seed): the recipe version,
+    the word lists and the templates."""
+    parts = {"version": RECIPE_VERSION, "names": NAMES, "animals": ANIMALS, "objects": OBJECTS, "places": PLACES,
+             "verbs_past": VERBS_PAST, "verbs_inf": VERBS_INF, "adjectives": ADJECTIVES, "feelings": FEELINGS,
+             "times": TIMES, "openings": OPENINGS, "middles": MIDDLES, "endings": ENDINGS}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()

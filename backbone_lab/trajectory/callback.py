@@ -10,10 +10,18 @@ in parallel; under FSDP exactly the shard it owns, so the full trunk is never ga
 device); otherwise rank 0 writes whole snapshots (data-parallel ranks hold identical weights).
 A schedule-free optimizer's snapshots hold its evaluation weights x (`optim.evaluation_weights`),
 the averaged iterate the run produces; checkpoints keep the training state for exact resume.
+
+With `async_write` (the default) the training thread only copies the trunk to host memory and a
+`BackgroundSnapshotWriter` thread converts, checksums and writes it (same bytes as a synchronous
+write). The callback flushes that writer before every checkpoint is saved (a checkpoint never
+claims a step whose snapshot is not durable), at the end of training and on an exception, and
+raises a writer error on the training thread at the next batch. The first snapshot of a new
+trajectory is written synchronously, so its manifest exists from then on, as with sync writes.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +31,11 @@ import lightning as L
 
 from backbone_lab.optim import evaluation_weights
 from backbone_lab.trajectory import layout
+from backbone_lab.trajectory.background_writer import BackgroundSnapshotWriter
 from backbone_lab.trajectory.store import DTYPES, TrajectoryWriter
 from backbone_lab.trunk import SUBSETS, named_subset, subset_layout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +61,9 @@ class SnapshotConfig:
     sliced: Optional[bool] = None
     """Several ranks: each writes its slice (true) or rank 0 writes all (false); null = sliced
     (benchmarks/bench_ddp.py measures both). FSDP always slices."""
+    async_write: bool = True
+    """Write snapshots from a background thread (training only copies the trunk to host
+    memory); false = write on the training thread. The files are the same bytes either way."""
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -119,7 +133,13 @@ class TrajectorySnapshotCallback(L.Callback):
         self.steps = set(config.steps(max_steps))
         self.meta = meta or {}
         self._writer: TrajectoryWriter | None = None
+        self._background: BackgroundSnapshotWriter | None = None
         self._last_step = -1
+
+    @property
+    def writer(self) -> TrajectoryWriter | None:
+        """This rank's trajectory writer (None before training starts, or on a rank that writes nothing)."""
+        return self._writer
 
     def _open(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rank, world = trainer.global_rank, trainer.world_size
@@ -132,6 +152,9 @@ class TrajectorySnapshotCallback(L.Callback):
             self.directory, tensors=subset_layout(pl_module.model, self.config.subset), dtype=self.config.dtype,
             subset=self.config.subset, meta=self.meta,
             rank=rank if self._sliced else 0, world_size=world if self._sliced else 1)
+        self._sync_next = not self._writer.steps  # a new trajectory: its first snapshot makes the manifest
+        if self.config.async_write:
+            self._background = BackgroundSnapshotWriter(self._writer)
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self._last_step = step
@@ -141,7 +164,20 @@ class TrajectorySnapshotCallback(L.Callback):
             params = named_subset(pl_module.model, self.config.subset)
             if self._sliced:
                 params = {n: local_rows(p, self._rank, self._world) for n, p in params.items()}
-            self._writer.append(step, params)
+            if self._background is None or self._sync_next:
+                self._writer.append(step, params)
+                self._sync_next = False
+            else:
+                self._background.submit(step, params)  # the host copy happens here, inside the context
+
+    def flush(self) -> None:
+        """Block until every snapshot taken so far is durable; raise a writer error."""
+        if self._background is not None:
+            self._background.flush()
+
+    def _close(self, raise_errors: bool = True) -> BaseException | None:
+        background, self._background = self._background, None
+        return background.close(raise_errors) if background is not None else None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._open(trainer, pl_module)
@@ -151,7 +187,21 @@ class TrajectorySnapshotCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # Fires after every micro-batch; the optimizer step counter moves once per accumulation.
+        if self._background is not None:
+            self._background.raise_if_failed()
         step = trainer.global_step
         if step != self._last_step and step in self.steps:
             self._write(trainer, pl_module, step)
         self._last_step = step
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.flush()  # the checkpoint's step never runs ahead of the durable snapshots
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._close()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # make what was taken durable; the run already fails with `exception`
+        error = self._close(raise_errors=False)
+        if error is not None and error is not exception:
+            log.error("snapshot writer failed too: %s: %s", type(error).__name__, error)

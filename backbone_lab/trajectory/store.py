@@ -19,6 +19,10 @@ Format (documented in ``docs/TRAJECTORY_FORMAT.md``)::
   files, sliced or not (a step is complete when every rank lists it), verifying each file's
   crc32 on the fly when a stream covers whole files.
 
+* ``encode`` (host conversion + crc) and ``write`` (the durable file) are separate so a background
+  thread can do the second (``trajectory.background_writer``); while it has snapshots in flight,
+  opening a reader of that folder in the same process waits for them (``register_pending``).
+
 No Lightning / torch import at module level: torch is only touched if a torch tensor is appended.
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import warnings
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -339,8 +344,40 @@ def _read_manifest(mpath: Path) -> dict:
     return m
 
 
+# Trajectory folders with snapshots still in flight in this process (a background writer,
+# `trajectory.background_writer`): resolved path -> the flush functions of their writers.
+_PENDING: dict[str, list] = {}
+_PENDING_LOCK = threading.Lock()
+
+
+def register_pending(path: str | os.PathLike, flush) -> None:
+    """Make readers of `path` in this process call `flush()` (wait for the pending snapshots) first."""
+    with _PENDING_LOCK:
+        _PENDING.setdefault(os.path.realpath(path), []).append(flush)
+
+
+def unregister_pending(path: str | os.PathLike, flush) -> None:
+    with _PENDING_LOCK:
+        flushes = _PENDING.get(os.path.realpath(path), [])
+        if flush in flushes:
+            flushes.remove(flush)
+        if not flushes:
+            _PENDING.pop(os.path.realpath(path), None)
+
+
+def wait_for_pending(path: str | os.PathLike) -> None:
+    """Flush the background writers of this process writing `path` or `path/trajectory`."""
+    with _PENDING_LOCK:
+        flushes = [f for p in (Path(path), Path(path) / "trajectory") for f in _PENDING.get(os.path.realpath(p), [])]
+    for flush in flushes:
+        flush()
+
+
 def resolve_trajectory_dir(path: str | os.PathLike) -> Path:
-    """Accept either a run dir (containing ``trajectory/``) or the trajectory folder itself."""
+    """Accept either a run dir (containing ``trajectory/``) or the trajectory folder itself
+    (after the snapshots this process still has in flight there are written)."""
+    if _PENDING:
+        wait_for_pending(path)
     p = Path(path)
     if (p / MANIFEST).exists():
         return p
