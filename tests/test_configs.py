@@ -65,3 +65,13 @@ def test_reference_options_compose_inside_the_diagnostics(kind):
     assert cfg.callbacks.fisher.reference.kind == kind and cfg.callbacks.grad_alignment.reference.kind == "rolling"
     with pytest.raises(ConfigCompositionException):
         compose_config(["callbacks=diagnostics", "callbacks.fisher.reference.windw=4"])
+
+
+def test_hydra_folder_names_exclude_exactly_the_neutral_keys():
+    """One list of keys that do not change a run (run_identity.NEUTRAL_KEYS); Hydra's job folder
+    names drop the same keys, plus the experiment choice and the spellings of paths.*."""
+    from backbone_lab.run_identity import NEUTRAL_KEYS
+
+    hydra_cfg = OmegaConf.load(CONF / "hydra" / "default.yaml")
+    excluded = list(hydra_cfg.job.config.override_dirname.exclude_keys)
+    assert excluded == list(NEUTRAL_KEYS) + ["experiment", "paths.cache_dir", "paths.output_root"]
