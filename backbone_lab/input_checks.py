@@ -72,6 +72,14 @@ def available_bytes(on_gpu: bool) -> int | None:
 def check_inputs(conf: dict, accelerator: str = "cpu") -> None:
     """Every check of this module on the typed configs of a run (see `train.typed`)."""
     data, model = conf["data"], conf["model"]
+    if ":" in data.source:  # a user source: importable now, not after minutes of setup
+        from backbone_lab.data.corpus import load_source
+        from backbone_lab.data.errors import DataError
+
+        try:
+            load_source(data.source)
+        except DataError as err:
+            raise ConfigError(str(err)) from None
     if data.source == "local":
         for i, f in enumerate(data.train_files):
             check_text_file(f, f"data.train_files[{i}]")

@@ -13,6 +13,7 @@ import pytest
 from backbone_lab.data.codewords import (
     codeword_candidates, codewords_sha256, load_codewords, save_codewords, select_codewords,
 )
+from backbone_lab.data.config import DataConfig
 from backbone_lab.data.corpus import filter_texts, load_corpus, load_local_texts
 from backbone_lab.data.errors import DataError
 from backbone_lab.data.synthetic import generate_stories, vocabulary
@@ -28,7 +29,7 @@ needs_shared = pytest.mark.skipif(not SAMPLE.exists(), reason=f"shared sample da
 def env(tmp_path_factory):
     """A small synthetic corpus with a trained BPE (vocab 400, 32 pseudo-words) in a tmp cache."""
     cache = tmp_path_factory.mktemp("cache")
-    corpus = load_corpus("synthetic", n_train_stories=400, n_val_stories=40, synthetic_seed=3)
+    corpus = load_corpus(DataConfig(source="synthetic", n_train_stories=400, n_val_stories=40, synthetic_seed=3))
     tok = load_or_train_bpe(corpus.train, 400, cache, n_pseudo_words=32, corpus_sha=corpus.train_sha256)
     return {"cache": cache, "corpus": corpus, "tok": tok}
 
@@ -52,7 +53,7 @@ def test_filter_texts_rules():
 
 
 def test_synthetic_corpus_split_and_hash():
-    c = load_corpus("synthetic", n_train_stories=100, n_val_stories=10, synthetic_seed=1)
+    c = load_corpus(DataConfig(source="synthetic", n_train_stories=100, n_val_stories=10, synthetic_seed=1))
     assert len(c.train) == 100 and len(c.val) == 10
     assert c.train_sha256 == texts_sha256(generate_stories(110, 1)[:100])
     assert not set(c.train) & set(c.val)
@@ -64,7 +65,7 @@ def test_local_text_files_via_datasets(tmp_path):
     raw = SAMPLE.read_text()
     assert len(recs) == len([p for p in raw.split("\n\n") if p.strip()])
     assert recs[0].startswith("One day, a little girl named Lily")
-    c = load_corpus("local", train_files=[str(SAMPLE)], cache_dir=tmp_path, max_train_texts=300)
+    c = load_corpus(DataConfig(source="local", train_files=[str(SAMPLE)], max_train_texts=300), cache_dir=tmp_path)
     assert all(len(t) >= 40 and t.strip() for t in c.train + c.val)
     assert len(c.train) <= 300 and 0 < len(c.val) <= round(len(recs) * 0.05)  # held-out tail
     assert c.val[-1] == recs[-1] and not c.val[-1].endswith("\n")
@@ -74,18 +75,20 @@ def test_local_jsonl(tmp_path):
     rows = [{"text": f"Story number {i} about a cat who liked to play in the park."} for i in range(5)]
     f = tmp_path / "s.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows))
-    c = load_corpus("local", train_files=[str(f)], val_files=[str(f)], cache_dir=tmp_path)
+    c = load_corpus(DataConfig(source="local", train_files=[str(f)], val_files=[str(f)]), cache_dir=tmp_path)
     assert c.train == [r["text"] for r in rows] == c.val
 
 
 def test_missing_local_path_is_one_line_error(tmp_path):
     missing = tmp_path / "nope.txt"
     with pytest.raises(DataError) as e:
-        load_corpus("local", train_files=[str(missing)], cache_dir=tmp_path)
+        load_corpus(DataConfig(source="local", train_files=[str(missing)]), cache_dir=tmp_path)
     msg = str(e.value)
     assert str(missing) in msg and "\n" not in msg
-    with pytest.raises(DataError, match="unknown data.source"):
-        load_corpus("nope")
+    with pytest.raises(ValueError, match="data.source='nope' is not one of synthetic | local | tinystories"):
+        DataConfig(source="nope")
+    with pytest.raises(DataError, match="data.source='no_such_module:stories': cannot import it"):
+        load_corpus(DataConfig(source="no_such_module:stories"))
 
 
 def test_hub_offline_errors_are_actionable(tmp_path):

@@ -257,6 +257,7 @@ def test_loader_workers_auto_is_zero_on_cpu_and_capped_on_gpu(monkeypatch):
 # ----------------------------------------------------------------------------- corpus cache
 def test_synthetic_corpus_is_cached_by_its_generator_inputs(tmp_path, monkeypatch):
     from backbone_lab.data import synthetic
+    from backbone_lab.data.config import DataConfig
     from backbone_lab.data.corpus import load_corpus, synthetic_cache_path
 
     calls = []
@@ -264,7 +265,7 @@ def test_synthetic_corpus_is_cached_by_its_generator_inputs(tmp_path, monkeypatc
     monkeypatch.setattr(synthetic, "generate_story", lambda rng: calls.append(1) or real(rng))
 
     def corpus(**kw):
-        return load_corpus("synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=3, cache_dir=tmp_path, **kw)
+        return load_corpus(DataConfig(source="synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=3, **kw), cache_dir=tmp_path)
 
     first = corpus()
     assert len(calls) == 220 and synthetic_cache_path(tmp_path, 220, 3).exists()
@@ -272,9 +273,9 @@ def test_synthetic_corpus_is_cached_by_its_generator_inputs(tmp_path, monkeypatc
     again = corpus()
     assert calls == []  # a cache hit: the generator is not called at all
     assert again.train == first.train and again.val == first.val and again.train_sha256 == first.train_sha256
-    assert first.train == load_corpus("synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=3).train
+    assert first.train == load_corpus(DataConfig(source="synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=3)).train
     calls.clear()  # (no cache_dir: no cache)
-    load_corpus("synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=4, cache_dir=tmp_path)
+    load_corpus(DataConfig(source="synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=4), cache_dir=tmp_path)
     assert len(calls) == 220  # another seed is another entry
     calls.clear()
     monkeypatch.setattr(synthetic, "RECIPE_VERSION", synthetic.RECIPE_VERSION + 1)

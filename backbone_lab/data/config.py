@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -21,7 +22,8 @@ class DataConfig:
     """Corpus, tokenizer, probe task, evaluation sets and loading."""
 
     source: str = "synthetic"
-    """synthetic (the project's own stories) | local (train_files via `datasets`) | tinystories (the hub)."""
+    """synthetic (the project's own stories) | local (train_files via `datasets`) | tinystories (the hub)
+    | package.module:function (a user source: function(config) -> (train_texts, val_texts))."""
     train_files: list[str] = field(default_factory=list)
     """local: text (stories separated by blank lines) or JSON files."""
     val_files: list[str] = field(default_factory=list)
@@ -85,7 +87,8 @@ class DataConfig:
     """Where corpora, tokenizers and token stores are cached; null = ~/.cache/backbone_lab."""
 
     def __post_init__(self) -> None:
-        _choice("source", self.source, SOURCES)
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.source):
+            _choice("source", self.source, SOURCES)
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
         _choice("gap_policy", self.gap_policy, GAP_POLICIES)
         _choice("val_crop", self.val_crop, VAL_CROPS)
@@ -133,4 +136,5 @@ def usable_cpu_count() -> int:
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"data.{name}={value!r} is not one of {' | '.join(choices)}")
+        extra = " | package.module:function" if name == "source" else ""
+        raise ValueError(f"data.{name}={value!r} is not one of {' | '.join(choices)}{extra}")

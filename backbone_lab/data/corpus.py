@@ -10,6 +10,8 @@ taking the ``text_field`` column. Synthetic stories are cached under
 
 from __future__ import annotations
 
+import importlib
+
 import hashlib
 import json
 import logging
@@ -134,53 +136,57 @@ def cached_synthetic_stories(n_stories: int, seed: int, cache_dir: str | Path | 
     return stories
 
 
-def load_corpus(
-    source: str = "synthetic",
-    *,
-    train_files=None,
-    val_files=None,
-    n_train_stories: int = 8000,
-    n_val_stories: int = 400,
-    synthetic_seed: int = 1234,
-    max_train_texts: int | None = None,
-    max_val_texts: int | None = None,
-    min_chars: int = MIN_CHARS,
-    val_fraction: float = 0.05,
-    text_field: str = "text",
-    cache_dir: str | Path | None = None,
-) -> Corpus:
-    """Build the filtered train/val texts for ``source`` in {"synthetic", "local", "tinystories"}.
+def load_source(name: str):
+    """The corpus function of a user data source `package.module:function` (one line if missing)."""
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise DataError(f"data.source={name!r}: cannot import it ({type(err).__name__}: {err}); "
+                        "give package.module:function on the Python path") from None
+    if not callable(fn):
+        raise DataError(f"data.source={name!r} is not a function")
+    return fn
+
+
+def load_corpus(config, cache_dir: str | Path | None = None, min_chars: int = MIN_CHARS) -> Corpus:
+    """The filtered train/val texts of a `DataConfig` (its `source`):
 
     - synthetic: ``n_train_stories`` + ``n_val_stories`` stories from one seeded stream
-      (validation = the stories after the training ones), cached under ``cache_dir``.
+      (validation = the stories after the training ones), cached under ``cache_dir``;
     - local: ``train_files`` (and ``val_files``); without ``val_files`` the last
-      ``val_fraction`` of the training records (at least 1) are held out for validation.
-    - tinystories: the hub dataset (SPEC §2.1: first 200k train / 5k validation records).
+      ``val_fraction`` of the training records (at least 1) are held out for validation;
+    - tinystories: the hub dataset (SPEC §2.1: first 200k train / 5k validation records);
+    - ``package.module:function``: a user source, ``function(config) -> (train_texts, val_texts)``
+      (adding a dataset = that function + a ``conf/data/<name>.yaml``).
+    Every source goes through the same SPEC §2.1 filters (``max_*_texts``, ``min_chars``).
     """
-    if source == "synthetic":
-        stories = cached_synthetic_stories(n_train_stories + n_val_stories, synthetic_seed, cache_dir)
-        train_raw, val_raw = stories[:n_train_stories], stories[n_train_stories:]
-    elif source == "local":
-        train_raw = load_local_texts(train_files, cache_dir, text_field)
-        if _as_list(val_files):
-            val_raw = load_local_texts(val_files, cache_dir, text_field)
+    c = config
+    if c.source == "synthetic":
+        stories = cached_synthetic_stories(c.n_train_stories + c.n_val_stories, c.synthetic_seed, cache_dir)
+        train_raw, val_raw = stories[:c.n_train_stories], stories[c.n_train_stories:]
+    elif c.source == "local":
+        train_raw = load_local_texts(c.train_files, cache_dir, c.text_field)
+        if _as_list(c.val_files):
+            val_raw = load_local_texts(c.val_files, cache_dir, c.text_field)
         else:
-            n_hold = max(1, int(round(len(train_raw) * val_fraction)))
+            n_hold = max(1, int(round(len(train_raw) * c.val_fraction)))
             if len(train_raw) < 2:
-                raise DataError(f"need >= 2 records in {train_files} to hold out validation; set data.val_files")
+                raise DataError(f"need >= 2 records in {c.train_files} to hold out validation; set data.val_files")
             train_raw, val_raw = train_raw[:-n_hold], train_raw[-n_hold:]
-    elif source == "tinystories":
-        train_raw = load_hub_texts("train", max_train_texts, cache_dir)
-        val_raw = load_hub_texts("validation", max_val_texts, cache_dir)
+    elif c.source == "tinystories":
+        train_raw = load_hub_texts("train", c.max_train_texts, cache_dir)
+        val_raw = load_hub_texts("validation", c.max_val_texts, cache_dir)
     else:
-        raise DataError(f"unknown data.source={source!r}; use synthetic | local | tinystories")
+        train_raw, val_raw = load_source(c.source)(c)
+        train_raw, val_raw = list(train_raw), list(val_raw)
     corpus = Corpus(
-        train=filter_texts(train_raw, min_chars, max_train_texts),
-        val=filter_texts(val_raw, min_chars, max_val_texts),
-        source=source,
+        train=filter_texts(train_raw, min_chars, c.max_train_texts),
+        val=filter_texts(val_raw, min_chars, c.max_val_texts),
+        source=c.source,
     )
     if not corpus.train:
-        raise DataError(f"no training texts left after filtering (source={source}, min_chars={min_chars})")
+        raise DataError(f"no training texts left after filtering (source={c.source}, min_chars={min_chars})")
     if not corpus.val:
-        raise DataError(f"no validation texts left after filtering (source={source}, min_chars={min_chars})")
+        raise DataError(f"no validation texts left after filtering (source={c.source}, min_chars={min_chars})")
     return corpus

@@ -94,13 +94,7 @@ class BackboneDataModule(L.LightningDataModule):
         t0 = time.perf_counter()
         c = self.config
         with cache_lock(self.cache_dir):
-            self.corpus: Corpus = load_corpus(
-                c.source, train_files=c.train_files, val_files=c.val_files,
-                n_train_stories=c.n_train_stories, n_val_stories=c.n_val_stories,
-                synthetic_seed=c.synthetic_seed, max_train_texts=c.max_train_texts,
-                max_val_texts=c.max_val_texts, val_fraction=c.val_fraction,
-                text_field=c.text_field, cache_dir=self.cache_dir,
-            )
+            self.corpus: Corpus = load_corpus(c, cache_dir=self.cache_dir)
             if c.tokenizer == "bpe":
                 self.tokenizer: TextTokenizer = load_or_train_bpe(
                     self.corpus.train, c.vocab_size, self.cache_dir,
