@@ -142,8 +142,8 @@ class AuthorsLoop:
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine_lr(self.step, self.peak_lr, 1500, 10_000)
         optimizer.zero_grad(set_to_none=True)
-        for _ in range(self.accumulate):
-            batch = self.batches[(self.step * self.accumulate) % len(self.batches)]
+        for micro in range(self.accumulate):
+            batch = self.batches[(self.step * self.accumulate + micro) % len(self.batches)]
             x, y, probe = (batch[k].to(self.device) for k in ("input_ids", "targets", "probe_mask"))
             loss = composite_loss_by_indexing(self.model(x), y, probe, self.lam) / self.accumulate
             loss.backward()

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from authors_style import AuthorsLoop  # noqa: E402
 from mfu import flops_per_token, mfu, peak_tflops  # noqa: E402
 from rounds import Spread, interleaved  # noqa: E402
+from step_timer import StepTimer  # noqa: E402
 
 PAPER_BATCH = 64          # sequences per micro-batch (SPEC §3)
 PAPER_ACCUMULATE = 2      # micro-batches per optimizer step (SPEC §3)
@@ -128,8 +129,6 @@ class LightningRunner:
 
     def run(self, warmup: int, steps: int) -> tuple[float, int | None, float]:
         import lightning as L
-
-        from step_timer import StepTimer
 
         timer = StepTimer(warmup, steps)
         loader = torch.utils.data.DataLoader(_Cycle(self.batches, (warmup + steps) * self.accumulate), batch_size=None)

@@ -60,6 +60,9 @@ step() { printf '\n[%4ds] == %s\n' $((SECONDS - START)) "$*"; }
 
 step "1/7 environment (dry run: $DRY_RUN, budget ${BUDGET_S} s, results in $RESULTS)"
 "$PYTHON" -c 'import sys, platform; print(f"    python {platform.python_version()} at {sys.executable}")'
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/    /'
+fi
 
 step "2/7 packages"
 if [[ -d "$WHEELS" ]] && compgen -G "$WHEELS/*.whl" > /dev/null; then
