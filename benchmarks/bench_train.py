@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 TARGET_RATIO = 0.9
 
 
-# torch, and the helpers that import it (rounds, step_timer), are imported only after pin_threads.
+# torch, and step_timer which imports it, are imported only after pin_threads (inside the functions).
 def pin_threads(n: int) -> None:
     """Before torch is imported: the same number of threads here and in every subprocess."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
