@@ -10,7 +10,12 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast bench bench-analysis bench-diagnostics clean
+# gpu-wheels: Python version and platforms of the GPU machine the wheels are for
+GPU_WHEELS ?= .wheels
+GPU_PYTHON_VERSION ?= 3.12
+GPU_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+
+.PHONY: help install demo test test-fast bench bench-analysis bench-diagnostics gpu-wheels gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -34,13 +39,25 @@ test: $(STAMP) ## run the whole test suite (what CI runs)
 test-fast: $(STAMP) ## the suite without the slow end-to-end subprocess tests
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: $(STAMP) ## all benchmarks (prints ratios against baselines measured in the same run)
+bench: $(STAMP) ## the CPU benchmarks (interleaved rounds, ratios against baselines measured in the same run)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_analysis.py --size a
-	$(BIN)/python benchmarks/bench_diagnostics.py
+	$(BIN)/python benchmarks/bench_diagnostics.py fisher
+	$(BIN)/python benchmarks/bench_diagnostics.py throughput
 
 bench-analysis: $(STAMP) ## analysis engine at paper scale (writes ~5 GB into a temp dir)
 	$(BIN)/python benchmarks/bench_analysis.py --size both
+
+gpu-wheels: $(BIN)/python ## download the wheels gpu_check.sh installs offline (Python 3.12) into .wheels/
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
+		--implementation cp $(GPU_PLATFORMS) --dest $(GPU_WHEELS) -r benchmarks/gpu_wheels.txt
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(GPU_WHEELS) -r benchmarks/gpu_wheels_from_source.txt
+	@ls -1 $(GPU_WHEELS)
+	@du -ch $(GPU_WHEELS)/*.whl | tail -n 1
+
+gpu-check: ## on a GPU machine: benchmark + paper-scale reproduction, <= 8 min (GPU_CHECK_DRY_RUN=1: CPU dry run)
+	bash benchmarks/gpu_check.sh
 
 clean: ## remove generated outputs (keeps .venv)
 	rm -rf multirun_outputs/* outputs wandb lightning_logs .pytest_cache
