@@ -82,6 +82,8 @@ def test_paper_protocols_are_encoded():
     assert sgd["sgdw_nesterov"].optimizer._target_ == "backbone_lab.optim.SGDW" and sgd["sgdw_nesterov"].optimizer.nesterov
     c = sgd["adamw"]
     assert (c.train.max_steps, c.schedule.warmup, c.schedule.total, c.model.name) == (4000, 1500, 4000, "paper")
+    assert compose_config(["+experiment=paper_baseline"]).trainer.precision == "32-true"  # the paper's fp32
+    assert compose_config(["+experiment=paper_quick"]).trainer.precision == "bf16-mixed"
     assert list(map(list, c.snapshots.dense)) == [[600, 2000, 50], [2000, 4000, 100]]
     b = compose_config(["+experiment=beta2_sweep"])
     assert b.data.p_probe == 0.10 and b.analysis.anchor_step == 1
