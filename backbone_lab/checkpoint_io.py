@@ -52,7 +52,9 @@ class DurableCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         ensure_free_space(path.parent, _nbytes(checkpoint) + (1 << 20), f"checkpoint {path.name}")
-        with atomic_file(path, previous=path.with_name("prev.ckpt") if path.name == "last.ckpt" else None) as f:
+        run = RunDir(path.parent.parent)
+        keep_previous = run.previous_checkpoint if path == run.last_checkpoint else None
+        with atomic_file(path, previous=keep_previous) as f:
             torch.save(checkpoint, f)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict[str, Any]:

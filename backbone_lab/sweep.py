@@ -44,6 +44,7 @@ from backbone_lab.run_identity import fingerprint
 from backbone_lab.distributed import env_global_rank
 from backbone_lab.preemption import Preempted
 from backbone_lab.run_markers import read_marker, write_marker
+from backbone_lab.run_dir import RunDir
 
 log = logging.getLogger("backbone_lab")
 
@@ -78,7 +79,7 @@ REDIRECT = "REDIRECT.json"
 
 def _saved_fingerprint(run_dir: Path) -> str | None:
     try:
-        return fingerprint(OmegaConf.load(run_dir / "config.yaml"))
+        return fingerprint(OmegaConf.load(RunDir(run_dir).config))
     except Exception:  # noqa: BLE001 - an unreadable old folder simply does not match
         return None
 
@@ -127,7 +128,7 @@ def find_previous(experiment_root: Path, current_sweep: Path, fp: str) -> tuple[
             marker = read_marker(run_dir)
             if marker and marker[0] == "DONE":
                 return run_dir, None
-            if unfinished is None and (run_dir / "checkpoints" / "last.ckpt").exists():
+            if unfinished is None and RunDir(run_dir).last_checkpoint.exists():
                 unfinished = run_dir
     return None, unfinished
 
@@ -179,7 +180,7 @@ def run_sweep_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> di
                 log.info("job %s: resuming the unfinished run in %s", job_dir.name, unfinished)
                 cfg.run_dir = str(unfinished)
                 cfg.resume = "auto"
-            elif (job_dir / "config.yaml").exists():  # this very job again (e.g. re-queued by SLURM)
+            elif RunDir(job_dir).config.exists():  # this very job again (e.g. re-queued by SLURM)
                 cfg.resume = "auto"
             cfg.run_name = job_dir.name
         _configure_wandb(cfg, ctx, swept)

@@ -35,6 +35,7 @@ import torch
 
 from backbone_lab import trunk
 from backbone_lab.durable import atomic_write_json
+from backbone_lab.run_dir import RunDir
 from backbone_lab.run_identity import plain as _plain
 from backbone_lab.diagnostics import alignment as al
 from backbone_lab.diagnostics import fisher as fi
@@ -113,7 +114,7 @@ class _DiagnosticCallback(L.Callback):
         if not trainer.is_global_zero:
             return
         if csv_name not in self._writers:
-            self._writers[csv_name] = RecordWriter(self.run_dir / "diagnostics" / FILES[csv_name], list(row))
+            self._writers[csv_name] = RecordWriter(RunDir(self.run_dir).diagnostics / FILES[csv_name], list(row))
         self._writers[csv_name].append(row)
         if self.log_to_loggers and trainer.loggers:
             prefix = metric_prefix or f"diagnostics/{self.group}"
@@ -313,7 +314,7 @@ class UpdateAlignmentCallback(_DiagnosticCallback):
         if not self.enabled or not trainer.is_global_zero:
             return
         summ = self.summary()
-        out = self.run_dir / "diagnostics" / "update_alignment_summary.json"
+        out = RunDir(self.run_dir).diagnostics / "update_alignment_summary.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out, summ, indent=2)
         if summ["sign_flip_step"] is not None and self.log_to_loggers:

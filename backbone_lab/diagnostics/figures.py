@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from backbone_lab.diagnostics.records import FILES, read_records
+from backbone_lab.run_dir import RunDir
 
 
 def _dir(run_dir, source: str | None) -> Path:
@@ -22,7 +23,7 @@ def _dir(run_dir, source: str | None) -> Path:
     p = Path(run_dir)
     if source is None and any((p / f).exists() for f in FILES.values()):
         return p
-    d = p / "diagnostics"
+    d = RunDir(p).diagnostics
     return d / source if source else d
 
 

@@ -40,7 +40,6 @@ import dataclasses
 
 import glob
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -57,6 +56,7 @@ from backbone_lab.diagnostics.reference_direction import (
 )
 from backbone_lab.model import GPT, ModelConfig
 from backbone_lab.objective import composite_loss, lambda_at
+from backbone_lab.run_dir import RunDir
 
 DEFAULTS: dict = {
     "steps": None,
@@ -101,7 +101,7 @@ def resolve_config(cfg: Mapping | None) -> dict:
 def load_run_config(run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
-    path = run_dir / "config.yaml"
+    path = RunDir(run_dir).config
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a backbone_lab run folder?")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
@@ -109,11 +109,11 @@ def load_run_config(run_dir: Path) -> dict:
 
 def _checkpoint_for(run_dir: Path, step: int) -> tuple[Path | None, int | None]:
     """(checkpoint file, its step): one of exactly `step` if present, else last.ckpt."""
-    ck = run_dir / "checkpoints"
+    ck = RunDir(run_dir).checkpoints
     exact = sorted(glob.glob(str(ck / f"*{step:06d}*.ckpt")))
     if exact:
         return Path(exact[0]), step
-    last = ck / "last.ckpt"
+    last = RunDir(run_dir).last_checkpoint
     return (last, None) if last.exists() else (None, None)
 
 
@@ -139,7 +139,7 @@ def build_model_at(run_dir: str | Path, step: int, reader=None, device: str = "c
     from backbone_lab.trajectory.store import TrajectoryReader
 
     run_dir = Path(run_dir)
-    reader = reader or TrajectoryReader(run_dir / "trajectory", verify=False)
+    reader = reader or TrajectoryReader(RunDir(run_dir).trajectory, verify=False)
     mc = load_run_config(run_dir)["model"]
     ckpt, ck_step = _checkpoint_for(run_dir, step)
     sd, ck_global = _load_checkpoint_model_state(ckpt) if ckpt is not None else ({}, None)
@@ -277,8 +277,8 @@ def run_offline_diagnostics(run_dir: str | Path, cfg: Mapping | None = None,
     run_dir = Path(run_dir)
     c = resolve_config(cfg)
     run_cfg = load_run_config(run_dir)
-    reader = TrajectoryReader(run_dir / "trajectory", verify=False)
-    out_dir = Path(c["out_dir"]) if c["out_dir"] else run_dir / "diagnostics" / "offline"
+    reader = TrajectoryReader(RunDir(run_dir).trajectory, verify=False)
+    out_dir = Path(c["out_dir"]) if c["out_dir"] else RunDir(run_dir).diagnostics / "offline"
     out_dir.mkdir(parents=True, exist_ok=True)
     device = c["device"]
     schedule = (run_cfg.get("objective") or {}).get("lambda_schedule") or [[0, 2.0]]
@@ -385,7 +385,7 @@ def analysis_hook(ctx: dict) -> dict:
     from backbone_lab.diagnostics.figures import plot_alignment, plot_fisher
 
     run_dir = Path(ctx["run_dir"])
-    out_dir = Path(ctx.get("out_dir") or run_dir / "analysis") / "diagnostics"
+    out_dir = Path(ctx.get("out_dir") or RunDir(run_dir).analysis) / "diagnostics"
     anchor = ctx.get("anchor_step")
     cfg = {"out_dir": str(out_dir),
            "reference": {"kind": "global", "anchor_step": int(anchor) if anchor is not None else 1,

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backbone_lab.run_dir import RunDir
+
 _FLOOR = 1e-12
 _CACHE: OrderedDict = OrderedDict()  # (path, steps, anchor, row_norm, k) -> ReferenceDirections
 _CACHE_SIZE = 4
@@ -261,7 +263,7 @@ class ReferenceProvider:
     def trajectory_dir(self) -> Path | None:
         if self.cfg.trajectory_dir:
             return Path(self.cfg.trajectory_dir)
-        return self.run_dir / "trajectory" if self.run_dir is not None else None
+        return RunDir(self.run_dir).trajectory if self.run_dir is not None else None
 
     def reader(self):
         tdir = self.trajectory_dir
