@@ -4,12 +4,16 @@ Importable and testable without the CLI (`python -m backbone_lab` is a thin Hydr
 it). Returns a dict of headline numbers (the value a Hydra sweeper could optimise is
 `final_val_loss`). In the order of the code below:
 
-1. every concept's typed config is built from its node (`typed`), the optimizer is tried on a
-   dummy parameter and the trainer is built and checked: bad input ends here, in one line,
-   before any data preparation or any write;
-2. rank 0 claims the run folder (`prepare_run_dir`: same config, resume decision); a
-   one-node multi-process run then starts its other ranks (`distributed.launch_local_workers`);
-3. data, model, fit; rank 0 alone writes markers, runs the analysis and talks to W&B.
+1. `check_config`: every concept's typed config is built from its node (`typed`), the optimizer
+   is tried on a dummy parameter, data files and the memory of one micro-batch are checked, the
+   trainer is built and its world size checked: bad input ends here, in one line, before any
+   data preparation or any write (the CLI runs the same function before Hydra makes a folder);
+2. rank 0 locks and claims the run folder (`prepare_run_dir`: same config, stale temp files,
+   the newest loadable checkpoint); a one-node multi-process run then starts its other ranks
+   (`distributed.launch_local_workers`);
+3. data, model, fit under `preemption.signals_handled` (SIGTERM/SIGINT: checkpoint and exit at
+   the next step boundary); `last.ckpt` is always the final step; rank 0 alone writes markers,
+   runs the analysis and talks to W&B.
 """
 
 from __future__ import annotations
