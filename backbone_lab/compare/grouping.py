@@ -90,7 +90,7 @@ def label_runs(runs: list[Run]) -> list[str]:
         for k in keys:
             if target_differs and k.startswith("optimizer."):
                 continue
-            short = k.split(".", 1)[1] if k.startswith(("optimizer.", "data.", "train.", "model.")) else k
+            short = k.split(".", 1)[1] if k.startswith(("optimizer.", "data.", "train.", "model.", "objective.")) else k
             item = f"{short}={_fmt(flat.get(k))}"
             parts.append(item)
             if k != "seed":

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from backbone_lab.compare import tables
+from backbone_lab.compare.claim_file import Claim
+from backbone_lab.compare.claims import check_claims, verdict_counts
 from backbone_lab.compare.grouping import label_runs
 from backbone_lab.compare.plots import overlay_figures
 from backbone_lab.compare.runs import Run
@@ -75,17 +77,35 @@ def build_tables(runs: list[Run]) -> dict[str, list[dict]]:
         "groups": tables.group_table(runs),
         "sgd_controls": tables.sgd_controls_table(runs) if any(tables.arm_of(r) in ("B", "C", "C'") for r in runs) else [],
         "matched_windows": tables.matched_windows_table(runs),
-        "beta2": tables.beta2_table(runs) if len({tables._beta2(r) for r in runs if tables._beta2(r) is not None}) > 1 else [],
+        "beta2": tables.beta2_table(runs) if len({tables.beta2_of(r) for r in runs if tables.beta2_of(r) is not None}) > 1 else [],
         "reheating": tables.reheating_table(runs),
     }
     return {k: v for k, v in out.items() if v}
 
 
-def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool = True) -> dict:
-    """Label the runs, build the tables, write report.md / <table>.csv / overlay PNGs."""
+CLAIM_COLUMNS = ("claim", "section", "verdict", "ours", "expected", "paper", "why")
+
+
+def claims_section(rows: list[dict], counts: dict[str, int]) -> list[str]:
+    """report.md lines of the claims check: counts, the verdict table, each claim's statement."""
+    lines = ["## Claims of the paper: do they hold on these runs?", "",
+             ", ".join(f"**{n}** {v}" for v, n in counts.items()) + ". A claim is *not testable here* when no run "
+             "can test it; `why` says what is missing (runs, probe learning, a diagnostic). `ours` lists each run's "
+             "value (label: value); `expected` is the check; `paper` the paper's numbers. Claims and thresholds: "
+             "`backbone_lab/compare/claims.yaml` (add your own with `--claims FILE`).", "",
+             markdown_table([{k: r[k] for k in CLAIM_COLUMNS} for r in rows]), "", "Statements:", ""]
+    lines += [f"* `{r['claim']}` ({r['section']}, metric `{r['metric']}`): {r['statement']}" for r in rows]
+    return lines + ["", "CSV: `claims.csv` (with the runs each verdict used)", ""]
+
+
+def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool = True,
+                 claims: list[Claim] | None = None) -> dict:
+    """Label the runs, check the claims, build the tables, write report.md / <table>.csv / PNGs."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     swept = label_runs(runs)
+    verdicts = check_claims(runs, claims) if claims else []
+    claim_rows = [v.row() for v in verdicts]
     built = build_tables(runs)
     figures = overlay_figures(runs, out_dir) if plots else []
     lines = [f"# Comparison of {len(runs)} runs", "",
@@ -93,6 +113,9 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
              f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m backbone_lab.compare`.", "",
              "Swept keys (values that differ between the runs' resolved `config.yaml`): "
              + (", ".join(f"`{k}`" for k in swept) if swept else "none"), ""]
+    if claim_rows:
+        write_csv(out_dir / "claims.csv", claim_rows)
+        lines += claims_section(claim_rows, verdict_counts(verdicts))
     for name, rows in built.items():
         title, note = TABLE_TITLES[name]
         write_csv(out_dir / f"{name}.csv", rows)
@@ -107,4 +130,4 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
         lines += ["Per quantity: " + ", ".join(f"[{f}]({f})" for f in figures if f != "overlay.png"), ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     return {"out_dir": str(out_dir), "tables": {k: len(v) for k, v in built.items()}, "figures": figures,
-            "swept_keys": swept}
+            "swept_keys": swept, "claims": claim_rows}
