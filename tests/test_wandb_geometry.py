@@ -53,10 +53,20 @@ def _put(into: dict, item) -> None:
     into[path[-1]] = json.loads(item.value_json)
 
 
-def offline_run(run_dir: Path) -> dict:
-    """{summary, config, history} of the one offline W&B run under `run_dir` (as W&B will sync it)."""
+def offline_run(run_dir: Path, wait_s: float = 60.0) -> dict:
+    """{summary, config, history} of the one offline W&B run under `run_dir` (as W&B will sync it).
+
+    `wandb.finish()` can return before W&B's service process has written the file out (seen on a
+    loaded machine): read again until the run's exit record is in it.
+    """
+    import time
+
     files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, files
+    deadline = time.monotonic() + wait_s
+    while not any(r.WhichOneof("record_type") == "exit" for r in offline_records(files[0])):
+        assert time.monotonic() < deadline, f"{files[0]} has no exit record after {wait_s} s"
+        time.sleep(0.5)
     summary: dict = {}
     config: dict = {}
     history: list[dict] = []
