@@ -12,12 +12,17 @@ from backbone_lab.compare import tables
 from backbone_lab.compare.claim_file import Claim
 from backbone_lab.compare.claims import check_claims, verdict_counts
 from backbone_lab.compare.grouping import label_runs
+from backbone_lab.compare.headline_figure import headline_figure
 from backbone_lab.compare.plots import overlay_figures
 from backbone_lab.compare.runs import Run
 
 TABLE_TITLES = {
     "runs": ("Runs", "Every run: state and headline numbers (PC1 / k95 from the run's own analysis, "
-                     "drift = ||theta(final) - theta(anchor)|| on the trunk)."),
+                     "drift = ||theta(final) - theta(anchor)|| on the trunk). Alignment with the backbone: "
+                     "`update_abs_cos` = mean |cos(u, v_b)| of the analysis' fixed-lag updates (global v_b); "
+                     "`grad_abs_cos` / `update_abs_cos_recorded` = per-batch gradient / Delta-step update |cos| "
+                     "recorded in training against the rolling v_b (callbacks=alignment), `update_over_grad` their "
+                     "ratio (paper: 20-30x); `noise_floor` = sqrt(2/(pi D))."),
     "groups": ("Seed groups", "Mean and sample std over runs that differ only in the seed."),
     "sgd_controls": ("SGD controls (paper Table 4)", "PC1 / k95 / k99 / drift on the dense snapshot window "
                      "(paper: [600, 2000] every 50 steps, anchored at its first checkpoint)."),
@@ -107,7 +112,7 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
     verdicts = check_claims(runs, claims) if claims else []
     claim_rows = [v.row() for v in verdicts]
     built = build_tables(runs)
-    figures = overlay_figures(runs, out_dir) if plots else []
+    figures = ([f for f in [headline_figure(runs, out_dir)] if f] + overlay_figures(runs, out_dir)) if plots else []
     lines = [f"# Comparison of {len(runs)} runs", "",
              f"Inputs: {', '.join(inputs)}  ",
              f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m backbone_lab.compare`.", "",
@@ -125,9 +130,14 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
                       "the paper protocol for that row (model, data, optimizer, schedule, steps, seed); "
                       "`paper_note` lists settings that still differ (e.g. the paper's val loss included EOS padding, "
                       "SPEC W6; the reference's beta2 sweep ran p_probe 0.20).", ""]
-    if figures:
-        lines += ["## Overlays", ""] + [f"![{f}]({f})" for f in figures if f == "overlay.png"] + [""]
-        lines += ["Per quantity: " + ", ".join(f"[{f}]({f})" for f in figures if f != "overlay.png"), ""]
+    if "headline.png" in figures:
+        lines += ["## Headline figure", "", "PC1 and k95 per run, the spectra overlaid, drift, gradient vs update "
+                  "alignment (with the noise floor) and the best p_ood (with the chance level).", "",
+                  "![headline](headline.png)", ""]
+    if "overlay.png" in figures:
+        lines += ["## Overlays", "", "a(t) and ||r(t)|| are measured along each run's own backbone (a different "
+                  "direction per run); reheating a(t) along its source run's backbone.", "", "![overlay.png](overlay.png)", ""]
+        lines += ["Per quantity: " + ", ".join(f"[{f}]({f})" for f in figures if f.startswith("overlay_")), ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     return {"out_dir": str(out_dir), "tables": {k: len(v) for k, v in built.items()}, "figures": figures,
             "swept_keys": swept, "claims": claim_rows}
