@@ -81,7 +81,8 @@ class Check:
             rel = ("≥" if self.factor != 1 else ">") if self.kind == "above" else ("≤" if self.factor != 1 else "<")
             scale = f"{self.factor:g} × " if self.factor != 1 else ""
             pad = f" {'+' if self.kind == 'above' else '−'} {self.margin:g}" if self.margin else ""
-            return f"{rel} {scale}runs with {_selection_text(self.other.runs)}{pad}"
+            same = f" (same {', '.join(self.other.same)})" if self.other.same else ""
+            return f"{rel} {scale}runs with {selection_text(self.other.runs)}{pad}{same}"
         word = "increases" if self.kind == "increases_with" else "decreases"
         tol = f" (tolerance {self.tolerance:g})" if self.tolerance else ""
         return f"{word} with {self.key}{tol}"
@@ -114,7 +115,7 @@ def _value_text(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def _selection_text(runs: dict[str, Any]) -> str:
+def selection_text(runs: dict[str, Any]) -> str:
     return ", ".join(f"{k}{'' if isinstance(v, dict) else '='}{_value_text(v)}" for k, v in runs.items()) or "all runs"
 
 

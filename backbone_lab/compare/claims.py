@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backbone_lab.compare.claim_file import Claim, Selection
+from backbone_lab.compare.claim_file import Claim, Selection, selection_text
 from backbone_lab.compare.claim_metrics import METRICS, ClaimContext, NotMeasured
 from backbone_lab.compare.claim_selection import select, selector_value, unmet, value_matches
 from backbone_lab.compare.runs import Run
@@ -99,15 +99,22 @@ def _sharing(runs: list[Run], m: Measured, keys: tuple[str, ...], ctx: ClaimCont
 
 def _missing(sel: Selection, m: Measured, what: str = "runs missing") -> str:
     if m.matched == 0:
-        wanted = ", ".join(f"{k}={v}" for k, v in sel.runs.items()) or "any"
         same = f" and the same {', '.join(sel.same)}" if sel.same else ""
-        return f"{what}: no run with {wanted}{same}"
-    return "; ".join(f"{_label(r)}: {why}" for r, why in m.left_out) or f"{what}: too few runs"
+        return f"{what}: no run with {selection_text(sel.runs)}{same}"
+    return _reasons(m.left_out) or f"{what}: too few runs"
+
+
+def _reasons(left_out: list[tuple[Run, str]]) -> str:
+    """'run a, run b: reason; run c: other reason' (runs with the same reason named together)."""
+    by_reason: dict[str, list[str]] = {}
+    for r, why in left_out:
+        by_reason.setdefault(why, []).append(_label(r))
+    return "; ".join(f"{', '.join(labels)}: {why}" for why, labels in by_reason.items())
 
 
 def _left_out_note(*ms: Measured) -> str:
-    items = [f"{_label(r)}: {why}" for m in ms for r, why in m.left_out]
-    return ("left out: " + "; ".join(items)) if items else ""
+    items = _reasons([x for m in ms for x in m.left_out])
+    return f"left out: {items}" if items else ""
 
 
 def _aggregate(values: list[float], how: str) -> float:
@@ -181,7 +188,7 @@ def check_claim(claim: Claim, runs: list[Run], ctx: ClaimContext | None = None) 
     if len(m.values) < needed:
         return Verdict(claim, UNTESTABLE, why=_missing(claim.selection, m))
     if claim.requires_some and not any(unmet(r, list(claim.requires_some), ctx) is None for r, _ in m.values):
-        reasons = "; ".join(f"{_label(r)}: {unmet(r, list(claim.requires_some), ctx)}" for r, _ in m.values)
+        reasons = _reasons([(r, unmet(r, list(claim.requires_some), ctx)) for r, _ in m.values])
         return Verdict(claim, UNTESTABLE, why=f"needs at least one run with {', '.join(claim.requires_some)} — {reasons}",
                        used=[_label(r) for r, _ in m.values])
     if claim.check.kind == "band":
