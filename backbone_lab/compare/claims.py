@@ -108,7 +108,8 @@ def _reasons(left_out: list[tuple[Run, str]]) -> str:
     """'run a, run b: reason; run c: other reason' (runs with the same reason named together)."""
     by_reason: dict[str, list[str]] = {}
     for r, why in left_out:
-        by_reason.setdefault(why, []).append(_label(r))
+        label = _label(r)
+        by_reason.setdefault(why, []).append(f"({label})" if ", " in label else label)
     return "; ".join(f"{', '.join(labels)}: {why}" for why, labels in by_reason.items())
 
 

@@ -92,13 +92,19 @@ CLAIM_COLUMNS = ("claim", "section", "verdict", "ours", "expected", "paper", "wh
 
 
 def claims_section(rows: list[dict], counts: dict[str, int]) -> list[str]:
-    """report.md lines of the claims check: counts, the verdict table, each claim's statement."""
+    """report.md lines of the claims check: counts, the tested claims, the untestable ones and why."""
+    tested = [r for r in rows if r["verdict"] != "not testable here"]
+    untested = [r for r in rows if r["verdict"] == "not testable here"]
     lines = ["## Claims of the paper: do they hold on these runs?", "",
-             ", ".join(f"**{n}** {v}" for v, n in counts.items()) + ". A claim is *not testable here* when no run "
-             "can test it; `why` says what is missing (runs, probe learning, a diagnostic). `ours` lists each run's "
-             "value (label: value); `expected` is the check; `paper` the paper's numbers. Claims and thresholds: "
-             "`backbone_lab/compare/claims.yaml` (add your own with `--claims FILE`).", "",
-             markdown_table([{k: r[k] for k in CLAIM_COLUMNS} for r in rows]), "", "Statements:", ""]
+             ", ".join(f"**{n}** {v}" for v, n in counts.items()) + ". `ours` lists each run's value (label: value), "
+             "`expected` the check, `paper` the paper's numbers; `why` names runs left out and their reasons. Claims "
+             "and thresholds: `backbone_lab/compare/claims.yaml` (add your own with `--claims FILE`).", ""]
+    if tested:
+        lines += [markdown_table([{k: r[k] for k in CLAIM_COLUMNS} for r in tested]), ""]
+    if untested:
+        lines += ["### Not testable on these runs", "",
+                  markdown_table([{k: r[k] for k in ("claim", "section", "why", "paper")} for r in untested]), ""]
+    lines += ["Statements:", ""]
     lines += [f"* `{r['claim']}` ({r['section']}, metric `{r['metric']}`): {r['statement']}" for r in rows]
     return lines + ["", "CSV: `claims.csv` (with the runs each verdict used)", ""]
 
