@@ -271,3 +271,16 @@ def test_verdicts_on_numbers_the_analysis_computed(tmp_path):
     ours = float(rows["backbone_dominance"]["ours"].split(": ")[1])
     assert ours == pytest.approx(json.loads((tmp_path / "s" / "adamw" / "analysis" / "summary.json").read_text())
                                  ["pca"]["rownorm"]["pc1_pct"], rel=1e-3)
+
+
+def test_an_ordering_within_protocols_is_not_pooled_across_them(tmp_path):
+    for steps, pcs in ((100, (70.0, 66.0, 52.0)), (999, (60.0, 62.0))):
+        for b2, pc1 in zip((0.99, 0.8, 0.0), pcs):
+            planted_run(tmp_path / f"s{steps}_b{b2}", config(optimizer__betas=[0.9, b2], train__max_steps=steps), pca(pc1))
+    doc = claim(metric="pc1_rownorm_pct", runs={"optimizer": "AdamW"}, min_runs=3,
+                expect={"increases_with": "beta2", "within": ["train.max_steps"]})
+    v = verdict(tmp_path, doc)
+    assert v.verdict == HOLDS  # the 999-step group has 2 beta2 values: skipped, not pooled with the 100-step one
+    assert "[train.max_steps=100] beta2 0: 52" in v.ours and "skipped train.max_steps=999: needs 3 distinct" in v.why
+    doc["claims"][0]["min_runs"] = 2
+    assert verdict(tmp_path, doc).verdict == FAILS  # 999 steps: 62 % at beta2 0.8 > 60 % at 0.99

@@ -18,7 +18,9 @@
           margin: 0                    # above: value > other + margin; below: value < other - margin
           factor: 1                    # above: value >= factor x other; below: value <= factor x other
         # other checks:  {at_least: 60, at_most: 80}          (a band; either end may be left out)
-        #                {increases_with: beta2, tolerance: 0.5}   (or decreases_with; any selector)
+        #                {increases_with: beta2, tolerance: 0.5, within: [train.max_steps]}
+        #                                      (or decreases_with; any selector; `within`: the ordering is
+        #                                       checked separately in each group of runs sharing those values)
         aggregate: each                # each (default) | any | mean | min | max over the selected runs
         min_runs: 1                    # runs needed to test it (order checks: distinct values, default 2)
         paper: "100 % vs 61.5 % (Table 4)"    # the paper's numbers, shown beside ours
@@ -41,7 +43,8 @@ PAPER_CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 
 CLAIM_KEYS = {"id", "section", "statement", "metric", "runs", "requires", "requires_some", "unless_flags", "expect",
               "aggregate", "min_runs", "paper"}
-EXPECT_KEYS = {"at_least", "at_most", "above", "below", "margin", "factor", "increases_with", "decreases_with", "tolerance"}
+EXPECT_KEYS = {"at_least", "at_most", "above", "below", "margin", "factor", "increases_with", "decreases_with", "tolerance",
+               "within"}
 AGGREGATES = ("each", "any", "mean", "min", "max")
 
 
@@ -70,6 +73,7 @@ class Check:
     factor: float = 1.0
     key: str | None = None
     tolerance: float = 0.0
+    within: tuple[str, ...] = ()  # orderings: checked separately within runs sharing these selector values
 
     def describe(self, unit: str = "") -> str:
         u = f" {unit}" if unit and unit not in ("×",) else unit
@@ -85,7 +89,8 @@ class Check:
             return f"{rel} {scale}runs with {selection_text(self.other.runs)}{pad}{same}"
         word = "increases" if self.kind == "increases_with" else "decreases"
         tol = f" (tolerance {self.tolerance:g})" if self.tolerance else ""
-        return f"{word} with {self.key}{tol}"
+        within = f", within runs of the same {', '.join(self.within)}" if self.within else ""
+        return f"{word} with {self.key}{tol}{within}"
 
 
 @dataclass(frozen=True)
@@ -176,9 +181,11 @@ def _check(node: Any, src: str, cid: str) -> Check:
             _fail(src, cid, f"expect.{kind}.same: unknown selector {bad}")
         return Check(kind, other=Selection(sel.runs, req, same), **{k: v for k, v in num.items() if k != "tolerance"})
     key = str(node[kind])
-    if not is_known_selector(key):
-        _fail(src, cid, f"expect.{kind}: unknown selector {key!r}")
-    return Check(kind, key=key, tolerance=num.get("tolerance", 0.0))
+    within = tuple(node.get("within") or ())
+    bad = [k for k in (key, *within) if not is_known_selector(str(k))]
+    if bad:
+        _fail(src, cid, f"expect.{kind}: unknown selector {bad}")
+    return Check(kind, key=key, tolerance=num.get("tolerance", 0.0), within=within)
 
 
 def parse_claims(doc: Any, src: str = "<claims>") -> list[Claim]:

@@ -157,19 +157,32 @@ def _compare(claim: Claim, m: Measured, other: Measured) -> Verdict:
 
 
 def _order(claim: Claim, m: Measured, ctx: ClaimContext) -> Verdict:
+    """An ordering along `key`, over the group means per key value; with `within`, separately in
+    each group of runs sharing those selector values (a group with too few values is skipped)."""
     chk = claim.check
-    groups: dict[float, list[float]] = {}
+    groups: dict[tuple, list[tuple[Run, float]]] = {}
     for r, v in m.values:
-        groups.setdefault(selector_value(r, chk.key, ctx), []).append(_scalar(v))
-    keys = sorted(groups)
-    means = [sum(groups[k]) / len(groups[k]) for k in keys]
-    ours = " → ".join(f"{chk.key} {k:g}: {_fmt(v)}" for k, v in zip(keys, means))
-    if len(keys) < claim.min_runs:
-        return Verdict(claim, UNTESTABLE, ours, f"needs {claim.min_runs} distinct {chk.key} values, have {len(keys)}")
+        groups.setdefault(tuple(str(selector_value(r, k, ctx)) for k in chk.within), []).append((r, _scalar(v)))
     up = chk.kind == "increases_with"
-    steps = list(zip(means, means[1:]))
-    holds = all((b >= a - chk.tolerance) if up else (b <= a + chk.tolerance) for a, b in steps)
-    return Verdict(claim, HOLDS if holds else FAILS, ours)
+    shown, verdicts, skipped = [], [], []
+    for where, members in groups.items():
+        by_key: dict[float, list[float]] = {}
+        for r, v in members:
+            by_key.setdefault(selector_value(r, chk.key, ctx), []).append(v)
+        keys = sorted(by_key)
+        means = [sum(by_key[k]) / len(by_key[k]) for k in keys]
+        text = " → ".join(f"{chk.key} {k:g}: {_fmt(v)}" for k, v in zip(keys, means))
+        name = ", ".join(f"{k}={w}" for k, w in zip(chk.within, where))
+        shown.append(f"[{name}] {text}" if name else text)
+        if len(keys) < claim.min_runs:
+            skipped.append(f"{name + ': ' if name else ''}needs {claim.min_runs} distinct {chk.key} values, have {len(keys)}")
+            continue
+        steps = list(zip(means, means[1:]))
+        verdicts.append(all((b >= a - chk.tolerance) if up else (b <= a + chk.tolerance) for a, b in steps))
+    ours = "; ".join(shown)
+    if not verdicts:
+        return Verdict(claim, UNTESTABLE, ours, "; ".join(skipped))
+    return Verdict(claim, HOLDS if all(verdicts) else FAILS, ours, "; ".join(f"skipped {x}" for x in skipped))
 
 
 def check_claim(claim: Claim, runs: list[Run], ctx: ClaimContext | None = None) -> Verdict:
