@@ -173,9 +173,10 @@ def _order(claim: Claim, m: Measured, ctx: ClaimContext) -> Verdict:
         means = [sum(by_key[k]) / len(by_key[k]) for k in keys]
         text = " → ".join(f"{chk.key} {k:g}: {_fmt(v)}" for k, v in zip(keys, means))
         name = ", ".join(f"{k}={w}" for k, w in zip(chk.within, where))
-        shown.append(f"[{name}] {text}" if name else text)
+        shown.append(f"[{name}] {text}" if name and len(groups) > 1 else text)
         if len(keys) < claim.min_runs:
-            skipped.append(f"{name + ': ' if name else ''}needs {claim.min_runs} distinct {chk.key} values, have {len(keys)}")
+            skipped.append(f"{name + ': ' if name and len(groups) > 1 else ''}needs {claim.min_runs} distinct {chk.key} "
+                           f"values, have {len(keys)}")
             continue
         steps = list(zip(means, means[1:]))
         verdicts.append(all((b >= a - chk.tolerance) if up else (b <= a + chk.tolerance) for a, b in steps))
