@@ -112,8 +112,10 @@ def headline_figure(runs: list[Run], out_dir: Path) -> str | None:
         for f in [f for f in floors if np.isfinite(f)][:1]:
             a_align.axhline(f, color="0.4", ls="--", lw=0.9, label=f"noise floor √(2/πD) = {f:.1e}")
         a_align.set_yscale("log")
+        lo, hi = a_align.get_ylim()
+        a_align.set_ylim(lo, hi * 30)  # headroom for the legend above the points
         a_align.set_ylabel("mean |cos| with v_b (log)")
-        a_align.legend(fontsize=6.5, loc="best")
+        a_align.legend(fontsize=6.5, loc="upper center", ncol=2)
         _run_axis(a_align, labels)
         for j, g in enumerate(grad):
             if np.isfinite(g) and np.isfinite(upd_rec[j]):
@@ -126,12 +128,13 @@ def headline_figure(runs: list[Run], out_dir: Path) -> str | None:
     if _bars(a_pood, best, colors, labels, "p_ood evaluations"):
         for t, rule in sorted({chance_threshold(r) for r in runs}):
             a_pood.axhline(t, color="0.4", ls="--", lw=0.9, label=f"chance ({rule}) = {t:.3f}")
-        a_pood.set_ylim(0, 1.02)
-        a_pood.legend(fontsize=7, loc="upper right")
+        a_pood.set_ylim(0, 1.2)
+        a_pood.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        a_pood.legend(fontsize=7, loc="upper center")
     a_pood.set_title("best OOD probe accuracy", fontsize=9)
     a_pood.set_ylabel("best p_ood (fraction of probes)")
 
-    fig.suptitle("Does each run have a backbone? (PCA and drift from each run's own analysis; "
+    fig.suptitle("Does each run have a backbone? (one colour per run, as under the bars; PCA and drift from each run's own analysis; "
                  f"anchor step {', '.join(sorted({str(x.anchor_step) for x in s}))})", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return P.save(plt, fig, Path(out_dir) / "headline.png").name
