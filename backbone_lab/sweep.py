@@ -147,15 +147,20 @@ def _swept_values(overrides: list[str]) -> dict[str, str]:
 
 
 def _configure_wandb(cfg: DictConfig, ctx: dict, swept: dict[str, str]) -> None:
+    """Name, group and tag the job's W&B run; its config gets `swept`: only the keys the sweep
+    varies, with typed values from the job's config (`loggers.sweep_values`)."""
+    from backbone_lab.loggers import sweep_values
+
     node = (cfg.get("logger") or {}).get("wandb") if cfg.get("logger") else None
     if node is None:
         return
     job_name = ctx["job_dir"].name
+    values = sweep_values(cfg, ctx["sweep_dir"], swept)
     with open_dict(node):
         node.name = f"{cfg.get('experiment_name', 'default')}/{job_name}"
         node.job_type = "sweep"
-        node.tags = list(node.get("tags") or []) + [f"{k}={v}"[:64] for k, v in swept.items()]
-        node.config = {"swept": swept, "sweep_dir": str(ctx["sweep_dir"]), "job_num": ctx["num"]}
+        node.tags = list(node.get("tags") or []) + [f"{k}={v}"[:64] for k, v in swept.items() if k in values]
+        node.config = {"swept": values, "sweep_dir": str(ctx["sweep_dir"]), "job_num": ctx["num"]}
 
 
 # --------------------------------------------------------------------------- the job wrapper

@@ -227,3 +227,32 @@ def test_paper_values_come_from_the_data_file():
     assert TABLE4["A"] == doc["table4_sgd_controls"]["arms"]["A"] and TABLE4["A"]["pc1_pct"] == 61.5
     assert TABLE5[("A", tuple(range(600, 2001, 50)))]["k99"] == 19
     assert BETA2[0.0]["drift"] == 161931.0 and REHEAT[3e-4]["first_ge_060"] is None
+
+
+def test_figures_label_units_use_log_axes_for_orders_of_magnitude_and_say_when_empty(tmp_path):
+    from backbone_lab.analysis.plotting import pyplot
+    from backbone_lab.compare.plots import PANELS, draw_panel, run_colors
+
+    runs = _sgd_runs(tmp_path, BASE)
+    label_runs(runs)
+    colors = run_colors(runs)
+    plt = pyplot()
+    panel = {p.stem: p for p in PANELS}
+    fig, ax = plt.subplots()
+    assert draw_panel(ax, runs, panel["a_t"], colors) and ax.get_yscale() == "linear"
+    assert "parameter units" in ax.get_ylabel() and "own backbone" in ax.get_title()
+    runs[1].timeseries["a_t"] = [v * 1e4 for v in runs[1].timeseries["a_t"]]  # beta2 = 0 style blow-up
+    fig, ax = plt.subplots()
+    assert draw_panel(ax, runs, panel["a_t"], colors) and ax.get_yscale() == "log"
+    fig, ax = plt.subplots()
+    assert draw_panel(ax, runs, panel["p_ood"], colors)
+    assert any("chance" in t.get_text() for t in ax.texts)  # the chance level is drawn and labelled
+    for r in runs:
+        r.rolling = {}
+    fig, ax = plt.subplots()
+    assert not draw_panel(ax, runs, panel["rho"], colors)
+    assert any("not enough snapshots" in t.get_text() for t in ax.texts)
+    plt.close("all")
+    info = compare([tmp_path / "sgd"], tmp_path / "out")
+    assert info["figures"][0] == "headline.png" and "overlay_rho.png" in info["figures"]
+    assert "![headline](headline.png)" in (tmp_path / "out" / "report.md").read_text()

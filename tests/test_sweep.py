@@ -115,7 +115,7 @@ def test_done_twin_is_skipped_and_unfinished_is_resumed(tmp_path, cfg, monkeypat
     assert sweep.run_sweep_job(_copy(c2), fake_train)["status"] == "done"
     assert seen["run_dir"] == str(old) and seen["resume"] == "auto"
     assert seen["wandb_name"].endswith("/1_y") and "optimizer=sgd" in seen["tags"]
-    assert seen["swept"] == {"optimizer": "sgd", "seed": "3"}
+    assert seen["swept"] == {"optimizer": "sgd", "seed": 11}  # typed, from the job's config (no multirun.yaml: every override)
     assert json.loads((job2 / "REDIRECT.json").read_text())["reason"] == "resumed"
 
 

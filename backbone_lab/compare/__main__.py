@@ -1,4 +1,4 @@
-"""`python -m backbone_lab.compare <sweep dir | run dirs ...> [--out DIR] [--no-plots]`."""
+"""`python -m backbone_lab.compare <sweep dir | run dirs ...> [--out DIR] [--no-plots] [--claims FILE ...]`."""
 
 from __future__ import annotations
 
@@ -17,18 +17,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: <the one input>/compare, "
                                                     "or multirun_outputs/compare for several inputs)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--claims", action="append", default=[], metavar="FILE",
+                        help="a claim file (format: backbone_lab/compare/claim_file.py) checked after the paper's "
+                             "claims; repeatable")
+    parser.add_argument("--no-paper-claims", action="store_true", help="check only the --claims files")
     args = parser.parse_args(argv)
 
     from backbone_lab.compare import compare
-    from backbone_lab.compare.report import markdown_table
+    from backbone_lab.compare.claim_file import ClaimFileError
+    from backbone_lab.compare.report import CLAIM_COLUMNS, markdown_table
 
     try:
-        info = compare(args.paths, args.out, plots=not args.no_plots)
-    except FileNotFoundError as err:
+        info = compare(args.paths, args.out, plots=not args.no_plots, claim_files=args.claims,
+                       paper_claims=not args.no_paper_claims)
+    except (FileNotFoundError, ClaimFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(info["out_dir"])
     print(f"compared {info['n_runs']} runs; swept keys: {', '.join(info['swept_keys']) or 'none'}")
+    if info["claims"]:
+        print("\nclaims:")
+        print(markdown_table([{k: r[k] for k in CLAIM_COLUMNS if k not in ("section", "paper")} for r in info["claims"]]))
     import csv
 
     for name in info["tables"]:

@@ -8,6 +8,7 @@ alike: a key is "swept" when its value differs between the runs being compared.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from backbone_lab.compare.runs import Run
@@ -90,8 +91,11 @@ def label_runs(runs: list[Run]) -> list[str]:
         for k in keys:
             if target_differs and k.startswith("optimizer."):
                 continue
-            short = k.split(".", 1)[1] if k.startswith(("optimizer.", "data.", "train.", "model.")) else k
-            item = f"{short}={_fmt(flat.get(k))}"
+            short = k.split(".", 1)[1] if k.startswith(("optimizer.", "data.", "train.", "model.", "objective.")) else k
+            value = flat.get(k)
+            if k == "init_from" and value:  # a source run folder: its name is enough to tell runs apart
+                value = Path(str(value)).name
+            item = f"{short}={_fmt(value)}"
             parts.append(item)
             if k != "seed":
                 group_parts.append(item)

@@ -1,87 +1,144 @@
-"""Overlay plots across runs: a(t), ‖r(t)‖, ρ(t), p_ood(t), val loss(t) (+ reheating a(t))."""
+"""Overlay plots across runs: a(t), ‖r(t)‖, ρ, update alignment, p_ood, val loss (+ reheating a(t)).
+
+Conventions of the per-run figures (`analysis.plotting`): every panel has a y label with its
+unit; a quantity whose runs differ by orders of magnitude (β2 = 0's drift) goes on a log axis;
+log axes of cosines carry the noise floor √(2/(πD)); p_ood panels carry the chance level; a
+panel no run can fill says why ("not enough snapshots ...") instead of staying empty. a(t) and
+‖r(t)‖ are each measured along the run's *own* backbone (different directions per run), which the
+panel title says; reheating a(t) is projected on the source run's backbone (common to all
+reheating runs of that source).
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from backbone_lab.analysis import plotting as P
+from backbone_lab.compare.claim_selection import chance_threshold
 from backbone_lab.compare.runs import Run
 
-PANELS = (  # (file stem, title, source, x column, y column, log y)
-    ("a_t", "a(t): drift along the backbone", "timeseries", "step", "a_t", False),
-    ("norm_r", "||r(t)||: transverse residual", "timeseries", "step", "norm_r_t", False),
-    ("rho", "rho(t): adjacent rolling-window alignment", "rolling", "centre", "rho_next", False),
-    ("p_ood", "p_ood (OOD probe accuracy)", "eval", "step", "p_ood", False),
-    ("val_loss", "validation loss", "eval", "step", "val_loss", True),
+
+@dataclass(frozen=True)
+class Panel:
+    stem: str          # overlay_<stem>.png
+    title: str
+    ylabel: str
+    source: str        # Run attribute holding the columns (timeseries, rolling, eval, update_alignment, reheat)
+    x: str
+    y: str
+    log: str = "auto"  # auto (when runs span > 100x) | always | never
+    missing: str = "not enough snapshots"
+
+
+PANELS = (
+    Panel("a_t", "a(t): drift along the backbone\n(each run's own backbone v_b)", "a(t) (parameter units)",
+          "timeseries", "step", "a_t", missing="no a(t): no analysis / not enough snapshots"),
+    Panel("norm_r", "‖r(t)‖: transverse residual\n(each run's own backbone v_b)", "‖r(t)‖ (parameter units)",
+          "timeseries", "step", "norm_r_t", missing="no ‖r(t)‖: no analysis / not enough snapshots"),
+    Panel("rho", "ρ: adjacent rolling-window backbones", "ρ = |cos(v_w, v_w+1)| (0-1)", "rolling", "centre",
+          "rho_next", log="never", missing="not enough snapshots for two rolling windows"),
+    Panel("update_alignment", "updates vs the backbone\n(each run's own global v_b)", "|cos(u, v_b)| (log)",
+          "update_alignment", "step", "abs_cos", log="always", missing="not enough snapshots for update alignment"),
+    Panel("p_ood", "OOD probe accuracy", "p_ood (fraction of probes)", "eval", "step", "p_ood", log="never",
+          missing="no p_ood evaluations"),
+    Panel("val_loss", "validation loss (L_LM)", "val L_LM (nats/token)", "eval", "step", "val_loss",
+          missing="no validation loss"),
 )
+REHEAT_PANEL = Panel("reheat_a", "reheating: a(t) on the source run's backbone\n(common v_b per source run)",
+                     "a(t) (parameter units)", "reheat", "steps", "a", log="never")
 
 
-def _series(run: Run, source: str, x: str, y: str) -> tuple[list[float], list[float]]:
-    data = getattr(run, source)
-    xs, ys = data.get(x) or [], data.get(y) or []
-    pts = [(a, b) for a, b in zip(xs, ys) if math.isfinite(a) and math.isfinite(b)]
-    return [p[0] for p in pts], [p[1] for p in pts]
+def _series(run: Run, panel: Panel) -> tuple[np.ndarray, np.ndarray]:
+    if panel.source == "reheat":
+        xs, ys = run.summary.reheat_steps, run.summary.reheat_a
+    else:
+        data = getattr(run, panel.source)
+        xs, ys = data.get(panel.x) or [], data.get(panel.y) or []
+    pts = [(a, b) for a, b in zip(xs, ys) if a is not None and b is not None and math.isfinite(a) and math.isfinite(b)]
+    return np.array([p[0] for p in pts], dtype=float), np.array([p[1] for p in pts], dtype=float)
+
+
+def run_colors(runs: list[Run]) -> dict[int, str]:
+    """One colour per run, the same in every figure of the comparison."""
+    cycle = [f"C{i}" for i in range(10)]
+    return {id(r): cycle[i % len(cycle)] for i, r in enumerate(runs)}
+
+
+def _reference_line(ax, y: float, text: str) -> None:
+    """A dashed horizontal reference (noise floor, chance level), labelled on the plot itself."""
+    ax.axhline(y, color="0.4", ls="--", lw=0.9, label=text)
+    ax.text(0.01, y, " " + text, transform=ax.get_yaxis_transform(), fontsize=6.5, color="0.3", va="bottom")
+
+
+def draw_panel(ax, runs: list[Run], panel: Panel, colors: dict[int, str]) -> bool:
+    """Draw one overlay panel; False (and a "not enough ..." message) when no run has data."""
+    series = [(r, *_series(r, panel)) for r in runs]
+    series = [(r, x, y) for r, x, y in series if len(x) >= (1 if panel.source in ("eval", "reheat") else 2)]
+    ax.set_title(panel.title, fontsize=9)
+    if not series:
+        P.not_enough(ax, panel.missing)
+        return False
+    for r, x, y in series:
+        ax.plot(x, P.positive(y) if panel.log == "always" else y, lw=1.3, marker="." if len(x) < 30 else None,
+                color=colors[id(r)], label=r.label or r.name)
+    every = np.concatenate([y for _, _, y in series])
+    # log when the runs differ by orders of magnitude (their largest values), not because a curve starts at 0
+    logy = panel.log == "always" or (panel.log == "auto" and P.spans_decades([np.nanmax(np.abs(y)) for _, _, y in series]))
+    if logy and np.isfinite(P.positive(every)).any():
+        ax.set_yscale("log")
+        if panel.log == "auto":
+            for line in ax.get_lines():
+                line.set_ydata(P.positive(line.get_ydata()))
+    ax.set_ylabel(panel.ylabel + (" (log)" if logy and "log" not in panel.ylabel else ""))
+    P.step_axis(ax, "window centre (optimizer step)" if panel.x == "centre" else
+                "reheating step" if panel.source == "reheat" else "optimizer step")
+    if panel.stem == "update_alignment":
+        floors = {r.get("update_alignment.noise_floor.mean_abs_cos") for r, _, _ in series} - {None}
+        for f in sorted(floors):
+            _reference_line(ax, f, f"noise floor √(2/πD) = {f:.1e}")
+    if panel.stem == "p_ood":
+        for t, rule in sorted({chance_threshold(r) for r, _, _ in series}):
+            _reference_line(ax, t, f"chance ({rule}) = {t:.3f}")
+        ax.set_ylim(-0.02, 1.02)
+    if panel.stem == "rho":
+        ax.set_ylim(0, 1.02)
+    if panel.stem == "reheat_a":
+        ax.axhline(0, color="0.6", lw=0.6)
+    return True
 
 
 def overlay_figures(runs: list[Run], out_dir: Path) -> list[str]:
     """Write `overlay.png` (all panels) and one `overlay_<quantity>.png` per panel; returns names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = [r for r in runs if r.ok or r.eval]
     if not runs:
         return []
+    plt = P.pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    panels = list(PANELS)
-    if any(r.summary.reheat_steps for r in runs):
-        panels.append(("reheat_a", "reheating: a(t) in the source backbone frame", "reheat", "steps", "a", False))
-
-    def draw(ax, stem, title, source, x, y, logy):
-        any_line = False
-        for r in runs:
-            if source == "reheat":
-                xs, ys = r.summary.reheat_steps, r.summary.reheat_a
-                pts = [(a, b) for a, b in zip(xs, ys) if a is not None and b is not None]
-                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            else:
-                xs, ys = _series(r, source, x, y)
-            if xs:
-                ax.plot(xs, ys, label=r.label or r.name, lw=1.2)
-                any_line = True
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("step" if x != "centre" else "window centre (step)", fontsize=8)
-        if logy and any_line:
-            ax.set_yscale("log")
-        ax.tick_params(labelsize=7)
-        return any_line
-
-    n = len(panels)
+    colors = run_colors(runs)
+    panels = list(PANELS) + ([REHEAT_PANEL] if any(r.summary.reheat_steps for r in runs) else [])
     cols = 3
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.4 * rows), squeeze=False)
-    handles, labels = [], []
-    for ax, spec in zip(axes.flat, panels):
-        draw(ax, *spec)
-        h, lab = ax.get_legend_handles_labels()
-        if len(lab) > len(labels):
-            handles, labels = h, lab
-    for ax in list(axes.flat)[n:]:
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        draw_panel(ax, runs, panel, colors)
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    if labels:
-        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(labels) / 4), 1, 1))
-    fig.savefig(out_dir / "overlay.png", dpi=110)
-    plt.close(fig)
-    written.append("overlay.png")
-    for spec in panels:
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        if draw(ax, *spec):
-            ax.legend(fontsize=7, frameon=False)
+    handles = [plt.Line2D([], [], color=colors[id(r)], lw=2) for r in runs]
+    labels = [r.label or r.name for r in runs]
+    ncol = min(3, len(labels))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.03 + 0.03 * math.ceil(len(labels) / ncol), 1, 1))
+    written = [P.save(plt, fig, out_dir / "overlay.png").name]
+    for panel in panels:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        if draw_panel(ax, runs, panel, colors):
+            ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
             fig.tight_layout()
-            fig.savefig(out_dir / f"overlay_{spec[0]}.png", dpi=110)
-            written.append(f"overlay_{spec[0]}.png")
-        plt.close(fig)
+            written.append(P.save(plt, fig, out_dir / f"overlay_{panel.stem}.png").name)
+        else:
+            plt.close(fig)
     return written

@@ -9,13 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from backbone_lab.compare import tables
+from backbone_lab.compare.claim_file import Claim
+from backbone_lab.compare.claims import check_claims, verdict_counts
 from backbone_lab.compare.grouping import label_runs
+from backbone_lab.compare.headline_figure import headline_figure
 from backbone_lab.compare.plots import overlay_figures
 from backbone_lab.compare.runs import Run
 
 TABLE_TITLES = {
     "runs": ("Runs", "Every run: state and headline numbers (PC1 / k95 from the run's own analysis, "
-                     "drift = ||theta(final) - theta(anchor)|| on the trunk)."),
+                     "drift = ||theta(final) - theta(anchor)|| on the trunk). Alignment with the backbone: "
+                     "`update_abs_cos` = mean |cos(u, v_b)| of the analysis' fixed-lag updates (global v_b); "
+                     "`grad_abs_cos` / `update_abs_cos_recorded` = per-batch gradient / Delta-step update |cos| "
+                     "recorded in training against the rolling v_b (callbacks=alignment), `update_over_grad` their "
+                     "ratio (paper: 20-30x); `noise_floor` = sqrt(2/(pi D))."),
     "groups": ("Seed groups", "Mean and sample std over runs that differ only in the seed."),
     "sgd_controls": ("SGD controls (paper Table 4)", "PC1 / k95 / k99 / drift on the dense snapshot window "
                      "(paper: [600, 2000] every 50 steps, anchored at its first checkpoint)."),
@@ -75,24 +82,51 @@ def build_tables(runs: list[Run]) -> dict[str, list[dict]]:
         "groups": tables.group_table(runs),
         "sgd_controls": tables.sgd_controls_table(runs) if any(tables.arm_of(r) in ("B", "C", "C'") for r in runs) else [],
         "matched_windows": tables.matched_windows_table(runs),
-        "beta2": tables.beta2_table(runs) if len({tables._beta2(r) for r in runs if tables._beta2(r) is not None}) > 1 else [],
+        "beta2": tables.beta2_table(runs) if len({tables.beta2_of(r) for r in runs if tables.beta2_of(r) is not None}) > 1 else [],
         "reheating": tables.reheating_table(runs),
     }
     return {k: v for k, v in out.items() if v}
 
 
-def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool = True) -> dict:
-    """Label the runs, build the tables, write report.md / <table>.csv / overlay PNGs."""
+CLAIM_COLUMNS = ("claim", "section", "verdict", "ours", "expected", "paper", "why")
+
+
+def claims_section(rows: list[dict], counts: dict[str, int]) -> list[str]:
+    """report.md lines of the claims check: counts, the tested claims, the untestable ones and why."""
+    tested = [r for r in rows if r["verdict"] != "not testable here"]
+    untested = [r for r in rows if r["verdict"] == "not testable here"]
+    lines = ["## Claims of the paper: do they hold on these runs?", "",
+             ", ".join(f"**{n}** {v}" for v, n in counts.items()) + ". `ours` lists each run's value (label: value), "
+             "`expected` the check, `paper` the paper's numbers; `why` names runs left out and their reasons. Claims "
+             "and thresholds: `backbone_lab/compare/claims.yaml` (add your own with `--claims FILE`).", ""]
+    if tested:
+        lines += [markdown_table([{k: r[k] for k in CLAIM_COLUMNS} for r in tested]), ""]
+    if untested:
+        lines += ["### Not testable on these runs", "",
+                  markdown_table([{k: r[k] for k in ("claim", "section", "why", "paper")} for r in untested]), ""]
+    lines += ["Statements:", ""]
+    lines += [f"* `{r['claim']}` ({r['section']}, metric `{r['metric']}`): {r['statement']}" for r in rows]
+    return lines + ["", "CSV: `claims.csv` (with the runs each verdict used)", ""]
+
+
+def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool = True,
+                 claims: list[Claim] | None = None) -> dict:
+    """Label the runs, check the claims, build the tables, write report.md / <table>.csv / PNGs."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     swept = label_runs(runs)
+    verdicts = check_claims(runs, claims) if claims else []
+    claim_rows = [v.row() for v in verdicts]
     built = build_tables(runs)
-    figures = overlay_figures(runs, out_dir) if plots else []
+    figures = ([f for f in [headline_figure(runs, out_dir)] if f] + overlay_figures(runs, out_dir)) if plots else []
     lines = [f"# Comparison of {len(runs)} runs", "",
              f"Inputs: {', '.join(inputs)}  ",
              f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m backbone_lab.compare`.", "",
              "Swept keys (values that differ between the runs' resolved `config.yaml`): "
              + (", ".join(f"`{k}`" for k in swept) if swept else "none"), ""]
+    if claim_rows:
+        write_csv(out_dir / "claims.csv", claim_rows)
+        lines += claims_section(claim_rows, verdict_counts(verdicts))
     for name, rows in built.items():
         title, note = TABLE_TITLES[name]
         write_csv(out_dir / f"{name}.csv", rows)
@@ -102,9 +136,14 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
                       "the paper protocol for that row (model, data, optimizer, schedule, steps, seed); "
                       "`paper_note` lists settings that still differ (e.g. the paper's val loss included EOS padding, "
                       "SPEC W6; the reference's beta2 sweep ran p_probe 0.20).", ""]
-    if figures:
-        lines += ["## Overlays", ""] + [f"![{f}]({f})" for f in figures if f == "overlay.png"] + [""]
-        lines += ["Per quantity: " + ", ".join(f"[{f}]({f})" for f in figures if f != "overlay.png"), ""]
+    if "headline.png" in figures:
+        lines += ["## Headline figure", "", "PC1 and k95 per run, the spectra overlaid, drift, gradient vs update "
+                  "alignment (with the noise floor) and the best p_ood (with the chance level).", "",
+                  "![headline](headline.png)", ""]
+    if "overlay.png" in figures:
+        lines += ["## Overlays", "", "a(t) and ||r(t)|| are measured along each run's own backbone (a different "
+                  "direction per run); reheating a(t) along its source run's backbone.", "", "![overlay.png](overlay.png)", ""]
+        lines += ["Per quantity: " + ", ".join(f"[{f}]({f})" for f in figures if f.startswith("overlay_")), ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     return {"out_dir": str(out_dir), "tables": {k: len(v) for k, v in built.items()}, "figures": figures,
-            "swept_keys": swept}
+            "swept_keys": swept, "claims": claim_rows}

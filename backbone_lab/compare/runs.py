@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from backbone_lab.analysis.stages.decomposition import TIMESERIES_CSV
 from backbone_lab.analysis.stages.rolling import ROLLING_CSV
+from backbone_lab.analysis.stages.update_alignment import UA_CSV
 from backbone_lab.analysis.summary import Summary
 from backbone_lab.metrics_csv import read_columns
 from backbone_lab.run_dir import RunDir
@@ -38,6 +39,7 @@ class Run:
     summary: Summary = field(default_factory=Summary)
     timeseries: dict[str, list[float]] = field(default_factory=dict)
     rolling: dict[str, list[float]] = field(default_factory=dict)
+    update_alignment: dict[str, list[float]] = field(default_factory=dict)  # step, abs_cos (trunk, fixed lag)
     label: str = ""
     group: str = ""
 
@@ -66,6 +68,19 @@ def _columns(path: Path, key: str | None = "step") -> dict[str, list[float]]:
     """A numeric CSV as column -> list (empty when absent): eval metrics de-duplicated on step."""
     cols = read_columns(path, key=key)
     return {k: v.tolist() for k, v in cols.items()} if cols else {}
+
+
+def _trunk_update_alignment(path: Path) -> dict[str, list[float]]:
+    """step -> |cos(u, v_b)| of the analysis' trunk updates (fixed lag, else consecutive), {} when absent."""
+    import csv
+
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("subset") == "trunk"]
+    variant = "fixed_lag" if any(r.get("variant") == "fixed_lag" for r in rows) else "consecutive"
+    pts = sorted((float(r["step"]), float(r["abs_cos"])) for r in rows if r.get("variant") == variant and r.get("abs_cos"))
+    return {"step": [p[0] for p in pts], "abs_cos": [p[1] for p in pts]} if pts else {}
 
 
 def redirect_target(job_dir: Path) -> tuple[Path, str | None]:
@@ -124,6 +139,7 @@ def load_run(run_dir: Path, job_dir: Path | None = None) -> Run:
         summary=Summary.read_or_empty(rd.summary),
         timeseries=_columns(rd.analysis / TIMESERIES_CSV),
         rolling=_columns(rd.analysis / ROLLING_CSV, key=None),
+        update_alignment=_trunk_update_alignment(rd.analysis / UA_CSV),
     )
 
 

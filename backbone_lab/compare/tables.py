@@ -65,6 +65,11 @@ def headline(run: Run) -> dict[str, Any]:
         "drift": _nan(s.drift_final),
         "backbone_frac_mean": _nan(s.backbone_frac_mean),
         "rho_mean": _nan(s.rho_mean),
+        "update_abs_cos": _nan(s.update_mean_abs_cos),
+        "grad_abs_cos": _nan(s.grad_mean_abs_cos),
+        "update_abs_cos_recorded": _nan(s.get_path("training_diagnostics.update_mean_abs_cos")),
+        "update_over_grad": _nan(s.update_over_grad),
+        "noise_floor": _nan(s.get_path("update_alignment.noise_floor.mean_abs_cos")),
         "anchor_step": _nan(s.anchor_step),
         "snapshots_used": _nan(s.snapshots_used),
         "analysis_flags": ",".join(s.flag_codes),
@@ -248,14 +253,14 @@ def matched_windows_table(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def _beta2(run: Run) -> float | None:
+def beta2_of(run: Run) -> float | None:
     betas = run.cfg("optimizer.betas")
     if isinstance(betas, (list, tuple)) and len(betas) == 2 and "Adam" in str(run.cfg("optimizer._target_")):
         return float(betas[1])
     return None
 
 
-def _early_corr(run: Run) -> float:
+def early_correlation(run: Run) -> float:
     """corr(p_ood, ||r||) of the window (0, early_max_step], else of the first window from 0."""
     s = run.summary
     windows = s.correlation_windows
@@ -270,7 +275,7 @@ def beta2_table(runs: list[Run]) -> list[dict]:
     """§6.1: PC1 row-norm/raw, drift, best p_ood, mean |cos(u, v_b)| (all / early), early corr."""
     rows = []
     for r in runs:
-        b2 = _beta2(r)
+        b2 = beta2_of(r)
         if b2 is None or not r.ok:
             continue
         h, s = headline(r), r.summary
@@ -278,7 +283,7 @@ def beta2_table(runs: list[Run]) -> list[dict]:
             "beta2": b2, "run": r.label or r.name, "state": r.state,
             "pc1_rownorm": h["pc1_rownorm"], "pc1_raw": h["pc1_raw"], "drift": h["drift"],
             "best_p_ood": h["best_p_ood"], "mean_abs_cos": _nan(s.update_mean_abs_cos),
-            "early_abs_cos": _nan(s.update_mean_abs_cos_early), "early_corr": _early_corr(r),
+            "early_abs_cos": _nan(s.update_mean_abs_cos_early), "early_corr": early_correlation(r),
             "update_lag": _nan(s.update_lag),
         }
         paper_vals = next((v for k, v in BETA2.items() if math.isclose(k, b2, abs_tol=1e-9)), None)
