@@ -65,7 +65,7 @@ class BackboneLitModule(L.LightningModule):
         # Per-rank device state (plain attributes, not buffers: DDP would broadcast rank 0's):
         # running sums since the last evaluation [sum of micro-batch losses, count], and the
         # first divergence seen since the last sync [flag, step, loss].
-        self._train_loss_sums = torch.zeros(2, dtype=torch.float64)
+        self._train_loss_sums = torch.zeros(3, dtype=torch.float64)
         self._divergence = torch.zeros(3, dtype=torch.float64)
 
     # -- schedules -----------------------------------------------------------------------
@@ -116,7 +116,7 @@ class BackboneLitModule(L.LightningModule):
         lam = self.current_lambda()
         parts = self.loss_parts(batch, lam)
         loss = parts.loss.detach()
-        self._watch(loss)
+        self._watch(loss, parts.lm.detach())
         self._last_loss = loss
         # Host numbers are logged as CPU tensors: `self.log` of a Python float creates a tensor on
         # the module's device, a blocking host-to-device copy on a GPU. Nothing here is logged to
@@ -136,10 +136,11 @@ class BackboneLitModule(L.LightningModule):
         )
         return parts.loss
 
-    def _watch(self, loss: torch.Tensor) -> None:
-        """Device-side bookkeeping of one micro-batch loss: running sums and the first divergence."""
+    def _watch(self, loss: torch.Tensor, lm: torch.Tensor) -> None:
+        """Device-side bookkeeping of one micro-batch: running sums [composite, L_LM, count] and
+        the first divergence."""
         loss64 = loss.double()
-        self._train_loss_sums = self._train_loss_sums + torch.stack([loss64, torch.ones_like(loss64)])
+        self._train_loss_sums = self._train_loss_sums + torch.stack([loss64, lm.double(), torch.ones_like(loss64)])
         bad = ~torch.isfinite(loss64)
         if self.loop.divergence_loss is not None:
             bad = bad | (loss64 > self.loop.divergence_loss)
@@ -165,7 +166,8 @@ class BackboneLitModule(L.LightningModule):
             raise DivergenceError(int(step), loss)
 
     def take_train_loss_sums(self) -> torch.Tensor:
-        """[sum of micro-batch losses, count] on this rank since the last call (then reset)."""
+        """[sum of micro-batch composite losses, of their L_LM, count] on this rank since the last
+        call (then reset)."""
         sums = self._train_loss_sums
         self._train_loss_sums = torch.zeros_like(sums)
         return sums
@@ -179,7 +181,8 @@ class BackboneLitModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         sums = checkpoint.get("train_loss_sums")
-        if sums is not None and (self._trainer is None or self.trainer.global_rank == 0):
+        if sums is not None and sums.shape == self._train_loss_sums.shape and (
+                self._trainer is None or self.trainer.global_rank == 0):
             self._train_loss_sums = sums.to(dtype=torch.float64)
 
     # -- optimizer ---------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The per-evaluation metrics CSV (`<run_dir>/eval_metrics.csv`): the one writer and reader.
 
-Columns (docs/ARCHITECTURE.md): `step, train_loss, val_loss, p_in, p_ood, nll_in, nll_ood,
-lm_ood, r_ood, lambda, lr`. Each row is flushed and fsync'ed as soon as it is written, so nothing
+Columns (docs/ARCHITECTURE.md): `step, train_loss, train_lm_loss, val_loss, p_in, p_ood, nll_in,
+nll_ood, lm_ood, r_ood, lambda, lr` (`train_loss` is the composite L_LM + λ L_probe of the training
+micro-batches since the previous evaluation, `train_lm_loss` their L_LM, comparable with
+`val_loss`). Each row is flushed and fsync'ed as soon as it is written, so nothing
 is lost on a crash. A resumed run may evaluate a step again: every reader keeps the last row of
 each step and returns the rows sorted by step. Empty or non-numeric cells read as NaN.
 
@@ -24,14 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-EVAL_COLUMNS = ("step", "train_loss", "val_loss", "p_in", "p_ood", "nll_in", "nll_ood",
+EVAL_COLUMNS = ("step", "train_loss", "train_lm_loss", "val_loss", "p_in", "p_ood", "nll_in", "nll_ood",
                 "lm_ood", "r_ood", "lambda", "lr")
 
 
 def append_row(path: str | Path, row: dict, columns=EVAL_COLUMNS) -> None:
-    """Append one row (missing keys -> empty cell); writes the header for a new file."""
+    """Append one row (missing keys -> empty cell); writes the header for a new file and keeps
+    an existing file's columns (a run resumed by a newer version stays one consistent table)."""
     path = Path(path)
     new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with open(path, newline="") as f:
+            columns = next(csv.reader(f), None) or list(columns)
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         if new:

@@ -157,3 +157,12 @@ def test_resume_continues_cadence_and_csvs(diag_run):
                 assert np.allclose(a[key], b[key], rtol=1e-6, atol=1e-9, equal_nan=True), (name, key)
     summ = json.loads((tmp / "resumed" / "diagnostics" / "update_alignment_summary.json").read_text())
     assert summ["n_points"] == 2
+
+
+def test_diagnostics_use_the_trunk_columns_of_a_store_with_norms(tmp_path):
+    """A store that also holds the blocks' norms (the paper experiments' `blocks_with_ln`): the
+    reference backbone is built from the trunk columns, in the gradients' coordinates."""
+    result = train(_cfg(tmp_path, "ln", ["snapshots.subset=blocks_with_ln"]))
+    assert result["status"] == "done"
+    g = read_records(tmp_path / "ln" / "diagnostics" / "grad_alignment.csv")
+    assert list(g["step"]) == [10, 15, 20] and np.all((g["abs_cos"] >= 0) & (g["abs_cos"] <= 1))

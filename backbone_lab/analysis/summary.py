@@ -215,6 +215,26 @@ class Summary(Mapping[str, Any]):
         return _number(self.get_path("decomposition.backbone_frac_mean"))
 
     @property
+    def rho_min(self) -> float | None:
+        """Smallest rolling-window |<v_b(t), v_b(t+1)>| (SPEC §5.4)."""
+        return _number(self.get_path("rolling.rho_min"))
+
+    @property
+    def phase_overlap(self) -> float | None:
+        """|<v_E, v_L>|: early vs late phase backbones (SPEC §5.5)."""
+        return _number(self.get_path("phases.abs_overlap_vE_vL"))
+
+    @property
+    def update_abs_cos_recorded(self) -> float | None:
+        """Mean |cos(update, v_b)| the in-training diagnostics recorded."""
+        return _number(self.get_path("training_diagnostics.update_mean_abs_cos"))
+
+    @property
+    def noise_floor(self) -> float | None:
+        """E|cos| of a random direction with the backbone in D dims (the alignment noise floor)."""
+        return _number(self.get_path("update_alignment.noise_floor.mean_abs_cos"))
+
+    @property
     def rho_mean(self) -> float | None:
         """Mean ρ between adjacent rolling windows (None when the rolling stage was skipped)."""
         return _number(self.get_path("rolling.rho_mean"))

@@ -66,11 +66,12 @@ class EvaluationCallback(L.Callback):
         val_loss = finish_lm(values[:n_lm])
         probe_in = finish_probe(values[n_lm:n_lm + n_pr])
         probe_ood = finish_probe(values[n_lm + n_pr:n_lm + 2 * n_pr])
-        loss_sum, loss_count = values[-2:]
+        loss_sum, lm_sum, loss_count = values[-3:]
         lm_ood = probe_ood["lm_nll"]
         row = {
             "step": step,
             "train_loss": loss_sum / loss_count if loss_count else math.nan,
+            "train_lm_loss": lm_sum / loss_count if loss_count else math.nan,
             "val_loss": val_loss,
             "p_in": probe_in["acc"],
             "p_ood": probe_ood["acc"],

@@ -100,7 +100,7 @@ def headline_figure(runs: list[Run], out_dir: Path) -> str | None:
     a_drift.set_title("drift from the anchor (trunk)", fontsize=9)
 
     grad = [_val(x.grad_mean_abs_cos) for x in s]
-    upd_rec = [_val(x.get_path("training_diagnostics.update_mean_abs_cos")) for x in s]
+    upd_rec = [_val(x.update_abs_cos_recorded) for x in s]
     upd = [_val(x.update_mean_abs_cos) for x in s]
     a_align.set_title("gradient vs update alignment with the backbone", fontsize=9)
     if np.isfinite(np.array(grad + upd_rec + upd)).any():
@@ -108,7 +108,7 @@ def headline_figure(runs: list[Run], out_dir: Path) -> str | None:
         a_align.plot(i, P.positive(grad), "o", color="tab:blue", ms=7, ls="none", label="per-batch gradient (recorded, rolling v_b)")
         a_align.plot(i, P.positive(upd_rec), "s", color="tab:red", ms=7, ls="none", label="Δ-step update (recorded, rolling v_b)")
         a_align.plot(i, P.positive(upd), "D", color="tab:orange", ms=5, ls="none", label="update (analysis, global v_b)")
-        floors = sorted({_val(x.get_path("update_alignment.noise_floor.mean_abs_cos")) for x in s} - {np.nan})
+        floors = sorted({_val(x.noise_floor) for x in s} - {np.nan})
         for f in [f for f in floors if np.isfinite(f)][:1]:
             a_align.axhline(f, color="0.4", ls="--", lw=0.9, label=f"noise floor √(2/πD) = {f:.1e}")
         a_align.set_yscale("log")

@@ -75,7 +75,8 @@ def backbone_from_trajectory(
     D-vectors), so the diagnostics' v_b is the analysis' v_b. Explained fractions over all rows.
 
     Args:
-        reader: a `TrajectoryReader` (all its columns are used).
+        reader: a `TrajectoryReader`; only its trunk columns are used (the coordinates of the
+            diagnostics' gradients), whatever else the store holds (e.g. `blocks_with_ln`).
         steps: snapshot steps of the drift rows (the anchor excluded), ascending.
         anchor_step: the reference snapshot.
         row_normalise: divide each drift row by its norm (floor 1e-12) first (§5.0).
@@ -95,8 +96,9 @@ def backbone_from_trajectory(
     order = sorted({int(anchor_step), *steps})
     T = len(order)
     chunk_bytes = 8 * T * int(chunk_cols)
-    gram = stream_grams(reader, {"all": [slice(0, reader.dim)]}, steps=order, ref=int(anchor_step),
-                        chunk_bytes=chunk_bytes, verify=False)["all"]
+    trunk = reader.subset_columns("trunk")
+    gram = stream_grams(reader, {"trunk": trunk}, steps=order, ref=int(anchor_step),
+                        chunk_bytes=chunk_bytes, verify=False)["trunk"]
     ai, ri = gram.index(int(anchor_step)), gram.indices(steps)
     rp = pca_rows(gram, coeff_rows(T, ri, ai), row_normalise=row_normalise, floor=_FLOOR, n_dirs=min(n_components, len(steps)))
     proj = gram.G @ rp.dirs  # (T, k): <x_t, v_j>
@@ -109,7 +111,8 @@ def backbone_from_trajectory(
         cols.append(-c if proj[ri[-1], j] - proj[ai, j] < 0 else c)
     if not cols:
         raise ValueError(f"backbone_from_trajectory: all drift rows are zero (steps {steps}, anchor {anchor_step})")
-    V = reconstruct_directions(reader, gram, np.stack(cols, axis=1), chunk_bytes=chunk_bytes, dtype=np.float64)
+    V = reconstruct_directions(reader, gram, np.stack(cols, axis=1), columns=trunk, chunk_bytes=chunk_bytes,
+                               dtype=np.float64)
     pcs = [(v / max(np.linalg.norm(v), _FLOOR)).astype(np.float32) for v in V.T]
     res = ReferenceDirections(pcs[0], pcs, rp.pca.explained, steps, int(anchor_step), "trajectory")
     if use_cache:
@@ -157,8 +160,9 @@ def global_backbone(
 
 
 def switching_direction(reader, peak_step: int, trough_step: int) -> np.ndarray:
-    """v_sw = (θ_peak − θ_trough)/‖·‖, float32 (D,) (SPEC §5.12)."""
-    d = reader.load(int(peak_step)).astype(np.float64) - reader.load(int(trough_step)).astype(np.float64)
+    """v_sw = (θ_peak − θ_trough)/‖·‖ over the trunk columns, float32 (D_trunk,) (SPEC §5.12)."""
+    idx = np.concatenate([np.arange(c.start, c.stop) for c in reader.subset_columns("trunk")])
+    d = reader.load(int(peak_step))[idx].astype(np.float64) - reader.load(int(trough_step))[idx].astype(np.float64)
     nrm = np.linalg.norm(d)
     if nrm <= 0:
         raise ValueError(f"switching_direction: θ({peak_step}) == θ({trough_step})")
@@ -282,8 +286,10 @@ class ReferenceProvider:
         reader = self.reader()
         if reader is None:
             return None
-        if self.dim is not None and reader.dim != self.dim:
-            raise ValueError(f"{reader.path}: stored dim {reader.dim} != trunk dim {self.dim} (subset {reader.subset!r})")
+        trunk_dim = sum(c.stop - c.start for c in reader.subset_columns("trunk"))
+        if self.dim is not None and trunk_dim != self.dim:
+            raise ValueError(f"{reader.path}: stored trunk dim {trunk_dim} != the model's trunk dim {self.dim} "
+                             f"(subset {reader.subset!r})")
         if c.kind == "rolling":
             return rolling_backbone(reader, c.window, upto_step, c.row_normalise, c.min_snapshots)
         return global_backbone(reader, c.anchor_step, upto_step, c.row_normalise, c.min_snapshots)
