@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 RANK_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
-_threads_before_launch = 0
+_threads_before_launch: tuple[int, str | None] | None = None
 
 
 def external_launcher_detected() -> bool:
@@ -106,7 +106,9 @@ class LocalWorkers:
 def launch_local_workers(world_size: int, config_path: Path, ckpt_path: Path | None, log_dir: Path) -> LocalWorkers:
     """Start ranks 1..world_size-1 on this node and make this process rank 0 (sets the env)."""
     global _threads_before_launch
-    _threads_before_launch = torch.get_num_threads()  # Lightning divides the cores among local ranks
+    # Lightning divides the cores among local ranks (torch threads and OMP_NUM_THREADS): undone
+    # by end_local_run, or the next single-process job of a multirun would run on fewer threads
+    _threads_before_launch = (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
     port = _free_port()
     base = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size), "NODE_RANK": "0"}
     os.environ.update(base, LOCAL_RANK="0", RANK="0")
@@ -132,7 +134,12 @@ def end_local_run() -> None:
     for key in RANK_ENV:
         os.environ.pop(key, None)
     if _threads_before_launch:
-        torch.set_num_threads(_threads_before_launch)
+        threads, omp = _threads_before_launch
+        torch.set_num_threads(threads)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -36,12 +36,18 @@ def runs(tmp_path_factory):
     amounts to)."""
     from backbone_lab.train import train
 
+    import torch
+
     tmp = tmp_path_factory.mktemp("ddp")
+    before = (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
     out = {
         "accumulate2": train(_cfg(tmp, "accumulate2", ["train.accumulate=2"])),
         "ddp2": train(_cfg(tmp, "ddp2", ["trainer=ddp_cpu"])),
-        "single": train(_cfg(tmp, "single")),
     }
+    # a finished local launch leaves no process group, rank variables or thread settings behind
+    assert (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")) == before
+    assert "LOCAL_RANK" not in os.environ and not torch.distributed.is_initialized()
+    out["single"] = train(_cfg(tmp, "single"))
     return tmp, out
 
 
