@@ -8,17 +8,19 @@ Two parts:
   a warm-up) and peak memory above the set-up baseline (CUDA: max_memory_allocated; CPU: peak RSS
   of a fresh subprocess per measurement) on the `tiny` and `small` presets. Needs only the model
   and the objective.
-* `throughput` — training steps/s of the embedded default config with all diagnostics at their
-  default cadence vs the same run without them, side by side in one invocation (needs
-  `backbone_lab.train.train`). Target: ratio ≥ 0.9.
+* `throughput` — training steps/s of the embedded default config without diagnostics, with the
+  CPU twins' `callbacks=alignment`, and with all three diagnostics at their default cadences,
+  in interleaved rounds in one invocation (needs `backbone_lab.train.train`); ratios to "off" per
+  round, median [min–max]. Target: ratio ≥ 0.9.
 
     python benchmarks/bench_diagnostics.py fisher [--presets tiny small] [--n 32] [--k 13]
-    python benchmarks/bench_diagnostics.py throughput [--steps 1000] [--repeats 2]
+    python benchmarks/bench_diagnostics.py throughput [--steps 1000] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import json
 import os
 import resource
@@ -165,31 +167,38 @@ def _diagnostics_seconds(run_dir: Path) -> float:
 
 
 def bench_throughput(args) -> dict:
+    """Interleaved rounds of the embedded default without diagnostics, with the CPU twins'
+    `callbacks=alignment` (gradient + update alignment, sparse) and with all three diagnostics
+    at their default cadences; steps/s median [min–max] and the per-round ratios to "off"."""
     base = [f"train.max_steps={args.steps}", "logger=none", "analyze=false", f"seed={args.seed}"]
     variants = {"off": base + ["callbacks=none"],
-                "on": base + ["callbacks=[grad_alignment,update_alignment,fisher]"]}
-    rates = {"off": [], "on": []}
-    fit_s, diag_s = {"off": [], "on": []}, []
+                "alignment": base + ["callbacks=alignment"],
+                "all three": base + ["callbacks=[grad_alignment,update_alignment,fisher]"]}
+    rates: dict[str, list[float]] = {k: [] for k in variants}
+    fit_s: dict[str, list[float]] = {k: [] for k in variants}
+    diag_s: dict[str, list[float]] = {k: [] for k in variants}
     with tempfile.TemporaryDirectory(prefix="bench_diag_") as tmp:
-        for r in range(args.repeats):  # interleave so drift in machine load hits both
-            for name, ov in variants.items():
-                run_dir = Path(tmp) / f"{name}_{r}"
-                rate, secs, dsec = _run_train(ov, run_dir)
+        for r in range(args.repeats):  # interleaved (and rotated) so drift in machine load hits every variant
+            names = list(variants)
+            names = names[r % len(names):] + names[: r % len(names)]
+            for name in names:
+                run_dir = Path(tmp) / f"{name.replace(' ', '_')}_{r}"
+                rate, secs, dsec = _run_train(variants[name], run_dir)
                 rates[name].append(rate)
                 fit_s[name].append(secs)
-                if name == "on":
-                    diag_s.append(dsec)
-                print(f"  {name} repeat {r}: {rate:.2f} steps/s" + (f" ({dsec:.1f} s inside the diagnostics)" if name == "on" else ""),
-                      flush=True)
-    best = {k: max(v) for k, v in rates.items()}
-    ratio = best["on"] / best["off"]
-    # load-robust estimate: the "on" run's fit time without the time spent inside the callbacks
-    own = [f / (f - d) for f, d in zip(fit_s["on"], diag_s)]
-    ratio_internal = 1.0 / min(own) if own else float("nan")
-    print(f"throughput: off {best['off']:.2f} steps/s, on {best['on']:.2f} steps/s, ratio {ratio:.3f} (target >= 0.9); "
-          f"from the callbacks' own time: {ratio_internal:.3f}")
-    return {"throughput": {"steps": args.steps, "rates": rates, "fit_seconds": fit_s, "diagnostics_seconds": diag_s,
-                           "ratio": ratio, "ratio_from_callback_time": ratio_internal}}
+                diag_s[name].append(dsec)
+                print(f"  round {r + 1}/{args.repeats} {name:10s}: {rate:.2f} steps/s"
+                      + (f" ({dsec:.1f} s inside the diagnostics)" if name != "off" else ""), flush=True)
+    out = {"steps": args.steps, "rates": rates, "fit_seconds": fit_s, "diagnostics_seconds": diag_s}
+    for name in ("alignment", "all three"):
+        ratios = [on / off for on, off in zip(rates[name], rates["off"])]
+        own = [1 - d / f for f, d in zip(fit_s[name], diag_s[name])]  # load-robust: time not in the callbacks
+        out[name] = {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                     "ratio_from_callback_time": statistics.median(own)}
+        print(f"{name:10s}: {statistics.median(rates[name]):.2f} steps/s vs off {statistics.median(rates['off']):.2f}; "
+              f"ratio median {out[name]['ratio_median']:.3f} [{min(ratios):.3f}–{max(ratios):.3f}] (target >= 0.9); "
+              f"from the callbacks' own time {out[name]['ratio_from_callback_time']:.3f}")
+    return {"throughput": out}
 
 
 def main(argv=None) -> None:
