@@ -59,8 +59,9 @@ class SnapshotConfig:
     dtype: str = "float32"
     """Storage dtype: float32 | float16 | bfloat16."""
     sliced: Optional[bool] = None
-    """Several ranks: each writes its slice (true) or rank 0 writes all (false); null = sliced
-    (benchmarks/bench_ddp.py measures both). FSDP always slices."""
+    """Several ranks: each writes its slice (true) or rank 0 writes all (false); null = sliced.
+    benchmarks/bench_ddp.py, 2 CPU ranks, paper-size trunk (100.7 MB): 0.057 s per snapshot sliced
+    vs 0.172 s by rank 0 (medians of 4 interleaved rounds). FSDP always slices."""
     async_write: bool = True
     """Write snapshots from a background thread (training only copies the trunk to host
     memory); false = write on the training thread. The files are the same bytes either way."""
