@@ -63,7 +63,7 @@ class BackboneLitModule(L.LightningModule):
         self.total_steps = int(schedule.total or loop.max_steps)
         self.peak_lr = float(_factory_kwargs(optimizer).get("lr", 1e-3))
         # Per-rank device state (plain attributes, not buffers: DDP would broadcast rank 0's):
-        # running sums since the last evaluation [sum of micro-batch losses, count], and the
+        # running sums since the last evaluation [composite loss, L_LM, count], and the
         # first divergence seen since the last sync [flag, step, loss].
         self._train_loss_sums = torch.zeros(3, dtype=torch.float64)
         self._divergence = torch.zeros(3, dtype=torch.float64)
