@@ -23,6 +23,7 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger
 
 from backbone_lab.run_dir import RunDir
+from backbone_lab.durable import atomic_write_text
 
 
 def wandb_has_credentials() -> bool:
@@ -38,7 +39,7 @@ def run_id(save_dir: str | Path) -> str:
     if path.exists():
         return path.read_text().strip()
     new_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-    path.write_text(new_id + "\n")
+    atomic_write_text(path, new_id + "\n")
     return new_id
 
 

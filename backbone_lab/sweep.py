@@ -45,6 +45,7 @@ from backbone_lab.distributed import env_global_rank
 from backbone_lab.preemption import Preempted
 from backbone_lab.run_markers import read_marker, write_marker
 from backbone_lab.run_dir import RunDir
+from backbone_lab.durable import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("backbone_lab")
 
@@ -207,7 +208,7 @@ def _write_redirect(job_dir: Path, target: Path, reason: str, fp: str) -> None:
     if env_global_rank() != 0:  # every rank of a multi-task job decides alike; rank 0 writes
         return
     job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / REDIRECT).write_text(json.dumps({"run_dir": str(target), "reason": reason, "fingerprint": fp}, indent=2))
+    atomic_write_json(job_dir / REDIRECT, {"run_dir": str(target), "reason": reason, "fingerprint": fp}, indent=2)
 
 
 def resolve_redirect(job_dir: Path) -> tuple[Path, str | None]:
@@ -306,8 +307,8 @@ class SweepSummary(_HydraCallback):
             sweep_dir = Path(str(config.hydra.sweep.dir))
             rows = summarize(sweep_dir)
             text = format_summary(rows)
-            (sweep_dir / "sweep_summary.md").write_text(f"# Sweep {sweep_dir}\n\n{text}\n")
-            (sweep_dir / "sweep_summary.json").write_text(json.dumps(rows, indent=2, default=str))
+            atomic_write_text(sweep_dir / "sweep_summary.md", f"# Sweep {sweep_dir}\n\n{text}\n")
+            atomic_write_json(sweep_dir / "sweep_summary.json", rows, indent=2, default=str)
             print(f"\nSweep summary ({sweep_dir}):\n{text}\n"
                   f"compare: python -m backbone_lab.compare {sweep_dir}", flush=True)
             FAILED_JOBS[:] = [r for r in rows if r.get("state", "").startswith("failed")]

@@ -15,6 +15,7 @@ from backbone_lab.compare.grouping import label_runs
 from backbone_lab.compare.headline_figure import headline_figure
 from backbone_lab.compare.plots import overlay_figures
 from backbone_lab.compare.runs import Run
+from backbone_lab.durable import atomic_write_text
 
 TABLE_TITLES = {
     "runs": ("Runs", "Every run: state and headline numbers (PC1 / k95 from the run's own analysis, "
@@ -144,6 +145,6 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
         lines += ["## Overlays", "", "a(t) and ||r(t)|| are measured along each run's own backbone (a different "
                   "direction per run); reheating a(t) along its source run's backbone.", "", "![overlay.png](overlay.png)", ""]
         lines += ["Per quantity: " + ", ".join(f"[{f}]({f})" for f in figures if f.startswith("overlay_")), ""]
-    (out_dir / "report.md").write_text("\n".join(lines))
+    atomic_write_text(out_dir / "report.md", "\n".join(lines))
     return {"out_dir": str(out_dir), "tables": {k: len(v) for k, v in built.items()}, "figures": figures,
             "swept_keys": swept, "claims": claim_rows}

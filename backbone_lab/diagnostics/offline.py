@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 
 import glob
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -57,6 +56,7 @@ from backbone_lab.diagnostics.reference_direction import (
 from backbone_lab.model import GPT, ModelConfig
 from backbone_lab.objective import composite_loss, lambda_at
 from backbone_lab.run_dir import RunDir
+from backbone_lab.durable import atomic_write_json
 
 DEFAULTS: dict = {
     "steps": None,
@@ -325,7 +325,7 @@ def run_offline_diagnostics(run_dir: str | Path, cfg: Mapping | None = None,
                 "zero_crossings": al.zero_crossings([h[0] for h in hist], [h[1] for h in hist]),
                 "mean_abs_cos": float(np.mean([abs(h[1]) for h in hist])) if hist else None,
                 "noise_floor": al.noise_floor(D), "reference": ref_cfg.kind}
-        (out_dir / "update_alignment_summary.json").write_text(json.dumps(summ, indent=2))
+        atomic_write_json(out_dir / "update_alignment_summary.json", summ, indent=2)
         result["update_summary"] = summ
 
     ga, fc = c["grad_alignment"], c["fisher"]
