@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compared {info['n_runs']} runs; swept keys: {', '.join(info['swept_keys']) or 'none'}")
     if info["claims"]:
         print("\nclaims:")
-        print(markdown_table([{k: r[k] for k in CLAIM_COLUMNS if k not in ("section", "paper")} for r in info["claims"]]))
+        cols = [k for k in CLAIM_COLUMNS if k not in ("section", "paper", "why") and any(r.get(k) for r in info["claims"])]
+        print(markdown_table([{k: r[k] for k in cols} for r in info["claims"]]))
     import csv
 
     for name in info["tables"]:
