@@ -312,7 +312,8 @@ def _seed_trend(levels: list[float], values: list[float], claim: Claim) -> tuple
     effect = sign * (values[-1] - values[0])
     need = chk.min_effect * abs(values[0]) if chk.min_effect_rel else chk.min_effect
     if not effect > need:
-        word = "flat" if abs(effect) <= need and effect >= 0 else "reversed" if effect < 0 else "too small"
+        flat = abs(effect) <= 1e-9 * max(1.0, abs(values[0]))
+        word = "flat" if flat else "reversed" if effect < 0 else f"too small (minimum {_fmt(need)})"
         return False, effect, f"{word}: change {_fmt(sign * effect)} from {chk.key} {levels[0]:g} to {levels[-1]:g}"
     for (ka, a), (kb, b) in zip(zip(levels, values), zip(levels[1:], values[1:])):
         if sign * (b - a) < -chk.tolerance:
