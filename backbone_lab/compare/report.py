@@ -13,6 +13,7 @@ from backbone_lab.compare import tables
 from backbone_lab.compare.claim_file import Claim
 from backbone_lab.compare.claims import check_claims, verdict_counts
 from backbone_lab.compare.grouping import label_runs
+from backbone_lab.compare.group_figure import group_figure
 from backbone_lab.compare.headline_figure import headline_figure
 from backbone_lab.compare.plots import overlay_figures
 from backbone_lab.compare.runs import Run
@@ -140,7 +141,8 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
     verdicts = check_claims(runs, claims) if claims else []
     claim_rows = [v.row() for v in verdicts]
     built = build_tables(runs)
-    figures = ([f for f in [headline_figure(runs, out_dir)] if f] + overlay_figures(runs, out_dir)) if plots else []
+    figures = ([f for f in [headline_figure(runs, out_dir), group_figure(runs, out_dir)] if f]
+               + overlay_figures(runs, out_dir)) if plots else []
     lines = [f"# Comparison of {len(runs)} runs", "",
              f"Inputs: {', '.join(inputs)}  ",
              f"Written {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m backbone_lab.compare`.", "",
@@ -162,6 +164,10 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
         lines += ["## Headline figure", "", "PC1 and k95 per run, the spectra overlaid, drift, gradient vs update "
                   "alignment (with the noise floor) and the best p_ood (with the chance level).", "",
                   "![headline](headline.png)", ""]
+    if "groups.png" in figures:
+        lines += ["## Seed groups figure", "", "Per seed group: the seeds (dots), their mean (bar) and the 95 % t "
+                  "interval over the seeds (band; a group of one seed has none), with the null baseline's mean "
+                  "(cross) where the analysis computed one.", "", "![groups](groups.png)", ""]
     if "overlay.png" in figures:
         lines += ["## Overlays", "", "a(t) and ||r(t)|| are measured along each run's own backbone (a different "
                   "direction per run); reheating a(t) along its source run's backbone.", "", "![overlay.png](overlay.png)", ""]
