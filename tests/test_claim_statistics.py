@@ -262,3 +262,52 @@ def test_matched_windows_keep_every_seed_and_say_why_a_run_is_dropped(tmp_path):
     matched = {c.id: c for c in paper_claims()}["matched_loss_geometry"]
     v = check_claim(matched, runs)
     assert f"({by_name['adamw_long']}): no finished SGD+momentum run with the same model, data and steps" in v.why
+
+
+# ----------------------------------------------------------------------------- figures and W&B
+def test_overlays_draw_a_group_mean_with_a_labelled_band(tmp_path):
+    from matplotlib.collections import PolyCollection
+
+    from backbone_lab.analysis.plotting import pyplot
+    from backbone_lab.compare.plots import PANELS, draw_panel, group_colors
+    from test_compare import BASE, _merge, make_run
+
+    for s in SEEDS:
+        make_run(tmp_path / f"a{s}", _merge(BASE, seed=s), val_end=3.0 + 0.1 * s, seed=s)
+    make_run(tmp_path / "b", _merge(BASE, optimizer={**BASE["optimizer"], "lr": 5e-4}), val_end=3.5)
+    runs = discover_runs([tmp_path])
+    label_runs(runs)
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    assert draw_panel(ax, runs, {p.stem: p for p in PANELS}["val_loss"], group_colors(runs))
+    labels = [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")]
+    assert "lr=0.001: mean of 3 seeds ± 95 % t band" in labels and "lr=0.0005, seed=42" in labels
+    band = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(band) == 1
+    final = [3.1, 3.2, 3.3]  # the seeds' last val losses: the band's right edge is their t interval
+    xy = band[0].get_paths()[0].vertices
+    ys = xy[xy[:, 0] == xy[:, 0].max(), 1]  # the band at the last evaluation (step 40)
+    ci = seed_interval(final)
+    assert max(ys) == pytest.approx(ci.hi) and min(ys) == pytest.approx(ci.lo)
+    plt.close("all")
+
+
+def test_the_cli_writes_a_sweep_level_wandb_run_offline(tmp_path, monkeypatch):
+    from backbone_lab.compare.__main__ import main
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc: offline
+    for k, d in (("WANDB_SILENT", "true"), ("WANDB_CACHE_DIR", tmp_path / "wc"), ("WANDB_CONFIG_DIR", tmp_path / "wcfg")):
+        monkeypatch.setenv(k, str(d))
+    for s in SEEDS:
+        planted_run(tmp_path / "s" / f"a{s}", config(seed=s, experiment_name="seeds_tiny"), pca(70.0 + s))
+    assert main([str(tmp_path / "s"), "--no-plots"]) == 0
+    runs = sorted((tmp_path / "s" / "compare" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    assert b"compare" in next(runs[0].glob("run-*.wandb")).read_bytes()  # job_type
+    table = json.loads(next((runs[0] / "files" / "media" / "table").glob("groups_*.table.json")).read_text())
+    assert table["columns"] == ["group", "metric", "n", "mean", "ci_low", "ci_high", "note"]
+    pc1 = next(row for row in table["data"] if row[1] == "pc1_rownorm_pct")
+    assert pc1[2:4] == [3, 72.0] and pc1[5] == pytest.approx(72 + 4.303 / math.sqrt(3), abs=1e-3)
+    assert list((runs[0] / "files" / "media" / "table").glob("claims_*.table.json"))
+    assert "## W&B" in (tmp_path / "s" / "compare" / "report.md").read_text()

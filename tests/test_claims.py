@@ -214,19 +214,19 @@ def test_a_user_claim_file_is_checked_by_the_cli(tmp_path, capsys):
          "metric": "k95_rownorm", "runs": {"optimizer": "SGD+momentum"}, "expect": {"at_most": 1}, "paper": "k95 = 1"},
         {"id": "adamw_above_90", "statement": "AdamW PC1 above 90 %", "metric": "pc1_rownorm_pct",
          "runs": {"optimizer": "AdamW"}, "expect": {"at_least": 90}}]}))
-    assert main([str(tmp_path / "s"), "--claims", str(mine), "--no-plots"]) == 0
+    assert main([str(tmp_path / "s"), "--claims", str(mine), "--no-plots", "--no-wandb"]) == 0
     rows = {r["claim"]: r for r in csv.DictReader(open(tmp_path / "s" / "compare" / "claims.csv"))}
     assert rows["sgd_rank_one"]["verdict"] == HOLDS and rows["adamw_above_90"]["verdict"] == FAILS
     assert "backbone_dominance" in rows  # the paper's claims are checked too
     report = (tmp_path / "s" / "compare" / "report.md").read_text()
     assert "## Claims of the paper" in report and "sgd_rank_one" in report
     assert "sgd_rank_one" in capsys.readouterr().out
-    assert main([str(tmp_path / "s"), "--claims", str(mine), "--no-paper-claims", "--no-plots"]) == 0
+    assert main([str(tmp_path / "s"), "--claims", str(mine), "--no-paper-claims", "--no-plots", "--no-wandb"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "s" / "compare" / "claims.csv")))
     assert [r["claim"] for r in rows] == ["sgd_rank_one", "adamw_above_90"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("format: backbone_lab.claims\nversion: 1\nclaims: [{id: x, statement: s, metric: nope, expect: {at_least: 1}}]\n")
-    assert main([str(tmp_path / "s"), "--claims", str(bad)]) == 2
+    assert main([str(tmp_path / "s"), "--claims", str(bad), "--no-wandb"]) == 2
     assert "unknown metric 'nope'" in capsys.readouterr().err
 
 

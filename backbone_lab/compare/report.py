@@ -133,8 +133,9 @@ def claims_section(rows: list[dict], counts: dict[str, int]) -> list[str]:
 
 
 def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool = True,
-                 claims: list[Claim] | None = None) -> dict:
-    """Label the runs, check the claims, build the tables, write report.md / <table>.csv / PNGs."""
+                 claims: list[Claim] | None = None, wandb_mode: str = "disabled") -> dict:
+    """Label the runs, check the claims, build the tables, write report.md / <table>.csv / PNGs;
+    with `wandb_mode` auto / online / offline also a sweep-level W&B run (`wandb_run`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     swept = label_runs(runs)
@@ -172,6 +173,14 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
         lines += ["## Overlays", "", "a(t) and ||r(t)|| are measured along each run's own backbone (a different "
                   "direction per run); reheating a(t) along its source run's backbone.", "", "![overlay.png](overlay.png)", ""]
         lines += ["Per quantity: " + ", ".join(f"[{f}]({f})" for f in figures if f.startswith("overlay_")), ""]
+    wandb_dir = None
+    if wandb_mode != "disabled":
+        from backbone_lab.compare.wandb_run import publish_compare
+
+        wandb_dir = publish_compare(out_dir, runs, built, claim_rows, figures, inputs, mode=wandb_mode)
+        if wandb_dir is not None:
+            lines += ["## W&B", "", f"The tables and figures above are also a W&B run (job_type `compare`): "
+                      f"`{wandb_dir}`" + (" (offline: `wandb sync` it to upload)" if "offline" in wandb_dir.name else ""), ""]
     atomic_write_text(out_dir / "report.md", "\n".join(lines))
     return {"out_dir": str(out_dir), "tables": {k: len(v) for k, v in built.items()}, "figures": figures,
-            "swept_keys": swept, "claims": claim_rows}
+            "swept_keys": swept, "claims": claim_rows, "wandb_run": str(wandb_dir) if wandb_dir else None}
