@@ -311,3 +311,53 @@ def test_the_cli_writes_a_sweep_level_wandb_run_offline(tmp_path, monkeypatch):
     assert pc1[2:4] == [3, 72.0] and pc1[5] == pytest.approx(72 + 4.303 / math.sqrt(3), abs=1e-3)
     assert list((runs[0] / "files" / "media" / "table").glob("claims_*.table.json"))
     assert "## W&B" in (tmp_path / "s" / "compare" / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- a real 3-seed sweep
+@pytest.mark.slow
+def test_a_three_seed_tiny_sweep_end_to_end(tmp_path):
+    """`+experiment=seeds_tiny debug=tiny` over 3 seeds (30 steps each), then the compare CLI:
+    one seed group of n = 3 whose interval matches an independent numpy computation, per-seed
+    verdicts, groups.png and the offline W&B compare run."""
+    import os
+    import subprocess
+    import sys
+
+    from backbone_lab.compare.__main__ import main
+    from conftest import REPO
+
+    env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp_path / "out"), "WANDB_SILENT": "true", "HOME": str(tmp_path),
+           "WANDB_CACHE_DIR": str(tmp_path / "wc"), "WANDB_CONFIG_DIR": str(tmp_path / "wcfg"), "PYTHONPATH": str(REPO)}
+    env.pop("WANDB_API_KEY", None)
+    cmd = [sys.executable, "-m", "backbone_lab", "-m", "+experiment=seeds_tiny", "debug=tiny", "seed=1,2,3",
+           "analysis.figures=false", f"paths.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = next((tmp_path / "out" / "seeds_tiny").iterdir())
+    old_home = os.environ.get("HOME")
+    os.environ["HOME"] = str(tmp_path)  # no ~/.netrc: the W&B run is offline
+    try:
+        assert main([str(sweep)]) == 0
+    finally:
+        if old_home is not None:
+            os.environ["HOME"] = old_home
+    out = sweep / "compare"
+    pc1 = np.array([json.loads((job / "analysis" / "summary.json").read_text())["pca"]["rownorm"]["pc1_pct"]
+                    for job in sorted(sweep.iterdir()) if (job / "analysis").is_dir()])
+    assert len(pc1) == 3
+    row = next(r for r in groups_csv(out) if r["metric"] == "pc1_rownorm_pct")
+    half = 4.303 * pc1.std(ddof=1) / np.sqrt(3)
+    assert row["n"] == "3" and float(row["mean"]) == pytest.approx(pc1.mean())
+    assert float(row["ci_low"]) == pytest.approx(pc1.mean() - half) and float(row["ci_high"]) == pytest.approx(pc1.mean() + half)
+    claims = {r["claim"]: r for r in csv.DictReader(open(out / "claims.csv"))}
+    per_block = claims["per_block_dominance"]  # a band without a null: judged per seed
+    k = int(per_block["seeds"].split(" of ")[0])
+    assert per_block["seeds"].endswith("of 3 seeds")
+    assert per_block["verdict"] == (HOLDS if k == 3 else FAILS if k == 0 else FRAGILE)
+    dominance = claims["backbone_dominance"]
+    assert dominance["paper_band"].endswith("of 3 seeds)")
+    in_band = sum(60 <= x <= 80 for x in pc1)
+    assert dominance["paper_band"].startswith(HOLDS if in_band == 3 else FAILS if in_band == 0 else FRAGILE)
+    assert (out / "groups.png").exists()
+    wandb_runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1 and list((wandb_runs[0] / "files" / "media" / "table").glob("groups_*.table.json"))

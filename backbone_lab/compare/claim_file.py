@@ -100,7 +100,8 @@ class Check:
             same = f" (same {', '.join(self.other.same)})" if self.other.same else ""
             return f"{rel} {scale}runs with {selection_text(self.other.runs)}{pad}{same}"
         word = "increases" if self.kind == "increases_with" else "decreases"
-        effect = (f"{100 * self.min_effect:g} % of the lowest's value" if self.min_effect_rel else f"{self.min_effect:g}{u}")
+        effect = (f"{100 * self.min_effect:g} % of the lowest's value" if self.min_effect_rel
+                  else f"{self.min_effect:g} percentage points" if unit == "%" else f"{self.min_effect:g}{u}")
         tol = f", tolerance {self.tolerance:g} per step" if self.tolerance else ""
         within = f", within runs of the same {', '.join(self.within)}" if self.within else ""
         return f"{word} with {self.key} by > {effect} per seed{tol}{within}"
