@@ -121,6 +121,9 @@ def test_a_claim_true_in_two_of_three_seeds_is_fragile(tmp_path):
     assert "68.33 [" in v.ours and "(n=3)" in v.ours  # the group mean with its interval
     assert verdict(tmp_path, claim(metric="pc1_rownorm_pct", expect={"at_least": 50})).verdict == HOLDS
     assert verdict(tmp_path, claim(metric="pc1_rownorm_pct", expect={"at_least": 80})).verdict == FAILS
+    planted_run(tmp_path / "lone" / "a", config(optimizer=SGDM), pca(99.0))
+    v = verdict(tmp_path / "lone", claim(metric="pc1_rownorm_pct", expect={"at_least": 95}))
+    assert v.verdict == HOLDS and v.seeds == "one seed: holds" and "[" not in v.ours  # never a fake interval
 
 
 def _beta2_sweep(root: Path, values: dict[int, tuple[float, ...]], betas=(0.8, 0.9, 0.95, 0.99)) -> Path:
