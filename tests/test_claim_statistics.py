@@ -295,16 +295,24 @@ def test_overlays_draw_a_group_mean_with_a_labelled_band(tmp_path):
     plt.close("all")
 
 
-def test_the_cli_writes_a_sweep_level_wandb_run_offline(tmp_path, monkeypatch):
-    from backbone_lab.compare.__main__ import main
+def test_the_cli_writes_a_sweep_level_wandb_run_offline_without_torch(tmp_path):
+    """`python -m backbone_lab.compare` with torch blocked (compare never needs it) and no W&B key."""
+    import os
+    import subprocess
+    import sys
 
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc: offline
-    for k, d in (("WANDB_SILENT", "true"), ("WANDB_CACHE_DIR", tmp_path / "wc"), ("WANDB_CONFIG_DIR", tmp_path / "wcfg")):
-        monkeypatch.setenv(k, str(d))
+    from conftest import REPO
+
     for s in SEEDS:
         planted_run(tmp_path / "s" / f"a{s}", config(seed=s, experiment_name="seeds_tiny"), pca(70.0 + s))
-    assert main([str(tmp_path / "s"), "--no-plots"]) == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path / "home"), "WANDB_SILENT": "true",
+           "WANDB_CACHE_DIR": str(tmp_path / "wc"), "WANDB_CONFIG_DIR": str(tmp_path / "wcfg")}
+    env.pop("WANDB_API_KEY", None)  # and no ~/.netrc in HOME: offline
+    code = ("import sys; sys.modules['torch'] = None; from backbone_lab.compare.__main__ import main; "
+            f"sys.exit(main([{str(tmp_path / 's')!r}, '--no-plots']))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "W&B run (job_type compare)" in p.stdout
     runs = sorted((tmp_path / "s" / "compare" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
     assert b"compare" in next(runs[0].glob("run-*.wandb")).read_bytes()  # job_type

@@ -1,7 +1,7 @@
 """A sweep-level W&B run of a comparison (job_type "compare"): the report's tables and figures.
 
 `publish_compare` opens one W&B run next to the report (``<out>/wandb/``) — online with an API key,
-offline otherwise (`loggers.wandb_has_credentials`; upload later with `wandb sync <out>/wandb/offline-run-*`)
+offline otherwise (`wandb_credentials`, as the training loggers; upload later with `wandb sync <out>/wandb/offline-run-*`)
 — and logs the seed-group table (``groups``: group, metric, n, mean, ci_low, ci_high, note) and the
 claims table as ``wandb.Table``s, every other compare table, the headline and group figures as
 images, and the verdict counts in the run summary. Its group is the sweep's experiment name, so it
@@ -42,7 +42,7 @@ def publish_compare(out_dir: Path, runs: list[Run], tables: dict[str, list[dict]
         import wandb
     except ImportError:
         return None
-    from backbone_lab.loggers import wandb_has_credentials
+    from backbone_lab.wandb_credentials import wandb_has_credentials
 
     offline = mode == "offline" or (mode == "auto" and not wandb_has_credentials())
     names = sorted({str(r.cfg("experiment_name")) for r in runs if r.cfg("experiment_name")})
