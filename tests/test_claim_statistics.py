@@ -85,6 +85,9 @@ def test_groups_csv_has_n_mean_and_interval_and_one_seed_says_so(tmp_path):
     assert sgd["n"] == "1" and sgd["ci_low"] == sgd["ci_high"] == "" and sgd["note"] == "one seed"
     report = (out / "report.md").read_text()
     assert "95 % t interval over seeds" in report and "one seed" in report
+    runs_section = report.split("## Runs")[1].split("## ")[0]  # the per-run table gains the group's mean row
+    assert "| AdamW(lr=0.001): mean of 3 seeds [95 % t] |" in runs_section and "| 72 [67.03, 76.97] |" in runs_section
+    assert len([r for r in csv.DictReader(open(out / "runs.csv"))]) == 4  # the CSV keeps one row per run
 
 
 def test_groups_split_on_schedule_and_analysis_differences(tmp_path):

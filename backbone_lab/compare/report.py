@@ -17,7 +17,7 @@ from backbone_lab.compare.group_figure import group_figure
 from backbone_lab.compare.headline_figure import headline_figure
 from backbone_lab.compare.plots import overlay_figures
 from backbone_lab.compare.runs import Run
-from backbone_lab.compare.seed_groups import groups_table
+from backbone_lab.compare.seed_groups import groups_table, with_seed_means
 from backbone_lab.compare.seed_stats import INTERVAL_METHOD
 from backbone_lab.durable import atomic_write_text
 
@@ -155,7 +155,11 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
     for name, rows in built.items():
         title, note = TABLE_TITLES[name]
         write_csv(out_dir / f"{name}.csv", rows, GROUPS_CSV_COLUMNS if name == "groups" else None)
-        lines += [f"## {title}", "", note, "", markdown_table(rows), "", f"CSV: `{name}.csv`", ""]
+        shown = rows if name == "groups" else with_seed_means(rows, runs)
+        if len(shown) > len(rows):
+            note += (" Rows `<group>: mean of n seeds [95 % t]`: the mean over a seed group's runs and its "
+                     f"{INTERVAL_METHOD} (report only; the CSV has one row per run).")
+        lines += [f"## {title}", "", note, "", markdown_table(shown), "", f"CSV: `{name}.csv`", ""]
         if any("paper_note" in r or any(k.startswith("paper_") for k in r) for r in rows):
             lines += ["`paper_*` columns: the paper's values, shown only where the run's resolved config matches "
                       "the paper protocol for that row (model, data, optimizer, schedule, steps, seed); "

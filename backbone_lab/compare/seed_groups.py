@@ -101,3 +101,44 @@ def groups_table(runs: list[Run], ctx: ClaimContext | None = None) -> list[dict]
             rows.append({"group": g.label, "metric": name, "n": ci.n, "mean": ci.mean, "ci_low": ci.lo,
                          "ci_high": ci.hi, "note": "; ".join(notes)})
     return rows
+
+
+# columns of the per-run tables that name or describe a row rather than measure it
+_ROW_KEYS = ("arm", "window", "beta2", "lr")
+_NOT_MEASURED = ("run", "state", "steps", "error", "run_dir", "source", "paper_note", "analysis_flags", "matched_step",
+                 "best_p_ood_step", "final_step", "anchor_step", "snapshots_used", "train_seconds", "update_lag")
+
+
+def with_seed_means(rows: list[dict], runs: list[Run]) -> list[dict]:
+    """A per-run table with, after the rows of each seed group of ≥ 2 seeds, one row
+    "<group>: mean of n seeds [95 % t]" whose numeric cells read "mean [lo, hi]" (markdown only:
+    the CSVs keep one number per cell). Rows are matched to runs by their `run` label."""
+    by_label = {(r.label or r.name): r for r in runs}
+    keyed: dict[tuple, list[dict]] = {}
+    order: list[tuple] = []
+    for row in rows:
+        run = by_label.get(row.get("run"))
+        key = (seed_group_key(run) if run else id(row), *(str(row.get(k)) for k in _ROW_KEYS if k in row))
+        if key not in keyed:
+            keyed[key] = []
+            order.append(key)
+        keyed[key].append(row)
+    out: list[dict] = []
+    for key in order:
+        members = keyed[key]
+        out += members
+        run = by_label.get(members[0].get("run"))
+        if len(members) < 2 or run is None:
+            continue
+        summary: dict = {k: members[0][k] for k in _ROW_KEYS if k in members[0]}
+        summary["run"] = f"{run.group or 'all'}: mean of {len(members)} seeds [95 % t]"
+        for col in members[0]:
+            if col in _NOT_MEASURED or col in summary or col.startswith("paper_"):
+                continue
+            vals = [m.get(col) for m in members]
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+                ci = seed_interval(vals)
+                if ci.n:
+                    summary[col] = ci.text(lambda v: f"{v:.4g}").replace(f" (n={ci.n})", "")
+        out.append(summary)
+    return out
