@@ -375,3 +375,13 @@ def test_a_three_seed_tiny_sweep_end_to_end(tmp_path):
     assert (out / "groups.png").exists()
     wandb_runs = list((out / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 1 and list((wandb_runs[0] / "files" / "media" / "table").glob("groups_*.table.json"))
+
+
+def test_an_sgd_backbone_that_is_weight_decay_shrinkage_is_left_out(tmp_path):
+    planted_run(tmp_path / "sgdm", config(optimizer=SGDM), {**pca(99.9, k95=1), "shrinkage_cos": 0.988})
+    planted_run(tmp_path / "sgdm2", config(optimizer=SGDM, seed=7), {**pca(99.0, k95=1), "shrinkage_cos": 0.31})
+    runs = discover_runs([tmp_path])
+    label_runs(runs)
+    v = check_claim({c.id: c for c in paper_claims()}["sgd_family_colinear"], runs)
+    assert v.verdict == HOLDS and v.seeds == "one seed: holds" and len(v.used) == 1
+    assert "weight-decay shrinkage of θ(anchor): |cos(v_b, θ(anchor))| = 0.988 ≥ 0.95" in v.why

@@ -148,6 +148,19 @@ def _trained(run: Run, ctx: ClaimContext) -> str | None:
     return _finished(run, ctx) or _learned(run, ctx)
 
 
+MAX_SHRINKAGE_COS = 0.95
+"""|cos(v_b, θ(anchor))| at or above this: the backbone is weight decay shrinking the anchor
+weights (the paper protocol's SGD control: 1.000), not a direction the optimizer found."""
+
+
+def _backbone_not_shrinkage(run: Run, ctx: ClaimContext) -> str | None:
+    cos = run.get("shrinkage_cos")
+    if isinstance(cos, (int, float)) and abs(cos) >= MAX_SHRINKAGE_COS:
+        return (f"backbone is weight-decay shrinkage of θ(anchor): |cos(v_b, θ(anchor))| = {abs(cos):.3f} "
+                f"≥ {MAX_SHRINKAGE_COS:g}")
+    return None
+
+
 def _probe_learned(run: Run, ctx: ClaimContext) -> str | None:
     best = eval_best(run, "p_ood")[0]
     if not math.isfinite(best):
@@ -189,6 +202,9 @@ REQUIREMENTS: dict[str, tuple[Callable[[Run, ClaimContext], str | None], str]] =
     "finished": (_finished, "the run finished (did not diverge)"),
     "learned": (_learned, f"the validation loss fell by at least {MIN_VAL_LOSS_DROP:g} nats/token"),
     "trained": (_trained, f"finished (did not diverge) and learned: val loss fell by ≥ {MIN_VAL_LOSS_DROP:g} nats/token"),
+    "backbone_not_shrinkage": (_backbone_not_shrinkage, f"the backbone is not weight decay shrinking θ(anchor): "
+                                                        f"|cos(v_b, θ(anchor))| < {MAX_SHRINKAGE_COS:g} (summary "
+                                                        "`shrinkage_cos`; passes when the analysis has none)"),
     "probe_learned": (_probe_learned, "best p_ood above chance (max(3 / n_codewords, 0.02), as the analysis)"),
     "phase_boundary_at_lambda_switch": (_phase_boundary_at_switch,
                                         "λ changes during the run and the phase backbones split at that step"),

@@ -72,6 +72,7 @@ def headline(run: Run) -> dict[str, Any]:
         "noise_floor": _nan(s.noise_floor),
         "anchor_step": _nan(s.anchor_step),
         "snapshots_used": _nan(s.snapshots_used),
+        "beyond_null": run.get("beyond_null"),  # PC1 dominance outside the null band (None: no null in the analysis)
         "analysis_flags": ",".join(s.flag_codes),
     }
 
