@@ -183,9 +183,12 @@ def seed_verdict(outcomes: dict[str, list[bool]]) -> tuple[str, str]:
 
 
 def _by_group(items: list[tuple[Run, bool]]) -> dict[str, list[bool]]:
+    """Outcomes per seed group (runs differing only in the seed), keyed by the group's label."""
+    keys: dict[str, str] = {}
     out: dict[str, list[bool]] = {}
     for r, ok in items:
-        out.setdefault(_group_label(r), []).append(ok)
+        label = keys.setdefault(seed_group_key(r), _group_label(r))
+        out.setdefault(label, []).append(ok)
     return out
 
 
@@ -193,9 +196,10 @@ def _values_text(values: list[tuple[Run, float | list[float]]]) -> str:
     """Per seed group: 'group: mean [lo, hi] (n=3) — label: v; ...' (or 'label: v (one seed)')."""
     groups: dict[str, list[tuple[Run, float | list[float]]]] = {}
     for r, v in values:
-        groups.setdefault(_group_label(r), []).append((r, v))
+        groups.setdefault(seed_group_key(r), []).append((r, v))
     parts = []
-    for g, members in groups.items():
+    for members in groups.values():
+        g = _group_label(members[0][0])
         if len(members) == 1:
             r, v = members[0]
             parts.append(f"{_label(r)}: {_show(v)}")
