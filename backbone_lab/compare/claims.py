@@ -249,7 +249,8 @@ def _band(claim: Claim, m: Measured) -> Verdict:
         entry = _null_entry(r, claim)
         if entry is None:
             no_null.append((r, "no null available (its analysis has no null_baseline for "
-                               f"{METRICS[claim.metric].null_key}: re-run the analysis)"))
+                               f"{METRICS[claim.metric].null_key}: re-run the analysis; `paper_band` gives the "
+                               "paper's band alone)"))
             continue
         x = _scalar(v)
         beyond.append((r, x > entry["hi"] if claim.null == "above" else x < entry["lo"]))

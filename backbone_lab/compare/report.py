@@ -125,7 +125,9 @@ def claims_section(rows: list[dict], counts: dict[str, int]) -> list[str]:
         lines += [markdown_table([{k: r[k] for k in shown} for r in tested]), ""]
     if untested:
         lines += ["### Not testable on these runs", "",
-                  markdown_table([{k: r[k] for k in ("claim", "section", "why", "paper")} for r in untested]), ""]
+                  markdown_table([{k: r[k] for k in ("claim", "section", "why", "ours", "paper_band", "paper")
+                                   if k not in ("ours", "paper_band") or any(u.get(k) for u in untested)}
+                                  for r in untested]), ""]
     lines += ["Statements:", ""]
     lines += [f"* `{r['claim']}` ({r['section']}, metric `{r['metric']}`): {r['statement']}"
               + (f" Needs a run that is {r['requires']}." if r.get("requires") else "") for r in rows]
