@@ -179,7 +179,8 @@ def test_the_shipped_beta2_claims_need_a_minimum_effect():
 # ----------------------------------------------------------------------------- the null and controls
 def _null(observed: float, lo: float, hi: float) -> dict:
     return {"null_baseline": {"method": "gram_random_walk", "draws": 64, "seed": 0, "metrics": {
-        "pc1_rownorm_pct": {"observed": observed, "mean": (lo + hi) / 2, "lo": lo, "hi": hi, "beyond": observed > hi}}}}
+        "pc1_rownorm_pct": {"observed": observed, "mean": (lo + hi) / 2, "lo": lo, "hi": hi, "beyond": observed > hi}},
+        "shuffled": {"pc1_rownorm_pct": {"mean": 71.0, "lo": 65.0, "hi": 77.0}}}}
 
 
 def test_backbone_dominance_holds_only_beyond_the_null_band(tmp_path):
@@ -191,7 +192,7 @@ def test_backbone_dominance_holds_only_beyond_the_null_band(tmp_path):
     v = check_claim(dominance, runs)
     assert v.verdict == FRAGILE and v.seeds == "2 of 3 seeds"
     assert v.paper_band == "holds (3 of 3 seeds)"  # 72 % is inside the paper's 60-80 % band
-    assert "null mean" in v.null and "[60, 78]" in v.null
+    assert "null mean" in v.null and "[60, 78]" in v.null and "shuffled increments: mean 71, band [65, 77]" in v.null
     planted_run(tmp_path / "old" / "a", config(), pca(72.0))  # an analysis from before the null baseline
     runs = discover_runs([tmp_path / "old"])
     v = check_claim(dominance, runs)

@@ -211,9 +211,11 @@ def _values_text(values: list[tuple[Run, float | list[float]]]) -> str:
 
 
 # ----------------------------------------------------------------------------- bands and the null
-def _null_entry(run: Run, claim: Claim) -> dict | None:
+def _null_entry(run: Run, claim: Claim, block_name: str = "metrics") -> dict | None:
+    """The claim metric's entry of the run's null baseline (`metrics`: the random walk; `shuffled`:
+    the same increments in random order), None when the analysis has none."""
     metric = METRICS[claim.metric]
-    block = run.get("null_baseline.metrics") or {}
+    block = run.get(f"null_baseline.{block_name}") or {}
     if not isinstance(block, dict):
         return None
     for key in (metric.null_key, metric.name):
@@ -262,6 +264,11 @@ def _band(claim: Claim, m: Measured) -> Verdict:
     mean = seed_interval([float(e["mean"]) for e in nulls if isinstance(e.get("mean"), (int, float))])
     null_text = (f"null mean {_fmt(mean.mean)}, 95 % band [{_fmt(min(e['lo'] for e in nulls))}, "
                  f"{_fmt(max(e['hi'] for e in nulls))}]" + (f" over {len(nulls)} runs" if len(nulls) > 1 else ""))
+    shuffled = [e for e in (_null_entry(r, claim, "shuffled") for r, _ in m.values) if e is not None]
+    if shuffled:  # same increments in random order: persistence vs magnitude
+        mean_sh = seed_interval([float(e["mean"]) for e in shuffled if isinstance(e.get("mean"), (int, float))])
+        null_text += (f"; shuffled increments: mean {_fmt(mean_sh.mean)}, band [{_fmt(min(e['lo'] for e in shuffled))}, "
+                      f"{_fmt(max(e['hi'] for e in shuffled))}]")
     verdict, seeds = seed_verdict(_by_group(beyond))
     return Verdict(claim, verdict, ours, seeds=seeds, paper_band=paper_band, null=null_text)
 
