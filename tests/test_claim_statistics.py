@@ -386,3 +386,12 @@ def test_an_sgd_backbone_that_is_weight_decay_shrinkage_is_left_out(tmp_path):
     v = check_claim({c.id: c for c in paper_claims()}["sgd_family_colinear"], runs)
     assert v.verdict == HOLDS and v.seeds == "one seed: holds" and len(v.used) == 1
     assert "weight-decay shrinkage of θ(anchor): |cos(v_b, θ(anchor))| = 0.988 ≥ 0.95" in v.why
+
+
+def test_an_ordering_pairs_only_seeds_present_at_every_value(tmp_path):
+    _beta2_sweep(tmp_path, {1: (64.0, 66.0, 68.0, 69.0), 2: (63.0, 65.0, 67.0, 70.0)})
+    planted_run(tmp_path / "s9", config(seed=9, optimizer__betas=[0.9, 0.99]), pca(50.0))  # one value only
+    v = verdict(tmp_path, ORDER)
+    assert v.verdict == HOLDS and v.seeds == "2 of 2 seeds"  # seed 9's 50 % at beta2 0.99 pairs with nothing
+    assert "seed 9 not at every beta2 value: left out of the pairing" in v.why
+    assert "beta2 0.99: 63" in v.ours  # the level means still show every run (69, 70, 50)

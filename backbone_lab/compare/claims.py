@@ -363,6 +363,9 @@ def _order(claim: Claim, m: Measured, ctx: ClaimContext) -> Verdict:
         seeds = [s for s in by_key[levels[0]] if all(s in by_key[k] for k in levels)]
         series = {s: [sum(by_key[k][s]) / len(by_key[k][s]) for k in levels] for s in seeds}
         note = ""
+        partial = sorted({str(s) for k in levels for s in by_key[k]} - {str(s) for s in seeds})
+        if partial and seeds:
+            skipped.append(f"{tag}seed {', '.join(partial)} not at every {chk.key} value: left out of the pairing")
         if not series:  # no seed at every key value: the group means, unpaired
             series = {"group means": means}
             note = " (unpaired: no seed at every value)"
