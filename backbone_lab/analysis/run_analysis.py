@@ -90,7 +90,23 @@ def _write_grams(out_dir: Path, steps: list[int], gram: DriftGram, grams: dict[s
     atomic_write(out_dir / GRAMS_NAME, chunks())
 
 
-def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, progress: ProgressFn | None = None) -> dict:
+DENSE_ONLY_STAGES = ("backbone_file", "switching", "diagnostics")
+"""Stages that need the dense snapshot vectors (D-vectors, Fisher along v_b, switching
+directions): on a sketched trajectory they are skipped and reported as "needs dense snapshots"."""
+
+
+def _sketch_record(reader, T: int) -> dict | None:
+    """summary["sketch"] of a sketched trajectory (``meta.sketch``, series.sketch), else None."""
+    rec = (reader.meta or {}).get("sketch")
+    if not rec:
+        return None
+    from backbone_lab.series.sketch import SketchSpec
+
+    return {**SketchSpec(int(rec["k"]), int(rec["seed"]), int(rec["nnz"])).record(T), "sketched": True}
+
+
+def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, progress: ProgressFn | None = None,
+                 reader=None) -> dict:
     """Analyse a run dir (or a bare trajectory folder); returns the summary dict (= summary.json).
 
     Args:
@@ -98,6 +114,8 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
             ``codewords.json``, ``diagnostics/``), or the trajectory folder itself.
         cfg: parameters (default ``AnalysisConfig()``).
         progress: optional callback(stage, done, total) for long streams.
+        reader: an open reader to analyse instead of ``<run_dir>/trajectory`` (a checkpoint
+            series, ``series.SeriesReader``); ``cfg.out_dir`` then names the output folder.
     Raises:
         TrajectoryError: missing/corrupt run dir or snapshot (one-line message).
         ValueError: an unknown stage, or a stage listed before one it needs.
@@ -106,11 +124,21 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     t_start = time.perf_counter()
     stages = resolve_stages(cfg.stage_names())
     run_dir = Path(run_dir)
-    traj_dir = resolve_trajectory_dir(run_dir)
-    reader = TrajectoryReader(traj_dir, verify=cfg.verify_crc, check_files=False)  # streamed steps are checked
-    out_dir = _out_dir(run_dir, traj_dir, cfg)
+    if reader is None:
+        traj_dir = resolve_trajectory_dir(run_dir)
+        reader = TrajectoryReader(traj_dir, verify=cfg.verify_crc, check_files=False)  # streamed steps are checked
+        out_dir = _out_dir(run_dir, traj_dir, cfg)
+        run = RunDir(run_dir if traj_dir != run_dir else traj_dir.parent)
+    else:
+        traj_dir = Path(reader.path)
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir / "analysis"
+        run = RunDir(run_dir)
+    sketch = _sketch_record(reader, len(reader.steps))
+    if sketch is not None:
+        dense_only = [st.name for st in stages if st.name in DENSE_ONLY_STAGES]
+        stages = [st for st in stages if st.name not in DENSE_ONLY_STAGES]
+        sketch["needs_dense_snapshots"] = dense_only
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = RunDir(run_dir if traj_dir != run_dir else traj_dir.parent)
     metrics = read_columns(run.eval_metrics)
     selection = select_steps(reader.steps, cfg.anchor_step, cfg.cadence, cfg.exclude_steps, cfg.max_step)
 
@@ -144,6 +172,20 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     ctx.summary = summary
 
     sections, figures, tables, flags = [], [], [], []
+    if sketch is not None:
+        sketch = {**_sketch_record(reader, len(selection.steps)), "needs_dense_snapshots": sketch["needs_dense_snapshots"]}
+        summary["sketch"] = sketch
+        flags.append(("sketch", Flag("sketched", f"the Gram is estimated from sketched snapshots (k = {sketch['k']} per block, "
+                                     f"seed {sketch['seed']}, nnz {sketch['nnz']}): every entry within eps = {sketch['jl_epsilon']:.3f} "
+                                     f"x |x_i| |x_j| with prob >= {1 - sketch['delta']:.2f} (rms {sketch['rms_rel_error']:.4f}); "
+                                     f"{', '.join(sketch['needs_dense_snapshots']) or 'no stage'}: needs dense snapshots")))
+        sections.append("## Sketched snapshots\n\n"
+                        f"The trunk of each snapshot was projected to k = {sketch['k']} numbers per block (sparse JL, "
+                        f"{sketch['nnz']} non-zeros per coordinate, seed {sketch['seed']}); PC1 %, k95, rho(t), a(t), |r|, drift "
+                        f"and update alignment below come from the sketched Gram. Bound: |G_hat_ij - G_ij| <= "
+                        f"{sketch['jl_epsilon']:.3f} |x_i| |x_j| for all pairs with probability >= {1 - sketch['delta']:.2f} "
+                        f"(JL, T = {len(selection.steps)}); rms relative error per entry <= {sketch['rms_rel_error']:.4f}.\n\n"
+                        + "".join(f"- {name}: needs dense snapshots\n" for name in sketch["needs_dense_snapshots"]))
     for st in stages:
         ctx.current = st.name
         res = st.run(ctx)
