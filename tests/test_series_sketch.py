@@ -145,3 +145,44 @@ def test_block_sketcher_layout():
     sk = BlockSketcher(SketchSpec(64), [{"name": "a", "block": 1}, {"name": "b", "block": 0}, {"name": "c", "block": 1}])
     assert [t["name"] for t in sk.sketch_layout()] == ["sketch.block0", "sketch.block1"]
     assert all(t["shape"] == [64] and t["trunk"] for t in sk.sketch_layout())
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """The tiny model trained twice with the same seed: dense snapshots, and sketched ones."""
+    pytest.importorskip("torch")
+    from conftest import compose_config
+
+    from backbone_lab.train import train
+
+    tmp = tmp_path_factory.mktemp("sketch_runs")
+    common = ["debug=tiny", f"paths.cache_dir={tmp / 'cache'}", "snapshots.every=2"]
+    assert train(compose_config([*common, f"run_dir={tmp / 'dense'}"]))["status"] == "done"
+    assert train(compose_config([*common, f"run_dir={tmp / 'sketch'}", f"snapshots.sketch_dim={RECOMMENDED_K}",
+                                 "snapshots.sketch_seed=3"]))["status"] == "done"
+    return tmp
+
+
+@pytest.mark.slow
+def test_training_with_sketched_snapshots_gives_the_dense_numbers(tiny_runs):
+    from backbone_lab.analysis.run_analysis import run_analysis
+    from backbone_lab.trajectory.store import TrajectoryReader
+
+    sk = TrajectoryReader(tiny_runs / "sketch")
+    dense = TrajectoryReader(tiny_runs / "dense")
+    assert sk.steps == dense.steps and sk.meta["sketch"]["k"] == RECOMMENDED_K and sk.meta["sketch"]["seed"] == 3
+    assert sk.names == [f"sketch.block{b}" for b in dense.blocks]
+    assert not sk.load(sk.steps[0]).any()  # drift from the first snapshot
+    d = run_analysis(tiny_runs / "dense", AnalysisConfig(figures=False, progress=False))
+    s = run_analysis(tiny_runs / "sketch", AnalysisConfig(figures=False, progress=False))
+    assert s["sketch"]["sketched"] and "backbone_file" in s["sketch"]["needs_dense_snapshots"]
+    assert abs(s["pca"]["rownorm"]["pc1_pct"] - d["pca"]["rownorm"]["pc1_pct"]) <= 1.0
+    assert s["pca"]["rownorm"]["k95"] == d["pca"]["rownorm"]["k95"]
+    if d.get("rolling", {}).get("rho_mean") is not None:
+        assert abs(s["rolling"]["rho_mean"] - d["rolling"]["rho_mean"]) <= 0.02
+    Gd = np.load(tiny_runs / "dense" / "analysis" / "grams.npz")["G_trunk"]
+    Gs = np.load(tiny_runs / "sketch" / "analysis" / "grams.npz")["G_trunk"]
+    scale = np.sqrt(np.outer(np.diag(Gd), np.diag(Gd))) + 1e-300
+    assert 0 < np.max(np.abs(Gs - Gd) / scale) <= s["sketch"]["jl_epsilon"]
+    # the sketch file is tiny next to the dense one
+    assert sk.dim * 50 < dense.dim or sk.dim == len(dense.blocks) * RECOMMENDED_K

@@ -65,6 +65,15 @@ class SnapshotConfig:
     async_write: bool = True
     """Write snapshots from a background thread (training only copies the trunk to host
     memory); false = write on the training thread. The files are the same bytes either way."""
+    sketch_dim: int = 0
+    """0 = dense snapshots. k > 0: store instead a sparse-JL sketch of k numbers per block
+    (`backbone_lab.series.sketch`, computed on the training device; drift from the first snapshot,
+    float32): the analysis then reports sketched numbers with their bound. Single-process or
+    data-parallel (rank 0) runs; not with FSDP-sharded parameters."""
+    sketch_seed: int = 0
+    """Seed of the sketch's hash (the projection)."""
+    sketch_nnz: int = 4
+    """Non-zeros per coordinate of the sparse JL (sketch_dim must be a multiple)."""
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -76,6 +85,8 @@ class SnapshotConfig:
             raise ValueError(f"snapshots.extra_steps must be >= 0, got {list(self.extra_steps)}")
         if self.subset not in SUBSETS:
             raise ValueError(f"snapshots.subset={self.subset!r} is not one of {' | '.join(SUBSETS)}")
+        if self.sketch_dim < 0 or (self.sketch_dim and self.sketch_dim % self.sketch_nnz):
+            raise ValueError(f"snapshots.sketch_dim={self.sketch_dim} must be 0 or a positive multiple of sketch_nnz={self.sketch_nnz}")
         if self.dtype not in DTYPES:
             raise ValueError(f"snapshots.dtype={self.dtype!r} is not one of {' | '.join(DTYPES)}")
 
@@ -147,6 +158,9 @@ class TrajectorySnapshotCallback(L.Callback):
         sharded = any(hasattr(p, "to_local") for p in pl_module.model.parameters())
         self._sliced = world > 1 and (self.config.sliced is not False or sharded)
         self._rank, self._world = rank, world
+        if self.config.sketch_dim:
+            self._open_sketch(pl_module, rank, world, sharded)
+            return
         if world > 1 and not self._sliced and rank != 0:
             return  # rank 0 writes whole snapshots
         self._writer = TrajectoryWriter(
@@ -157,9 +171,52 @@ class TrajectorySnapshotCallback(L.Callback):
         if self.config.async_write:
             self._background = BackgroundSnapshotWriter(self._writer)
 
+    def _open_sketch(self, pl_module: L.LightningModule, rank: int, world: int, sharded: bool) -> None:
+        """A sketched trajectory: one (k,) tensor per block, drift from the first snapshot (whose
+        float64 sketch is kept in ``sketch_origin.npy`` for resumes)."""
+        import numpy as np
+
+        from backbone_lab.series.sketch import BlockSketcher, SketchSpec
+
+        if sharded:
+            raise ValueError("snapshots.sketch_dim needs unsharded parameters (not FSDP); use dense sliced snapshots")
+        self._sliced = False
+        if rank != 0:
+            return  # data-parallel ranks hold identical weights
+        c = self.config
+        spec = SketchSpec(c.sketch_dim, c.sketch_seed, c.sketch_nnz)
+        self._sketcher = BlockSketcher(spec, subset_layout(pl_module.model, c.subset))
+        self._writer = TrajectoryWriter(self.directory, tensors=self._sketcher.sketch_layout(), subset=c.subset,
+                                        meta={**self.meta, "sketch": spec.record()})
+        origin = self.directory / "sketch_origin.npy"
+        self._origin = np.load(origin) if origin.exists() else None
+        self._sync_next = True  # sketches are a few kB: always written on the training thread
+
+    def _write_sketch(self, pl_module: L.LightningModule, step: int) -> None:
+        import io
+
+        import numpy as np
+        import torch
+
+        from backbone_lab.durable import atomic_write
+
+        with torch.no_grad():
+            Y = self._sketcher.sketch_torch(named_subset(pl_module.model, self.config.subset)).cpu().numpy()
+        if self._origin is None:
+            self._origin = Y
+            buf = io.BytesIO()
+            np.save(buf, Y)
+            atomic_write(self.directory / "sketch_origin.npy", [buf.getbuffer()])
+        drift = (Y - self._origin).astype(np.float32)
+        self._writer.append(step, {f"sketch.block{b}": drift[r] for r, b in enumerate(self._sketcher.blocks)})
+
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self._last_step = step
         if self._writer is None:
+            return
+        if self.config.sketch_dim:
+            with evaluation_weights(trainer.optimizers[0] if trainer.optimizers else None):
+                self._write_sketch(pl_module, step)
             return
         with evaluation_weights(trainer.optimizers[0] if trainer.optimizers else None):  # schedule-free: x
             params = named_subset(pl_module.model, self.config.subset)
