@@ -154,14 +154,19 @@ class SeriesReader:
             if s not in self._src:
                 raise SeriesError(f"{self.path}: step {s} not in the series (have {self.steps[:3]}...)")
         ranges = merge_ranges(list(columns)) if columns is not None else [slice(0, self.dim)]
-        gen = self._chunks(max(1, int(chunk_cols)), steps, ranges)
+        gen = self._chunks(max(1, int(chunk_cols)), steps, ranges, ring=4 if reuse_buffers else 0)
         yield from (_prefetched(gen) if prefetch else gen)
 
-    def _chunks(self, chunk_cols: int, steps: list[int], ranges: list[slice]) -> Iterator[tuple[slice, np.ndarray]]:
+    def _chunks(self, chunk_cols: int, steps: list[int], ranges: list[slice], ring: int = 0) -> Iterator[tuple[slice, np.ndarray]]:
+        # ring > 0: recycle that many block buffers (steady memory: no heap growth over long streams;
+        # a yielded block is valid until the consumer asks for the next one, prefetch holding one more)
+        bufs = [np.empty((len(steps), chunk_cols), dtype=np.float32) for _ in range(ring)]
+        n = 0
         for r in ranges:
             for c0 in range(r.start, r.stop, chunk_cols):
                 c1 = min(c0 + chunk_cols, r.stop)
-                block = np.empty((len(steps), c1 - c0), dtype=np.float32)
+                block = bufs[n % ring][:, : c1 - c0] if ring else np.empty((len(steps), c1 - c0), dtype=np.float32)
+                n += 1
                 for i, s in enumerate(steps):
                     self.read_into(s, c0, c1, block[i])
                 yield slice(c0, c1), block

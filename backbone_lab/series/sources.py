@@ -187,6 +187,7 @@ class SafetensorsFile:
         self.base = 8 + n
         self.entries = header
         self._fd: int | None = None
+        self._scratch = bytearray(0)
 
     @property
     def tensors(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -201,14 +202,22 @@ class SafetensorsFile:
             self._fd = os.open(self.path, os.O_RDONLY)
         nbytes = (stop - start) * size
         pos = self.base + e["data_offsets"][0] + start * size
-        buf = bytearray(nbytes)
-        view, got = memoryview(buf), 0
+        direct = e["dtype"] == "F32" and out.flags.c_contiguous
+        if direct:  # read straight into the caller's float32 block (no copy)
+            view = memoryview(out).cast("B")
+        else:  # a scratch buffer, grown once (O(chunk))
+            if len(self._scratch) < nbytes:
+                self._scratch = bytearray(nbytes)
+            view = memoryview(self._scratch)[:nbytes]
+        got = 0
         while got < nbytes:
             k = os.preadv(self._fd, [view[got:]], pos + got)
             if k <= 0:
                 raise SeriesError(f"{self.label}: {self.path.name} ends early (tensor {name}); download the checkpoint again")
             got += k
-        raw = np.frombuffer(buf, dtype=code)
+        if direct:
+            return
+        raw = np.frombuffer(view, dtype=code)
         if e["dtype"] == "BF16":
             np.left_shift(raw, 16, out=out.view(np.uint32), dtype=np.uint32)
         else:
@@ -218,6 +227,7 @@ class SafetensorsFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._scratch = bytearray(0)
 
 
 class TorchFile:
