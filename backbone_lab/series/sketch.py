@@ -85,10 +85,12 @@ def tensor_keys(seed: int, name: str, nnz: int) -> list[int]:
 
 def _coordinate_hash(start: int, n: int, tkey: int) -> np.ndarray:
     """uint32 hash of coordinates start … start+n−1 of a tensor: hash32(hash32(j_lo ^ key) ^ j_hi)."""
+    if start + n <= 1 << 32:  # the usual case: j_hi = 0
+        u = _hash32_u32(np.arange(start, start + n, dtype=np.uint32) ^ np.uint32(tkey))
+        return _hash32_u32(u)
     j = np.arange(start, start + n, dtype=np.int64)
     u = _hash32_u32((j & M32).astype(np.uint32) ^ np.uint32(tkey))
-    hi = (j >> 32).astype(np.uint32)
-    return _hash32_u32(u ^ hi)
+    return _hash32_u32(u ^ (j >> 32).astype(np.uint32))
 
 
 @dataclass(frozen=True)
@@ -139,17 +141,27 @@ def k_for_epsilon(eps: float, T: int, delta: float = DEFAULT_DELTA) -> int:
     return int(math.ceil(8.0 * math.log(T * (T + 1) / delta) / eps**2))
 
 
+def slot_indices(start: int, n: int, keys: list[int], m: int) -> list[np.ndarray]:
+    """Per group r, the slots u_r mod 2m (intp) of coordinates start … start+n−1: slot = 2·bucket + sign bit
+    (u mod 2m = 2·((u >> 1) mod m) + (u & 1)), so one weighted bincount into 2m bins sketches a vector."""
+    base = _coordinate_hash(start, n, keys[0])
+    return [(_hash32_u32(base ^ np.uint32(key)) % np.uint32(2 * m)).astype(np.intp) for key in keys[1:]]
+
+
+def add_slots(y: np.ndarray, slots: list[np.ndarray], values: np.ndarray, m: int, scale: float) -> None:
+    """y (k,) += the sketch of ``values`` whose coordinates have ``slots`` (`slot_indices`)."""
+    for r, idx in enumerate(slots):
+        c = np.bincount(idx, weights=values, minlength=2 * m)
+        y[r * m: (r + 1) * m] += scale * (c[0::2] - c[1::2])
+
+
 def sketch_add_numpy(y: np.ndarray, values: np.ndarray, start: int, keys: list[int], spec: SketchSpec) -> None:
     """y (k,) float64 += S · values, for coordinates start … start+len(values)−1 of one tensor."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = np.asarray(values).reshape(-1)
     m, scale = spec.buckets, 1.0 / math.sqrt(spec.nnz)
     for c0 in range(0, v.size, SKETCH_CHUNK):
-        vc = v[c0: c0 + SKETCH_CHUNK] * scale
-        base = _coordinate_hash(start + c0, vc.size, keys[0])
-        for r, key in enumerate(keys[1:]):
-            u = _hash32_u32(base ^ np.uint32(key))
-            w = np.where((u & np.uint32(1)).astype(bool), -vc, vc)
-            y[r * m: (r + 1) * m] += np.bincount((u >> np.uint32(1)) % np.uint32(m), weights=w, minlength=m)
+        vc = v[c0: c0 + SKETCH_CHUNK]
+        add_slots(y, slot_indices(start + c0, vc.size, keys, m), vc, m, scale)
 
 
 def sketch_add_torch(y: Any, values: Any, start: int, keys: list[int], spec: SketchSpec) -> None:
