@@ -69,13 +69,17 @@ def read_bandwidth(root: Path) -> float:
 
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
+def hwm():  # peak resident set (VmHWM, kB -> MB); ru_maxrss would include the forking parent's pages
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current RSS
 from backbone_lab.analysis.config import AnalysisConfig
 from backbone_lab.series.cli import SeriesOptions, analyse_series
+base = hwm()
 series, out, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
 t0 = time.perf_counter()
 s = analyse_series(series, SeriesOptions(trunk="gpt_neox", sketch_dim=k), AnalysisConfig(out_dir=out, figures=False, report=False, progress=False))
-print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_mb": hwm(), "import_rss_mb": base,
                   "gram_seconds": s["gram_stream_seconds"], "pc1": s["pca"]["rownorm"]["pc1_pct"]}))
 """
 
