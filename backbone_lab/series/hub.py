@@ -16,7 +16,15 @@ from pathlib import Path
 
 from backbone_lab.series.sources import Checkpoint, SeriesError, step_of_name
 
-ALLOW_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json"]
+ALLOW_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json"]
+"""What comes down: the config and the safetensors weights (tokenizer, optimizer states and other
+files stay on the hub)."""
+FALLBACK_PATTERNS = ["config.json", "pytorch_model*.bin", "pytorch_model.bin.index.json"]
+"""Only for a revision without safetensors: the torch weights (read with weights_only=True)."""
+
+
+def _has_weights(folder: Path) -> bool:
+    return any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
 
 
 def fetch_revisions(repo_id: str, revisions: Sequence[str], cache_dir: str | None = None, local_files_only: bool = False) -> list[Checkpoint]:
@@ -35,6 +43,9 @@ def fetch_revisions(repo_id: str, revisions: Sequence[str], cache_dir: str | Non
         try:
             path = snapshot_download(repo_id, revision=rev, cache_dir=cache_dir, allow_patterns=ALLOW_PATTERNS,
                                      local_files_only=local_files_only)
+            if not _has_weights(Path(path)):  # an older revision with torch weights only
+                path = snapshot_download(repo_id, revision=rev, cache_dir=cache_dir, allow_patterns=FALLBACK_PATTERNS,
+                                         local_files_only=local_files_only)
         except RevisionNotFoundError:
             raise SeriesError(f"{repo_id}@{rev}: no such revision on the hub; list the repository's branches (step<N>) and fix the name") from None
         except (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError, HfHubHTTPError) as e:
