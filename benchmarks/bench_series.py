@@ -2,6 +2,7 @@
 vs sketched, and the disk's read bandwidth measured in the same run.
 
     python benchmarks/bench_series.py [--sizes 1e6,1e7] [--snapshots 32] [--sketch-dim 4096] [--dir /tmp]
+    python benchmarks/bench_series.py --training-cost     # the sketch's cost on the training thread
 
 Each size writes `snapshots` step<N>/model.safetensors folders (float32, GPT-NeoX trunk names, 8
 blocks) into a temporary folder under --dir, deleted afterwards (--keep to keep it). Each
@@ -84,6 +85,48 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "peak_rss_mb": hwm(), "im
 """
 
 
+def training_cost(k: int, every: int = 25, repeats: int = 3) -> dict:
+    """Seconds of one training step (forward, backward, AdamW) of the paper GPT at the tiny run's
+    shape (seq_len 64, micro batch 8) on the CPU, of the host copy the training thread makes per
+    snapshot (`copy_to_host`, async_write) and of one sketch of the trunk (the writer thread's
+    `BlockSketcher.sketch_torch`), medians of `repeats`; ratios per snapshot and per step at
+    snapshots.every = `every`."""
+    import statistics
+
+    import torch
+
+    from backbone_lab.model import GPT, ModelConfig
+    from backbone_lab.series.sketch import BlockSketcher, SketchSpec
+    from backbone_lab.trajectory.background_writer import copy_to_host
+    from backbone_lab.trunk import named_subset, subset_layout
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(seq_len=64, vocab_size=300))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randint(0, 300, (8, 64))
+    step_s, sketch_s, copy_s = [], [], []
+    sketcher = BlockSketcher(SketchSpec(k), subset_layout(model, "trunk"))
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        logits = model(x)
+        torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1)).backward()
+        opt.step()
+        opt.zero_grad()
+        step_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        host, _ = copy_to_host(named_subset(model, "trunk"))  # what the training thread does (async_write)
+        copy_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            sketcher.sketch_torch(host)  # what the writer thread does
+        sketch_s.append(time.perf_counter() - t0)
+    st, sk, cp = statistics.median(step_s), statistics.median(sketch_s), statistics.median(copy_s)
+    D = sum(p.numel() for p in named_subset(model, "trunk").values())
+    return {"trunk_dim": D, "k": k, "step_seconds": st, "sketch_seconds": sk, "sketch_over_step": sk / st,
+            "every": every, "per_step_fraction": sk / st / every,
+            "training_thread_seconds": cp, "training_thread_over_step": cp / st, "torch_threads": torch.get_num_threads()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1e6,1e7")
@@ -92,7 +135,16 @@ def main() -> None:
     ap.add_argument("--dir", default=tempfile.gettempdir())
     ap.add_argument("--modes", default="dense,sketched")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--training-cost", action="store_true", help="only measure the sketch's cost on the training thread")
     a = ap.parse_args()
+    if a.training_cost:
+        r = training_cost(a.sketch_dim)
+        print(f"paper GPT trunk D={r['trunk_dim']:,}: step {r['step_seconds']:.2f} s, sketch (k={r['k']}) {r['sketch_seconds']:.2f} s "
+              f"= {100 * r['sketch_over_step']:.0f} % of a step per snapshot ({100 * r['per_step_fraction']:.1f} % per step at "
+              f"every={r['every']}), in the writer thread; on the training thread (host copy) {r['training_thread_seconds'] * 1e3:.0f} ms "
+              f"= {100 * r['training_thread_over_step']:.1f} % of a step")
+        print(json.dumps(r))
+        return
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     results = []

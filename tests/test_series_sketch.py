@@ -186,3 +186,32 @@ def test_training_with_sketched_snapshots_gives_the_dense_numbers(tiny_runs):
     assert 0 < np.max(np.abs(Gs - Gd) / scale) <= s["sketch"]["jl_epsilon"]
     # the sketch file is tiny next to the dense one
     assert sk.dim * 50 < dense.dim or sk.dim == len(dense.blocks) * RECOMMENDED_K
+
+
+def test_sketching_writer_resumes_with_the_same_origin(tmp_path):
+    from backbone_lab.trajectory.sketch_writer import SketchingWriter
+    from backbone_lab.trajectory.store import TrajectoryReader
+
+    rng = np.random.default_rng(5)
+    layout = [{"name": "blocks.0.w", "shape": [50, 40], "block": 0, "trunk": True},
+              {"name": "blocks.1.w", "shape": [30, 40], "block": 1, "trunk": True}]
+    snaps = {s: {t["name"]: rng.standard_normal(t["shape"]).astype(np.float32) for t in layout} for s in (0, 5, 10)}
+    spec = SketchSpec(64, seed=2)
+    one = SketchingWriter(tmp_path / "one", spec, layout)
+    for s in (0, 5, 10):
+        one.append(s, snaps[s])
+    two = SketchingWriter(tmp_path / "two", spec, layout)
+    two.append(0, snaps[0])
+    two.append(5, snaps[5])
+    del two  # a resumed run: a new writer on the same folder
+    SketchingWriter(tmp_path / "two", spec, layout).append(10, snaps[10])
+    a, b = TrajectoryReader(tmp_path / "one"), TrajectoryReader(tmp_path / "two")
+    for s in (0, 5, 10):
+        np.testing.assert_array_equal(a.load(s), b.load(s))
+    # the stored rows are the sketches of the drifts
+    sk = BlockSketcher(spec, layout)
+    Y = sk.zeros_numpy()
+    for n in snaps[10]:
+        sk.add_numpy(Y, n, (snaps[10][n].astype(np.float64) - snaps[0][n]).reshape(-1))
+    np.testing.assert_allclose(a.load(10), Y.reshape(-1), rtol=1e-5, atol=1e-5)
+    assert a.meta["sketch"]["k"] == 64 and a.names == ["sketch.block0", "sketch.block1"]

@@ -69,12 +69,19 @@ def hash32(x):
     return (x >> 16) ^ x
 
 
-def _hash32_u32(x: np.ndarray) -> np.ndarray:
-    """`hash32` on a uint32 numpy array (products wrap mod 2^32: the same values, half the bytes)."""
-    mix = np.uint32(_MIX)
-    x = ((x >> np.uint32(16)) ^ x) * mix
-    x = ((x >> np.uint32(16)) ^ x) * mix
-    return (x >> np.uint32(16)) ^ x
+def _hash32_u32(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """`hash32` on a uint32 numpy array (products wrap mod 2^32: the same values, half the bytes),
+    in place when allowed (no temporaries beyond one shift buffer)."""
+    mix, sh = np.uint32(_MIX), np.uint32(16)
+    x = x if inplace else x.copy()
+    t = np.empty_like(x)
+    for _ in range(2):
+        np.right_shift(x, sh, out=t)
+        np.bitwise_xor(x, t, out=x)
+        np.multiply(x, mix, out=x)
+    np.right_shift(x, sh, out=t)
+    np.bitwise_xor(x, t, out=x)
+    return x
 
 
 def tensor_keys(seed: int, name: str, nnz: int) -> list[int]:
@@ -86,8 +93,9 @@ def tensor_keys(seed: int, name: str, nnz: int) -> list[int]:
 def _coordinate_hash(start: int, n: int, tkey: int) -> np.ndarray:
     """uint32 hash of coordinates start … start+n−1 of a tensor: hash32(hash32(j_lo ^ key) ^ j_hi)."""
     if start + n <= 1 << 32:  # the usual case: j_hi = 0
-        u = _hash32_u32(np.arange(start, start + n, dtype=np.uint32) ^ np.uint32(tkey))
-        return _hash32_u32(u)
+        u = np.arange(start, start + n, dtype=np.uint32)
+        np.bitwise_xor(u, np.uint32(tkey), out=u)
+        return _hash32_u32(_hash32_u32(u, inplace=True), inplace=True)
     j = np.arange(start, start + n, dtype=np.int64)
     u = _hash32_u32((j & M32).astype(np.uint32) ^ np.uint32(tkey))
     return _hash32_u32(u ^ (j >> 32).astype(np.uint32))
@@ -145,7 +153,15 @@ def slot_indices(start: int, n: int, keys: list[int], m: int) -> list[np.ndarray
     """Per group r, the slots u_r mod 2m (intp) of coordinates start … start+n−1: slot = 2·bucket + sign bit
     (u mod 2m = 2·((u >> 1) mod m) + (u & 1)), so one weighted bincount into 2m bins sketches a vector."""
     base = _coordinate_hash(start, n, keys[0])
-    return [(_hash32_u32(base ^ np.uint32(key)) % np.uint32(2 * m)).astype(np.intp) for key in keys[1:]]
+    out = []
+    for key in keys[1:]:
+        u = _hash32_u32(np.bitwise_xor(base, np.uint32(key)), inplace=True)
+        if (2 * m) & (2 * m - 1) == 0:  # a power of two: the same as mod
+            np.bitwise_and(u, np.uint32(2 * m - 1), out=u)
+        else:
+            np.remainder(u, np.uint32(2 * m), out=u)
+        out.append(u.astype(np.intp))
+    return out
 
 
 def add_slots(y: np.ndarray, slots: list[np.ndarray], values: np.ndarray, m: int, scale: float) -> None:

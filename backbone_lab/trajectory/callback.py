@@ -172,11 +172,10 @@ class TrajectorySnapshotCallback(L.Callback):
             self._background = BackgroundSnapshotWriter(self._writer)
 
     def _open_sketch(self, pl_module: L.LightningModule, rank: int, world: int, sharded: bool) -> None:
-        """A sketched trajectory: one (k,) tensor per block, drift from the first snapshot (whose
-        float64 sketch is kept in ``sketch_origin.npy`` for resumes)."""
-        import numpy as np
-
-        from backbone_lab.series.sketch import BlockSketcher, SketchSpec
+        """A sketched trajectory (`SketchingWriter`): rank 0 sketches; on the CPU in the background
+        writer thread (the training thread only copies the trunk), on a GPU on the device."""
+        from backbone_lab.series.sketch import SketchSpec
+        from backbone_lab.trajectory.sketch_writer import SketchingWriter
 
         if sharded:
             raise ValueError("snapshots.sketch_dim needs unsharded parameters (not FSDP); use dense sliced snapshots")
@@ -184,39 +183,16 @@ class TrajectorySnapshotCallback(L.Callback):
         if rank != 0:
             return  # data-parallel ranks hold identical weights
         c = self.config
-        spec = SketchSpec(c.sketch_dim, c.sketch_seed, c.sketch_nnz)
-        self._sketcher = BlockSketcher(spec, subset_layout(pl_module.model, c.subset))
-        self._writer = TrajectoryWriter(self.directory, tensors=self._sketcher.sketch_layout(), subset=c.subset,
-                                        meta={**self.meta, "sketch": spec.record()})
-        origin = self.directory / "sketch_origin.npy"
-        self._origin = np.load(origin) if origin.exists() else None
-        self._sync_next = True  # sketches are a few kB: always written on the training thread
-
-    def _write_sketch(self, pl_module: L.LightningModule, step: int) -> None:
-        import io
-
-        import numpy as np
-        import torch
-
-        from backbone_lab.durable import atomic_write
-
-        with torch.no_grad():
-            Y = self._sketcher.sketch_torch(named_subset(pl_module.model, self.config.subset)).cpu().numpy()
-        if self._origin is None:
-            self._origin = Y
-            buf = io.BytesIO()
-            np.save(buf, Y)
-            atomic_write(self.directory / "sketch_origin.npy", [buf.getbuffer()])
-        drift = (Y - self._origin).astype(np.float32)
-        self._writer.append(step, {f"sketch.block{b}": drift[r] for r, b in enumerate(self._sketcher.blocks)})
+        self._writer = SketchingWriter(self.directory, SketchSpec(c.sketch_dim, c.sketch_seed, c.sketch_nnz),
+                                       subset_layout(pl_module.model, c.subset), subset=c.subset, meta=self.meta)
+        self._sync_next = not self._writer.steps
+        on_gpu = any(p.is_cuda for p in pl_module.model.parameters())
+        if c.async_write and not on_gpu:
+            self._background = BackgroundSnapshotWriter(self._writer)
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self._last_step = step
         if self._writer is None:
-            return
-        if self.config.sketch_dim:
-            with evaluation_weights(trainer.optimizers[0] if trainer.optimizers else None):
-                self._write_sketch(pl_module, step)
             return
         with evaluation_weights(trainer.optimizers[0] if trainer.optimizers else None):  # schedule-free: x
             params = named_subset(pl_module.model, self.config.subset)
