@@ -90,6 +90,10 @@ def test_pythia_layout_series_analyses_like_the_trajectory_of_the_same_weights(n
     meta = s_series["trajectory"]["meta"]["series"]
     assert meta["trunk_rule"] == "gpt_neox" and meta["architecture"] == "GPTNeoXForCausalLM"
     assert (neox_series / "a_series" / "report.md").exists()
+    manifest = json.loads((neox_series / "a_series" / "series_manifest.json").read_text())
+    assert manifest["blocks"] == [0, 1, 2] and manifest["dim"] == s_series["dim"]
+    assert {(t["name"], t["block"]) for t in manifest["tensors"]} == {
+        (f"gpt_neox.layers.{b}.{n}", b) for b in range(3) for n in NEOX_TRUNK}
     # compare reads the analysed series like a run (default out: <series>/analysis)
     from backbone_lab.compare.runs import discover_runs
 
@@ -189,6 +193,25 @@ def test_hub_cache_layout_and_offline_error(neox_series, tmp_path):
         fetch_revisions("EleutherAI/pythia-tiny", ["step99"], cache_dir=str(tmp_path / "cache"), local_files_only=True)
 
 
+def test_half_precision_safetensors_are_read_exactly(tmp_path):
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    for dt in (torch.float16, torch.bfloat16):
+        root = tmp_path / str(dt).split(".")[1]
+        want = {}
+        for s in (0, 10, 20):
+            sd = {f"model.layers.{b}.mlp.up_proj.weight": torch.randn(6, 5, generator=g).to(dt) for b in range(2)}
+            (root / f"step{s}").mkdir(parents=True)
+            save_file(sd, str(root / f"step{s}" / "model.safetensors"))
+            want[s] = torch.cat([sd[f"model.layers.{b}.mlp.up_proj.weight"].float().reshape(-1) for b in range(2)]).numpy()
+        r = SeriesReader(root, trunk="llama")
+        assert r.meta["series"]["source_dtypes"] == ["BF16" if dt == torch.bfloat16 else "F16"]
+        for s in (0, 10, 20):
+            np.testing.assert_array_equal(r.load(s), want[s])
+        r.close()
+
+
 def _bad(tmp_path, capsys, argv, match):
     out = tmp_path / "out"
     rc = analyze_main([*map(str, argv), f"out={out}"])
@@ -229,5 +252,10 @@ def test_bad_series_fail_with_one_line_naming_the_checkpoint(neox_series, tmp_pa
     c["architectures"] = ["LlamaForCausalLM"]
     (d / "step4" / "config.json").write_text(json.dumps(c))
     _bad(tmp_path, capsys, [d, "trunk=gpt_neox"], "step4: architecture LlamaForCausalLM but step0 is GPTNeoXForCausalLM")
+    # a truncated weights file is caught from its header, before any Gram work
+    d = _copy_series(src, tmp_path / "trunc")
+    f = d / "step2" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:-100])
+    _bad(tmp_path, capsys, [d, "trunk=gpt_neox"], "step2: model.safetensors is truncated")
     # the wrong preset
     _bad(tmp_path, capsys, [src, "trunk=llama"], "no tensor matches trunk=llama")

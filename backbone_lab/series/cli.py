@@ -6,7 +6,8 @@ SERIES: a folder of ``step<N>/`` checkpoints, a hub cache folder, or a (step, pa
 ``sketch_seed``, ``sketch_nnz`` and ``out`` (the output folder; default ``<SERIES>/analysis``, or
 ``<list file stem>_analysis`` beside a list file). Every other key is an analysis key
 (docs/ANALYSIS.md). The output is the analysis folder of a run (report.md, summary.json, figures),
-which ``compare`` reads like any run; a sketched analysis also keeps its sketch trajectory in
+which ``compare`` reads like any run, plus ``series_manifest.json`` (the trunk's foreign names,
+shapes and blocks, the checkpoints); a sketched analysis also keeps its sketch trajectory in
 ``<out>/sketch_trajectory/`` (k·B float32 per checkpoint).
 
 Bad input (missing checkpoint, other shapes, missing trunk tensors, mixed architectures,
@@ -20,9 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from backbone_lab.durable import atomic_write_json
 from backbone_lab.series.sketch import DEFAULT_NNZ, DEFAULT_SEED, SketchSpec
 
 SERIES_KEYS = ("trunk", "sketch_dim", "sketch_seed", "sketch_nnz", "out")
+SERIES_MANIFEST = "series_manifest.json"
+"""Written into the output folder: the trunk layout read from the series (foreign names, shapes,
+offsets, blocks) and the checkpoints (step, path, label) — the manifest a run of ours has."""
 
 
 @dataclass
@@ -72,6 +77,9 @@ def analyse_series(series: str, opts: SeriesOptions, cfg, progress=None) -> dict
     out = Path(opts.out or cfg.out_dir or default_out(path))
     cfg.out_dir = str(out)
     reader = SeriesReader(path, trunk=opts.trunk)  # every header checked here, before any Gram work
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / SERIES_MANIFEST, {"format": "backbone_lab.series", "version": 1, "tensors": reader.tensors,
+                                              "dim": reader.dim, "blocks": reader.blocks, **reader.meta["series"]})
     try:
         if not opts.sketch_dim:
             return run_analysis(path, cfg, progress=progress, reader=reader)

@@ -186,6 +186,9 @@ class SafetensorsFile:
         header.pop("__metadata__", None)
         self.base = 8 + n
         self.entries = header
+        end = self.base + max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+        if path.stat().st_size < end:
+            raise SeriesError(f"{label}: {path.name} is truncated ({path.stat().st_size} of {end} bytes); download the checkpoint again")
         self._fd: int | None = None
         self._scratch = bytearray(0)
 
