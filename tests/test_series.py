@@ -94,6 +94,19 @@ def test_pythia_layout_series_analyses_like_the_trajectory_of_the_same_weights(n
     assert manifest["blocks"] == [0, 1, 2] and manifest["dim"] == s_series["dim"]
     assert {(t["name"], t["block"]) for t in manifest["tensors"]} == {
         (f"gpt_neox.layers.{b}.{n}", b) for b in range(3) for n in NEOX_TRUNK}
+    # the sketch of the same series gives the same numbers within the tested tolerance (k = 4096 per block)
+    from backbone_lab.series.sketch import RECOMMENDED_K
+
+    sk = analyse_series(str(series), SeriesOptions(trunk="gpt_neox", sketch_dim=RECOMMENDED_K), _cfg(neox_series / "a_sketch"))
+    assert abs(sk["pca"]["rownorm"]["pc1_pct"] - s_series["pca"]["rownorm"]["pc1_pct"]) <= 1.0
+    assert abs(sk["pca"]["raw"]["pc1_pct"] - s_series["pca"]["raw"]["pc1_pct"]) <= 1.0
+    for rows in ("raw", "rownorm"):  # k95 is a step function: equal unless the dense cumulative variance sits at 95 % ± 1 point
+        cum = 100 * np.cumsum(s_series["pca"][rows]["explained"])  # explained: fractions per component
+        if np.all(np.abs(cum - 95.0) > 1.0):
+            assert sk["pca"][rows]["k95"] == s_series["pca"][rows]["k95"], rows
+        else:
+            assert abs(sk["pca"][rows]["k95"] - s_series["pca"][rows]["k95"]) <= 1, rows
+    assert abs(sk["rolling"]["rho_mean"] - s_series["rolling"]["rho_mean"]) <= 0.02
     # compare reads the analysed series like a run (default out: <series>/analysis)
     from backbone_lab.compare.runs import discover_runs
 
@@ -189,6 +202,13 @@ def test_hub_cache_layout_and_offline_error(neox_series, tmp_path):
     assert [c.step for c in cks] == STEPS[:4] and cks[2].path == repo / "snapshots" / f"{2:040x}"
     s = analyse_series(str(repo), SeriesOptions(trunk="gpt_neox"), _cfg(tmp_path / "out"))  # the cache folder is a series
     assert s["trajectory"]["n_stored"] == 4 and s["trajectory"]["meta"]["series"]["checkpoints"][1]["label"].startswith("revision step1")
+    # one command from the hub: hub:ORG/NAME revisions=… (here from the cache, offline)
+    revs = ",".join(f"step{s}" for s in reversed(STEPS[:4]))
+    rc = analyze_main(["hub:EleutherAI/pythia-tiny", f"revisions={revs}", f"cache_dir={tmp_path / 'cache'}", "offline=true",
+                       "trunk=gpt_neox", f"out={tmp_path / 'hub_out'}", "figures=false"])
+    assert rc == 0
+    assert json.loads((tmp_path / "hub_out" / "summary.json").read_text())["steps"] == json.loads(
+        (tmp_path / "out" / "summary.json").read_text())["steps"]
     with pytest.raises(SeriesError, match=r"EleutherAI/pythia-tiny@step99: not in the cache and the hub cannot be reached"):
         fetch_revisions("EleutherAI/pythia-tiny", ["step99"], cache_dir=str(tmp_path / "cache"), local_files_only=True)
 
@@ -257,5 +277,8 @@ def test_bad_series_fail_with_one_line_naming_the_checkpoint(neox_series, tmp_pa
     f = d / "step2" / "model.safetensors"
     f.write_bytes(f.read_bytes()[:-100])
     _bad(tmp_path, capsys, [d, "trunk=gpt_neox"], "step2: model.safetensors is truncated")
+    # a hub revision that is neither in the cache nor reachable
+    _bad(tmp_path, capsys, ["hub:EleutherAI/pythia-none", "revisions=step0,step1,step2", f"cache_dir={tmp_path / 'c'}", "offline=true"],
+         "EleutherAI/pythia-none@step0: not in the cache")
     # the wrong preset
     _bad(tmp_path, capsys, [src, "trunk=llama"], "no tensor matches trunk=llama")

@@ -1,7 +1,8 @@
 """``python -m backbone_lab.analyze SERIES trunk=<preset> [sketch_dim=k] [sketch_seed=s] [out=DIR] [key=value ...]``.
 
 SERIES: a folder of ``step<N>/`` checkpoints, a hub cache folder, or a (step, path) list file
-(`sources`). The series keys are ``trunk`` (preset or rule, `trunk_rules`; default gpt_neox),
+(`sources`); or ``hub:ORG/NAME revisions=step0,step1,… [cache_dir=DIR] [offline=true]``, the
+revisions of a hub repository fetched into (or found in) the hub cache (`hub.fetch_revisions`). The series keys are ``trunk`` (preset or rule, `trunk_rules`; default gpt_neox),
 ``sketch_dim`` (0 = dense, the default; k = sparse-JL sketch of k numbers per block, `sketch`),
 ``sketch_seed``, ``sketch_nnz`` and ``out`` (the output folder; default ``<SERIES>/analysis``, or
 ``<list file stem>_analysis`` beside a list file). Every other key is an analysis key
@@ -24,7 +25,8 @@ from pathlib import Path
 from backbone_lab.durable import atomic_write_json
 from backbone_lab.series.sketch import DEFAULT_NNZ, DEFAULT_SEED, SketchSpec
 
-SERIES_KEYS = ("trunk", "sketch_dim", "sketch_seed", "sketch_nnz", "out")
+SERIES_KEYS = ("trunk", "sketch_dim", "sketch_seed", "sketch_nnz", "out", "revisions", "cache_dir", "offline")
+HUB_PREFIX = "hub:"
 SERIES_MANIFEST = "series_manifest.json"
 """Written into the output folder: the trunk layout read from the series (foreign names, shapes,
 offsets, blocks) and the checkpoints (step, path, label) — the manifest a run of ours has."""
@@ -39,6 +41,12 @@ class SeriesOptions:
     sketch_seed: int = DEFAULT_SEED
     sketch_nnz: int = DEFAULT_NNZ
     out: str | None = None
+    revisions: str = ""
+    """With SERIES = ``hub:ORG/NAME``: comma-separated revisions (``step0,step1,step5000``)."""
+    cache_dir: str | None = None
+    """Hub cache folder (default: huggingface_hub's)."""
+    offline: bool = False
+    """Use only what the hub cache holds (no network)."""
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[SeriesOptions, list[str]]:
@@ -54,6 +62,10 @@ def split_overrides(overrides: Sequence[str]) -> tuple[SeriesOptions, list[str]]
                 setattr(opts, key, int(val))
             except ValueError:
                 raise ValueError(f"{key}={val!r} is not an integer") from None
+        elif key == "offline":
+            if val.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"offline={val!r} is not true/false")
+            opts.offline = val.lower() in ("true", "1")
         else:
             setattr(opts, key, val)
     if opts.sketch_dim < 0:
@@ -73,10 +85,22 @@ def analyse_series(series: str, opts: SeriesOptions, cfg, progress=None) -> dict
     from backbone_lab.series.reader import SeriesReader
     from backbone_lab.trajectory.store import TrajectoryReader
 
-    path = Path(series)
-    out = Path(opts.out or cfg.out_dir or default_out(path))
+    if series.startswith(HUB_PREFIX):  # revisions of a hub repository, through the hub cache
+        from backbone_lab.series.hub import fetch_revisions
+
+        repo = series[len(HUB_PREFIX):]
+        revs = [r.strip() for r in opts.revisions.split(",") if r.strip()]
+        if not revs:
+            raise ValueError(f"{series}: give the revisions, e.g. revisions=step0,step1,step5000")
+        source = sorted(fetch_revisions(repo, revs, cache_dir=opts.cache_dir, local_files_only=opts.offline), key=lambda c: c.step)
+        path = source[0].path.parent.parent  # the repository's cache folder
+        default = Path(f"{repo.replace('/', '_')}_analysis")
+    else:
+        source = path = Path(series)
+        default = default_out(path)
+    out = Path(opts.out or cfg.out_dir or default)
     cfg.out_dir = str(out)
-    reader = SeriesReader(path, trunk=opts.trunk)  # every header checked here, before any Gram work
+    reader = SeriesReader(source, trunk=opts.trunk)  # every header checked here, before any Gram work
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / SERIES_MANIFEST, {"format": "backbone_lab.series", "version": 1, "tensors": reader.tensors,
                                               "dim": reader.dim, "blocks": reader.blocks, **reader.meta["series"]})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backbone_lab.series.sources import Checkpoint, SeriesError, TensorSource, discover, open_checkpoint
+from backbone_lab.series.sources import Checkpoint, SeriesError, TensorSource, check_series, discover, open_checkpoint
 from backbone_lab.series.trunk_rules import TrunkRule, parse_trunk_rule
 from backbone_lab.trajectory import layout as L
 from backbone_lab.trajectory.store import _prefetched, merge_ranges
@@ -70,7 +70,7 @@ class SeriesReader:
     verify = False  # checkpoints carry no checksums
 
     def __init__(self, series: str | os.PathLike | Sequence[Checkpoint], trunk: str = "gpt_neox"):
-        self.checkpoints = list(series) if isinstance(series, (list, tuple)) else discover(series)
+        self.checkpoints = check_series(list(series), "checkpoint list") if isinstance(series, (list, tuple)) else discover(series)
         self.path = Path(series) if not isinstance(series, (list, tuple)) else self.checkpoints[0].path.parent
         self.rule = parse_trunk_rule(trunk)
         self.sources: list[TensorSource] = []

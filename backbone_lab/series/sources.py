@@ -70,6 +70,8 @@ def step_of_name(name: str) -> int | None:
 
 def is_series(path: str | os.PathLike) -> bool:
     """Whether ``path`` looks like a checkpoint series (not a run / trajectory folder)."""
+    if str(path).startswith("hub:"):
+        return True
     p = Path(path)
     if p.is_file():
         return p.suffix.lower() in _LIST_EXT
@@ -87,9 +89,6 @@ def discover(path: str | os.PathLike) -> list[Checkpoint]:
         raise SeriesError(f"{p}: no such series folder or list file; give a folder of step<N>/ checkpoints or a (step, path) list")
     if p.is_file():
         cks = _from_list(p)
-        for a, b in zip(cks, cks[1:]):
-            if b.step < a.step:
-                raise SeriesError(f"{p}: step {b.step} ({b.label}) is listed after step {a.step}; list the checkpoints in increasing step order")
     elif (p / "refs").is_dir() and (p / "snapshots").is_dir():
         cks = _from_hf_cache(p)
     else:
@@ -101,13 +100,21 @@ def discover(path: str | os.PathLike) -> list[Checkpoint]:
         cks.sort(key=lambda c: c.step)
     if not cks:
         raise SeriesError(f"{p}: no checkpoints found (expected step<N>/ subfolders, step-named weight files, or a list file)")
+    return check_series(cks, str(p))
+
+
+def check_series(cks: list[Checkpoint], where: str) -> list[Checkpoint]:
+    """The checkpoints unchanged, after checking: increasing steps, no step twice, at least 3."""
     seen: dict[int, Checkpoint] = {}
     for c in cks:
         if c.step in seen:
             raise SeriesError(f"{c.label}: step {c.step} appears twice (also {seen[c.step].label}); keep one checkpoint per step")
         seen[c.step] = c
+    for a, b in zip(cks, cks[1:]):
+        if b.step < a.step:
+            raise SeriesError(f"{where}: step {b.step} ({b.label}) is listed after step {a.step}; list the checkpoints in increasing step order")
     if len(cks) < 3:
-        raise SeriesError(f"{p}: only {len(cks)} checkpoint(s); the trajectory analysis needs at least 3")
+        raise SeriesError(f"{where}: only {len(cks)} checkpoint(s); the trajectory analysis needs at least 3")
     return cks
 
 
