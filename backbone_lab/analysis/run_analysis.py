@@ -29,6 +29,7 @@ from backbone_lab.analysis.gram import DriftGram, stream_grams
 from backbone_lab.analysis.registry import resolve_stage
 from backbone_lab.analysis.report import write_report
 from backbone_lab.analysis.selection import select_steps
+from backbone_lab.analysis.sketched import DENSE_ONLY_STAGES, sketch_flag, sketch_record, sketch_section
 from backbone_lab.analysis.stage import Flag, Stage
 from backbone_lab.analysis.stages.diagnostic_hooks import DIAGNOSTICS, register_diagnostic, resolve_diagnostic  # noqa: F401
 from backbone_lab.analysis.summary import FORMAT, SUMMARY_NAME, VERSION, Summary, json_safe
@@ -90,21 +91,6 @@ def _write_grams(out_dir: Path, steps: list[int], gram: DriftGram, grams: dict[s
     atomic_write(out_dir / GRAMS_NAME, chunks())
 
 
-DENSE_ONLY_STAGES = ("backbone_file", "switching", "diagnostics")
-"""Stages that need the dense snapshot vectors (D-vectors, Fisher along v_b, switching
-directions): on a sketched trajectory they are skipped and reported as "needs dense snapshots"."""
-
-
-def _sketch_record(reader, T: int) -> dict | None:
-    """summary["sketch"] of a sketched trajectory (``meta.sketch``, series.sketch), else None."""
-    rec = (reader.meta or {}).get("sketch")
-    if not rec:
-        return None
-    from backbone_lab.series.sketch import SketchSpec
-
-    return {**SketchSpec(int(rec["k"]), int(rec["seed"]), int(rec["nnz"])).record(T), "sketched": True}
-
-
 def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, progress: ProgressFn | None = None,
                  reader=None) -> dict:
     """Analyse a run dir (or a bare trajectory folder); returns the summary dict (= summary.json).
@@ -133,11 +119,9 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
         traj_dir = Path(reader.path)
         out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir / "analysis"
         run = RunDir(run_dir)
-    sketch = _sketch_record(reader, len(reader.steps))
-    if sketch is not None:
-        dense_only = [st.name for st in stages if st.name in DENSE_ONLY_STAGES]
-        stages = [st for st in stages if st.name not in DENSE_ONLY_STAGES]
-        sketch["needs_dense_snapshots"] = dense_only
+    sketched = bool((reader.meta or {}).get("sketch"))
+    skipped = [st.name for st in stages if sketched and st.name in DENSE_ONLY_STAGES]
+    stages = [st for st in stages if st.name not in skipped]  # a sketch has no dense vectors
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = read_columns(run.eval_metrics)
     selection = select_steps(reader.steps, cfg.anchor_step, cfg.cadence, cfg.exclude_steps, cfg.max_step)
@@ -172,20 +156,11 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     ctx.summary = summary
 
     sections, figures, tables, flags = [], [], [], []
+    sketch = sketch_record(reader.meta, len(selection.steps), skipped)
     if sketch is not None:
-        sketch = {**_sketch_record(reader, len(selection.steps)), "needs_dense_snapshots": sketch["needs_dense_snapshots"]}
         summary["sketch"] = sketch
-        flags.append(("sketch", Flag("sketched", f"the Gram is estimated from sketched snapshots (k = {sketch['k']} per block, "
-                                     f"seed {sketch['seed']}, nnz {sketch['nnz']}): every entry within eps = {sketch['jl_epsilon']:.3f} "
-                                     f"x |x_i| |x_j| with prob >= {1 - sketch['delta']:.2f} (rms {sketch['rms_rel_error']:.4f}); "
-                                     f"{', '.join(sketch['needs_dense_snapshots']) or 'no stage'}: needs dense snapshots")))
-        sections.append("## Sketched snapshots\n\n"
-                        f"The trunk of each snapshot was projected to k = {sketch['k']} numbers per block (sparse JL, "
-                        f"{sketch['nnz']} non-zeros per coordinate, seed {sketch['seed']}); PC1 %, k95, rho(t), a(t), |r|, drift "
-                        f"and update alignment below come from the sketched Gram. Bound: |G_hat_ij - G_ij| <= "
-                        f"{sketch['jl_epsilon']:.3f} |x_i| |x_j| for all pairs with probability >= {1 - sketch['delta']:.2f} "
-                        f"(JL, T = {len(selection.steps)}); rms relative error per entry <= {sketch['rms_rel_error']:.4f}.\n\n"
-                        + "".join(f"- {name}: needs dense snapshots\n" for name in sketch["needs_dense_snapshots"]))
+        flags.append(("sketch", sketch_flag(sketch)))
+        sections.append(sketch_section(sketch))
     for st in stages:
         ctx.current = st.name
         res = st.run(ctx)
