@@ -276,7 +276,7 @@ def test_bad_series_fail_with_one_line_naming_the_checkpoint(neox_series, tmp_pa
     d = _copy_series(src, tmp_path / "trunc")
     f = d / "step2" / "model.safetensors"
     f.write_bytes(f.read_bytes()[:-100])
-    _bad(tmp_path, capsys, [d, "trunk=gpt_neox"], "step2: model.safetensors is truncated")
+    _bad(tmp_path, capsys, [d, "trunk=gpt_neox"], "step2: model.safetensors is not a valid safetensors file")
     # a hub revision that is neither in the cache nor reachable
     _bad(tmp_path, capsys, ["hub:EleutherAI/pythia-none", "revisions=step0,step1,step2", f"cache_dir={tmp_path / 'c'}", "offline=true"],
          "EleutherAI/pythia-none@step0: not in the cache")

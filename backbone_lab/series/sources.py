@@ -16,7 +16,8 @@ from the headers only, and ``read(name, start, stop, out)``, which fills ``out``
 flat elements [start, stop) of one tensor. Formats:
 
 * safetensors (``model.safetensors``, sharded ``model.safetensors.index.json``): the header is
-  parsed (8-byte length, JSON, raw little-endian data) and elements are read with positioned reads
+  validated by the ``safetensors`` library (``safe_open``) and parsed for the offsets (8-byte
+  length, JSON, raw little-endian data); elements are read with positioned reads
   (``os.pread``): no memory map, so the page cache is not charged to the process (the peak RSS
   stays O(chunk), as for the trajectory store); F32/F16/BF16/F64 converted to float32;
 * torch files (``pytorch_model*.bin`` with or without index, Lightning ``.ckpt``, plain state
@@ -182,6 +183,14 @@ class SafetensorsFile:
 
     def __init__(self, path: Path, label: str):
         self.path, self.label = path, label
+        from safetensors import safe_open
+
+        try:  # the format's own validation of the header (offsets, dtypes, sizes), no data read
+            with safe_open(str(path), framework="numpy") as f:
+                f.keys()
+        except Exception as e:  # noqa: BLE001 - SafetensorError, OSError
+            raise SeriesError(f"{label}: {path.name} is not a valid safetensors file ({str(e).splitlines()[0]}); "
+                              "download the checkpoint again") from None
         try:
             with open(path, "rb") as f:
                 n = int.from_bytes(f.read(8), "little")
