@@ -63,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     run_dir, overrides = argv[0], argv[1:]
+    from backbone_lab.series.sources import is_series
+
+    if is_series(run_dir):  # a checkpoint series (step<N>/ folders, a list file): backbone_lab.series.cli
+        from backbone_lab.series.cli import main as series_main
+
+        return series_main(argv)
     from backbone_lab.analysis.run_analysis import run_analysis
     from backbone_lab.trajectory.store import TrajectoryError
 

@@ -30,8 +30,10 @@ def pyplot():
 
 def run_title(common: dict) -> str:
     """One line naming the selection: subset, anchor, cadence, T, D."""
+    dim = (f"sketched k={common['sketch_k']}/block ({common['dim']:,} numbers)" if common.get("sketch_k")
+           else f"D={common['dim']:,}")
     return (f"subset={common['subset']}  anchor={common['anchor_step']}  cadence={common['cadence']}  "
-            f"T={common['n_steps']}  D={common['dim']:,}")
+            f"T={common['n_steps']}  {dim}")
 
 
 def step_axis(ax, label: str = "optimizer step") -> None:

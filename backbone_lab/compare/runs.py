@@ -165,14 +165,14 @@ def discover_runs(paths: list[str | Path]) -> list[Run]:
         p = Path(p)
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such run or sweep folder")
-        if RunDir(p).config.exists() or RunDir(p).redirect.exists():
-            candidates = [p]
+        if RunDir(p).config.exists() or RunDir(p).redirect.exists() or RunDir(p).summary.exists():
+            candidates = [p]  # a run, or an analysed checkpoint series (analysis/summary.json only)
         else:
             candidates = job_folders(p)
         for job in candidates:
             target, _ = redirect_target(job)
             key = target.resolve()
-            if key in seen or not RunDir(target).config.exists() and read_marker(target) is None:
+            if key in seen or not (RunDir(target).config.exists() or RunDir(target).summary.exists()) and read_marker(target) is None:
                 continue
             seen.add(key)
             runs.append(load_run(target, job))
