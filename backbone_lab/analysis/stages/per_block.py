@@ -101,7 +101,7 @@ class PerBlockStage:
         ratio = cos / floors  # how far above a random direction each block's updates align
         ax2.bar(x, ratio, width=0.6, color="#55A868", label="mean |cos(u, v_b)| ÷ random-direction floor")
         ax2.axhline(1.0, color="#C44E52", ls="--", lw=1, label="random direction (= 1)")
-        ax2.set_ylim(0, max(1.5, float(np.nanmax(ratio)) * 1.15) if np.isfinite(ratio).any() else 2)
+        ax2.set_ylim(0, max(1.5, float(np.nanmax(ratio)) * 1.4) if np.isfinite(ratio).any() else 2)  # room for the legend
         ax2.set_ylabel("update alignment (× noise floor)")
         ax2.legend(fontsize=7, loc="upper right")
         for a in (ax, ax2):
