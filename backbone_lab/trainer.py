@@ -75,6 +75,13 @@ class TrainerConfig:
     """32-true | bf16-mixed | 16-mixed | ... (Lightning's names)."""
     deterministic: bool = True
     """Deterministic kernels (CPU runs are then bit-reproducible)."""
+    # debugging aids (conf/debug/): Lightning's own switches, off by default
+    overfit_batches: Any = 0.0
+    """Train on the same first N micro-batches over and over (int N, or a fraction); 0 = off."""
+    fast_dev_run: Any = False
+    """Lightning's fast dev run: N (True = 1) steps, no checkpoints or loggers; for smoke tests."""
+    profiler: Any = None
+    """null | simple | advanced | pytorch: Lightning's profiler, its report written at the end of fit."""
 
 
 def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list, run_dir) -> L.Trainer:
