@@ -291,7 +291,7 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
         try:
             summary = Summary(_analyse(run.root, conf["analysis"]))
             out.update(summary.headline())
-            publish_analysis(trainer.loggers, summary, run)
+            publish_analysis(trainer.loggers, summary, run, step=int(trainer.global_step))
         except TrajectoryError as err:
             if out.get("status") != "diverged":
                 raise
