@@ -37,8 +37,10 @@ def run_title(common: dict) -> str:
 
 def run_caption(common: dict) -> str:
     """The selection in words for a figure's caption: subset, anchor, cadence, T, D."""
+    cadence = common["cadence"]
+    every = ("every step" if cadence == 1 else f"every {cadence} steps") if cadence else "(every stored step)"
     return (f"{common['subset']} parameters (D = {common['dim']:,}), drifts from step {common['anchor_step']}, "
-            f"{common['n_steps']} snapshots every {common['cadence']} steps")
+            f"{common['n_steps']} snapshots {every}")
 
 
 def title_and_caption(fig, title: str, common: dict | None = None, note: str | None = None) -> None:
