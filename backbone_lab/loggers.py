@@ -262,3 +262,12 @@ def publish_analysis(loggers: list, summary, run: RunDir, step: int | None = Non
         elif scalars and hasattr(logger, "log_metrics"):
             logger.log_metrics(scalars, step=step)
             logger.save()
+
+
+def log_final_step(loggers: list, step: int) -> None:
+    """One W&B history row at `trainer/global_step` = `step` (the run's optimizer steps): Lightning
+    logs a step's training metrics at the count of steps *before* it (999 for the last step of a
+    1000-step run); `publish_analysis` does this when an analysis is published."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.log({"trainer/global_step": int(step)})

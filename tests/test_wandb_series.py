@@ -17,19 +17,17 @@ from conftest import TINY_OVERRIDES, compose_config
 from test_wandb_geometry import offline_run
 
 
-@pytest.fixture(scope="module")
-def wandb_run(tmp_path_factory):
+def _train_offline(tmp: Path, *extra: str):
     import os
 
     from backbone_lab.train import train
 
-    tmp = tmp_path_factory.mktemp("wandb_series")
     old = {k: os.environ.get(k) for k in ("HOME", "WANDB_API_KEY")}
     os.environ["HOME"] = str(tmp)  # no credentials: offline
     os.environ.pop("WANDB_API_KEY", None)
     try:
         cfg = compose_config(TINY_OVERRIDES + [f"run_dir={tmp / 'run'}", f"paths.cache_dir={tmp / 'cache'}",
-                                               "logger=wandb", "logger.wandb.mode=offline", "analysis.rolling_window=4"])
+                                               "logger=wandb", "logger.wandb.mode=offline", *extra])
         result = train(cfg)
     finally:
         for k, v in old.items():
@@ -37,8 +35,12 @@ def wandb_run(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    run = tmp / "run"
-    return run, result, offline_run(run)
+    return tmp / "run", result, offline_run(tmp / "run")
+
+
+@pytest.fixture(scope="module")
+def wandb_run(tmp_path_factory):
+    return _train_offline(tmp_path_factory.mktemp("wandb_series"), "analysis.rolling_window=4")
 
 
 def _csv(path: Path) -> list[dict]:
@@ -51,6 +53,13 @@ def test_the_last_global_step_is_the_runs_step_count(wandb_run):
     assert result["steps_done"] == 30
     assert wb["summary"]["trainer/global_step"] == 30
     assert max(r["trainer/global_step"] for r in wb["history"] if "trainer/global_step" in r) == 30
+
+
+def test_without_an_analysis_the_last_global_step_is_still_the_step_count(tmp_path):
+    _, result, wb = _train_offline(tmp_path, "analyze=false")
+    assert result["steps_done"] == 30 and "pc1_rownorm_pct" not in result
+    assert wb["summary"]["trainer/global_step"] == 30
+    assert not any(k.startswith("analysis/") for r in wb["history"] for k in r)
 
 
 def test_the_series_are_wandb_tables_with_line_plots(wandb_run):
