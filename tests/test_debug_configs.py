@@ -19,10 +19,24 @@ def _cfg(tmp_path: Path, debug: str, *extra: str):
 
 def test_debug_configs_compose_on_top_of_tiny():
     fdr, prof, over = (compose_config([f"debug={d}"]) for d in ("fdr", "profiler", "overfit"))
-    assert fdr.trainer.fast_dev_run == 3 and fdr.data.n_train_stories == 400  # tiny's sizes underneath
-    assert prof.trainer.profiler == "simple" and prof.train.max_steps == 50
-    assert over.trainer.overfit_batches == 2 and over.train.max_steps == 100
-    assert compose_config([]).trainer.fast_dev_run is False  # off by default
+    assert fdr.trainer.debug == {"fast_dev_run": 3} and fdr.data.n_train_stories == 400  # tiny's sizes underneath
+    assert prof.trainer.debug == {"profiler": "simple"} and prof.train.max_steps == 50
+    assert over.trainer.debug == {"overfit_batches": 2} and over.train.max_steps == 100
+    assert compose_config([]).trainer.debug == {}  # off by default
+
+
+def test_the_empty_switches_leave_a_runs_identity_unchanged():
+    """A run folder written before `trainer.debug` existed resumes (same config identity); a debug
+    run is another run."""
+    from omegaconf import OmegaConf
+
+    from backbone_lab.run_identity import differences, fingerprint
+
+    new = compose_config(["debug=tiny"])
+    old = OmegaConf.to_container(new, resolve=True)
+    del old["trainer"]["debug"]
+    assert differences(old, new) == [] and fingerprint(old) == fingerprint(new)
+    assert ("trainer.debug.fast_dev_run", None, 3) in differences(new, compose_config(["debug=fdr"]))
 
 
 def test_fast_dev_run_goes_through_every_stage_in_three_steps(tmp_path):
