@@ -88,7 +88,8 @@ def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list,
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(trainer_cfg, DictConfig):  # the debugging switches are Trainer arguments of their own
-        debug = OmegaConf.to_container(trainer_cfg.get("debug") or {}, resolve=True)
+        node = trainer_cfg.get("debug")
+        debug = OmegaConf.to_container(node, resolve=True) if node is not None else {}
         trainer_cfg = OmegaConf.masked_copy(trainer_cfg, [k for k in trainer_cfg if k != "debug"])
     else:
         trainer_cfg = dict(trainer_cfg)
