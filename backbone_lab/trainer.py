@@ -14,7 +14,7 @@ micro-batch b follow the trajectory of one process with micro-batch b accumulate
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import lightning as L
@@ -75,15 +75,29 @@ class TrainerConfig:
     """32-true | bf16-mixed | 16-mixed | ... (Lightning's names)."""
     deterministic: bool = True
     """Deterministic kernels (CPU runs are then bit-reproducible)."""
+    debug: dict[str, Any] = field(default_factory=dict)
+    """Lightning's debugging switches passed on to its `Trainer` (conf/debug/: fdr, profiler, overfit),
+    e.g. `{fast_dev_run: 3}`, `{profiler: simple}`, `{overfit_batches: 2}`; empty by default (an
+    empty node leaves a run's config identity unchanged)."""
 
 
 def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list, run_dir) -> L.Trainer:
     """Lightning's Trainer from the `trainer` node plus the loop's settings, rooted at the run
     folder (`trainer.default_root_dir`, where callbacks write); one-line ConfigError for
     settings Lightning rejects."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(trainer_cfg, DictConfig):  # the debugging switches are Trainer arguments of their own
+        node = trainer_cfg.get("debug")
+        debug = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+        trainer_cfg = OmegaConf.masked_copy(trainer_cfg, [k for k in trainer_cfg if k != "debug"])
+    else:
+        trainer_cfg = dict(trainer_cfg)
+        debug = dict(trainer_cfg.pop("debug", None) or {})
     try:
         return instantiate(
             trainer_cfg,
+            **debug,
             max_steps=loop.max_steps,
             accumulate_grad_batches=loop.accumulate,
             gradient_clip_val=loop.grad_clip or None,
