@@ -101,6 +101,14 @@ class AnalysisConfig:
     noisy evaluations of a 1/n guess among the n codewords of ``<run>/codewords.json`` reaches
     2–3/n; at least the paper's 0.02 (0.02 alone when the run has no codewords.json)."""
     progress: bool = True
+    null_draws: int = 200
+    """Draws of the null baselines (isotropic random walk with the run's own increment norms, and the
+    run's increments shuffled; ``analysis.null_baseline``); 0 = no null baseline."""
+    null_seed: Optional[int] = None
+    """Seed of the null draws (None = ``seed``)."""
+    project_out_anchor: bool = False
+    """Project θ(anchor) out of the drifts before every stage (the weight-decay shrinkage direction of
+    runs that do not learn, e.g. the SGD controls; ``analysis.shrinkage``). Off = the paper's drifts."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -119,6 +127,8 @@ class AnalysisConfig:
             errs.append("corr_bootstrap must be >= 0 and corr_block >= 1")
         if self.update_lag is not None and self.update_lag <= 0:
             errs.append("update_lag must be > 0")
+        if self.null_draws < 0:
+            errs.append("null_draws must be >= 0")
         if self.chunk_mb <= 0:
             errs.append("chunk_mb must be > 0")
         if self.switch_prominence < 0 or self.switch_neighbourhood < 1 or self.switch_top_k < 2:
