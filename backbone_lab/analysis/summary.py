@@ -352,6 +352,7 @@ class Summary(Mapping[str, Any]):
             "backbone_frac_final": self.backbone_frac_final,
             "backbone_frac_mean": self.backbone_frac_mean,
             "rho_mean": self.rho_mean,
+            "beyond_null": self.beyond_null,
             "snapshots_used": self.snapshots_used,
             "snapshots_dropped": self.snapshots_dropped,
             "analysis_flags": self.flag_codes or None,

@@ -51,7 +51,8 @@ class ControlsStage:
         if inner is None:
             inner = anchor_inner_products(ctx.reader, [int(s) for s in ctx.gram.steps], ctx.gram.ref_step,
                                           ctx.reader.subset_columns(ctx.cfg.subset), ctx.cfg.chunk_mb << 20)
-        cos = shrinkage_cos(ctx.gram, vb, inner)
+        # projected drifts x_i − (p_i/q) θ(anchor) have zero inner product with θ(anchor)
+        cos = shrinkage_cos(ctx.gram, vb, AnchorInner(np.zeros_like(inner.p), inner.q) if ctx.cfg.project_out_anchor else inner)
         learning = learning_record(ctx.metrics)
         block = {"shrinkage_cos": cos, "anchor_norm": float(np.sqrt(max(inner.q, 0.0))), "learning": learning,
                  "projected_out_anchor": bool(ctx.cfg.project_out_anchor), **ctx.common}

@@ -13,9 +13,10 @@ The recorded update is measured against the rolling backbone of the snapshots up
 (``ref_step == step``: the reference contains u; ``update_in_sample_fraction``), the gradient
 against one ending before it, so ``update_over_grad`` (the paper's gap) mixes in-sample with
 out-of-sample and is kept as the legacy number. ``update_over_grad_out_of_sample`` divides the
-analysis' out-of-sample update alignment (``update_alignment.rolling_reference.out_of_sample``:
-rolling window ending at ≤ t − lag, i.e. before the update, as the gradient's) by the recorded
-gradient |cos|.
+out-of-sample update alignment (``update_oos_mean_abs_cos``: the recorded ``oos_abs_cos``, whose
+reference is the snapshots ≤ t − Δ, as the gradient's is the snapshots ≤ t − 1; for runs recorded
+before that column, the analysis' ``update_alignment.rolling_reference.out_of_sample``, see
+``update_oos_source``) by the recorded gradient |cos|.
 Imports the diagnostics package (and so torch) only when the folder exists.
 """
 
@@ -67,13 +68,18 @@ class TrainingDiagnosticsStage:
         upd, n_upd = _mean(u, "abs_cos")
         floors = np.concatenate([np.asarray(r.get("noise_floor", []), dtype=float) for r in (g, u)])
         floors = floors[np.isfinite(floors)]
-        ref = ((ctx.summary.get("update_alignment") or {}).get("rolling_reference") or {}).get("out_of_sample") or {}
-        upd_oos = ref.get("mean_abs_cos")
+        upd_oos, n_oos = _mean(u, "oos_abs_cos")  # recorded in training against the snapshots ≤ t − Δ
+        oos_source = "recorded (reference: snapshots <= t - delta)"
+        if upd_oos is None:
+            ref = ((ctx.summary.get("update_alignment") or {}).get("rolling_reference") or {}).get("out_of_sample") or {}
+            upd_oos, oos_source = ref.get("mean_abs_cos"), "analysis (update_alignment.rolling_reference.out_of_sample)"
+            n_oos = ref.get("n", 0)
         block = {"source": str(source), "figures": {k: p.name for k, p in figures.items()},
                  "grad_mean_abs_cos": grad, "update_mean_abs_cos": upd,
                  "update_over_grad": upd / grad if upd is not None and grad else None,
                  "update_in_sample_fraction": _in_sample_fraction(u),
-                 "update_oos_mean_abs_cos": upd_oos,
+                 "update_oos_mean_abs_cos": upd_oos, "update_oos_source": oos_source if upd_oos is not None else None,
+                 "n_update_oos": n_oos,
                  "update_over_grad_out_of_sample": upd_oos / grad if upd_oos is not None and grad else None,
                  "noise_floor": float(np.median(floors)) if len(floors) else None, "n_grad": n_grad, "n_update": n_upd}
         lines = ["## Diagnostics recorded in training: gradient vs update alignment, Fisher along the backbone (paper Figs. 2-3)\n",
