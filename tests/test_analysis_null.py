@@ -137,7 +137,7 @@ def test_random_walk_is_within_null_and_planted_direction_beyond(tmp_path):
         assert s.null_band("rho_mean")["observed"] == pytest.approx(s.rho_mean, rel=1e-9)
         assert s.null_band("update_mean_abs_cos")["observed"] == pytest.approx(s.update_mean_abs_cos, rel=1e-9)
         assert set(nb.METRICS) <= set(s["null_baseline"]["metrics"]) and set(s["null_baseline"]["shuffled"]) == set(nb.METRICS)
-        assert s["null_baseline"]["draws"] == 120
+        assert s["null_baseline"]["draws"] == s["null_baseline"]["draws_requested"] == 120
         report = (tmp_path / ("walk" if s is s_walk else "planted") / "analysis" / "report.md").read_text()
         assert "Null baselines" in report and "random walk mean [95 % band]" in report
     w, p = s_walk.null_band("pc1_rownorm_pct"), s_plant.null_band("pc1_rownorm_pct")
@@ -199,3 +199,17 @@ def test_shrinkage_cos_of_pure_weight_decay_and_learning_record(tmp_path):
     planted = theta0 + np.outer(steps / steps[-1], v / np.linalg.norm(v)) + 1e-3 * walk(T, D_STORE, rng)
     s2 = Summary(run_analysis(write_run(tmp_path / "adam", planted, steps), fast_cfg(null_draws=0)))
     assert s2.shrinkage_cos < 0.15 and s2["learning"] is None
+
+
+def test_time_limited_null_keeps_the_first_draws():
+    """Past null_max_seconds the null stops after min_draws; the draws made are those of an unlimited run."""
+    T = 15
+    steps = list(range(0, 100 * T, 100))
+    g = gram_from_matrix(walk(T, 300, np.random.default_rng(9)), steps)
+    cfg = fast_cfg()
+    limited = nb.null_draws(g, steps, cfg, 100, draws=50, seed=1, max_seconds=1e-9, min_draws=6)
+    full = nb.null_draws(g, steps, cfg, 100, draws=8, seed=1)
+    assert len(limited["pc1_rownorm_pct"]) == 6
+    assert np.array_equal(limited["pc1_rownorm_pct"], full["pc1_rownorm_pct"][:6])
+    with pytest.raises(ValueError, match="null_max_seconds"):
+        AnalysisConfig(null_max_seconds=0)

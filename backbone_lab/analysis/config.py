@@ -106,6 +106,10 @@ class AnalysisConfig:
     run's increments shuffled; ``analysis.null_baseline``); 0 = no null baseline."""
     null_seed: Optional[int] = None
     """Seed of the null draws (None = ``seed``)."""
+    null_max_seconds: Optional[float] = 120.0
+    """Time limit of each null baseline's draws (random walk, shuffled); past it, after at least 40
+    draws, fewer than ``null_draws`` are used (summary ``draws`` vs ``draws_requested``). Cost per
+    draw grows as T³ (≈ 0.01 s at T = 51, 0.1 s at T = 101, 0.65 s at T = 401). None = no limit."""
     project_out_anchor: bool = False
     """Project θ(anchor) out of the drifts before every stage (the weight-decay shrinkage direction of
     runs that do not learn, e.g. the SGD controls; ``analysis.shrinkage``). Off = the paper's drifts."""
@@ -129,6 +133,8 @@ class AnalysisConfig:
             errs.append("update_lag must be > 0")
         if self.null_draws < 0:
             errs.append("null_draws must be >= 0")
+        if self.null_max_seconds is not None and self.null_max_seconds <= 0:
+            errs.append("null_max_seconds must be None or > 0")
         if self.chunk_mb <= 0:
             errs.append("chunk_mb must be > 0")
         if self.switch_prominence < 0 or self.switch_neighbourhood < 1 or self.switch_top_k < 2:

@@ -32,6 +32,7 @@ squared parameter units. Cost per draw: one T × T PCA plus the rolling windows'
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -54,6 +55,7 @@ METRICS: tuple[str, ...] = (
     "update_mean_abs_cos", "update_mean_abs_cos_early", "update_oos_mean_abs_cos", "update_insample_mean_abs_cos",
 )
 BAND = (2.5, 97.5)  # percentiles of the null band (a central 95 % interval)
+MIN_DRAWS = 40  # fewest draws of a time-limited null (the 2.5 / 97.5 percentiles of fewer are the extremes)
 
 METHOD = ("isotropic random walk with the trajectory's own increment norms between consecutive analysed snapshots "
           "(same steps, cadence and anchor); increment-direction Gram drawn exactly as a normalised Wishart_m(D, I) "
@@ -182,10 +184,12 @@ def trajectory_statistics(gram: DriftGram, steps: Sequence[int], cfg: AnalysisCo
 
 # ----------------------------------------------------------------------------- bands
 def null_draws(gram: DriftGram, steps: Sequence[int], cfg: AnalysisConfig, cadence: int, draws: int, seed: int,
-               kind: str = "random_walk") -> dict[str, np.ndarray]:
-    """metric -> (draws,) values over `draws` simulated Grams (NaN where a statistic is undefined).
+               kind: str = "random_walk", max_seconds: float | None = None, min_draws: int = MIN_DRAWS) -> dict[str, np.ndarray]:
+    """metric -> (n,) values over n ≤ `draws` simulated Grams (NaN where a statistic is undefined).
 
     kind: ``random_walk`` (isotropic, own increment norms) or ``shuffled`` (own increments, random order).
+    max_seconds: stop drawing once this much time is spent (after at least `min_draws` draws);
+        n is then the number of draws made (the same seed gives the same first n draws).
     """
     idx = gram.indices(steps)
     G = gram.G[np.ix_(idx, idx)]
@@ -201,13 +205,17 @@ def null_draws(gram: DriftGram, steps: Sequence[int], cfg: AnalysisConfig, caden
     else:
         raise ValueError(f"unknown null kind {kind!r} (random_walk | shuffled)")
     vals = {k: np.full(draws, np.nan) for k in METRICS}
+    t0, done = time.perf_counter(), 0
     with _blas_single_thread():  # many tiny eigh calls: threaded BLAS only adds overhead (3x here)
         for d in range(draws):
+            if max_seconds is not None and d >= min_draws and time.perf_counter() - t0 > max_seconds:
+                break
             g = DriftGram(steps=st, G=make(), ref_step=int(st[0]), subset=gram.subset, dim=gram.dim)
             for k, v in trajectory_statistics(g, steps, cfg, cadence).items():
                 if v is not None:
                     vals[k][d] = v
-    return vals
+            done = d + 1
+    return {k: v[:done] for k, v in vals.items()}
 
 
 def band(values: np.ndarray) -> dict[str, float | None]:

@@ -18,6 +18,8 @@ and the top-level key ``beyond_null``: the row-normalised PC1 % (the backbone's 
 
 from __future__ import annotations
 
+import time
+
 from backbone_lab.analysis import null_baseline as nb
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.report import fmt
@@ -53,19 +55,25 @@ class NullBaselineStage:
             return StageResult(summary={"skipped": why}, report=title + f"Skipped: {why}.\n")
         seed = cfg.seed if cfg.null_seed is None else cfg.null_seed
         observed = nb.trajectory_statistics(ctx.gram, ctx.steps, cfg, ctx.cadence)
-        walk = nb.null_draws(ctx.gram, ctx.steps, cfg, ctx.cadence, cfg.null_draws, seed, "random_walk")
-        shuf = nb.null_draws(ctx.gram, ctx.steps, cfg, ctx.cadence, cfg.null_draws, seed + 1, "shuffled")
+        t0 = time.perf_counter()
+        walk = nb.null_draws(ctx.gram, ctx.steps, cfg, ctx.cadence, cfg.null_draws, seed, "random_walk", cfg.null_max_seconds)
+        shuf = nb.null_draws(ctx.gram, ctx.steps, cfg, ctx.cadence, cfg.null_draws, seed + 1, "shuffled", cfg.null_max_seconds)
+        seconds = time.perf_counter() - t0
+        n_walk, n_shuf = len(walk[nb.METRICS[0]]), len(shuf[nb.METRICS[0]])
         metrics = nb.compare_with_null(observed, walk)
         shuffled = {k: nb.band(shuf[k]) for k in nb.METRICS}
         dom = metrics[DOMINANCE]
         beyond = bool(dom["observed"] is not None and dom["hi"] is not None and dom["observed"] > dom["hi"])
-        block = {"method": nb.METHOD, "draws": cfg.null_draws, "seed": seed, "band": "2.5-97.5 percentiles",
+        block = {"method": nb.METHOD, "draws": n_walk, "draws_requested": cfg.null_draws, "draws_shuffled": n_shuf,
+                 "seed": seed, "seconds": seconds, "band": "2.5-97.5 percentiles",
                  "metrics": metrics, "shuffled": shuffled, "shuffled_method": nb.SHUFFLED_METHOD,
                  "beyond_null": beyond, "beyond_null_rule": f"{DOMINANCE} > the random walk's 97.5 % quantile", **ctx.common}
         flags = [] if beyond else [Flag("within_null", f"the backbone's dominance (row-normalised PC1 {_num(dom['observed'], 1)} %) is not above an "
                                                         f"isotropic random walk with the same increment norms (95 % band {_num(dom['lo'], 1)}–{_num(dom['hi'], 1)} %): "
                                                         "a process with no backbone gives the same number")]
-        lines = [title, f"{cfg.null_draws} draws (seed {seed}) of a random walk with this run's increment norms between the analysed "
+        limited = (f" (time limit null_max_seconds={cfg.null_max_seconds:g} s reached: {n_walk} / {n_shuf} of {cfg.null_draws} draws)"
+                   if min(n_walk, n_shuf) < cfg.null_draws else "")
+        lines = [title, f"{n_walk} draws{limited} (seed {seed}) of a random walk with this run's increment norms between the analysed "
                  "snapshots (same steps, anchor, D), simulated in the Gram domain, and of this run's increments in random order; "
                  "the same statistics as above on each. Band = 2.5–97.5 percentiles; **beyond** = ours outside the random walk's band.\n",
                  f"Backbone dominance beyond the null: **{'yes' if beyond else 'no'}** (row-normalised PC1 {_num(dom['observed'], 2)} % vs "
