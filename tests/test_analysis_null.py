@@ -213,3 +213,25 @@ def test_time_limited_null_keeps_the_first_draws():
     assert np.array_equal(limited["pc1_rownorm_pct"], full["pc1_rownorm_pct"][:6])
     with pytest.raises(ValueError, match="null_max_seconds"):
         AnalysisConfig(null_max_seconds=0)
+
+
+def test_streamed_anchor_inner_products_match_dense(tmp_path):
+    from backbone_lab.analysis.gram import stream_grams
+    from backbone_lab.analysis.shrinkage import anchor_inner_products
+    from backbone_lab.trajectory.store import TrajectoryReader
+
+    T = 7
+    steps = list(range(0, 10 * T, 10))
+    rng = np.random.default_rng(10)
+    theta = (rng.standard_normal(D_STORE) + walk(T, D_STORE, rng)).astype(np.float32)
+    reader = TrajectoryReader(write_run(tmp_path / "r", theta, steps) / "trajectory")
+    cols = reader.subset_columns("trunk")
+    th = np.stack([reader.load(s).astype(np.float64) for s in steps])
+    th = np.concatenate([th[:, c] for c in cols], axis=1)
+    p_dense, q_dense = (th - th[2]) @ th[2], th[2] @ th[2]
+    for kw in ({}, {"threads": 2, "chunk_bytes": 8 * T * 1024}, {"device": "cpu"}):  # chunks, threads, torch path
+        g = stream_grams(reader, {"trunk": cols}, steps=steps, ref=steps[2], anchor_inner=True, **kw)["trunk"]
+        assert np.allclose(g.meta["anchor_inner"]["p"], p_dense, rtol=1e-12, atol=1e-9)
+        assert g.meta["anchor_inner"]["q"] == pytest.approx(q_dense, rel=1e-12)
+    own = anchor_inner_products(reader, steps, steps[2], cols)
+    assert np.allclose(own.p, p_dense, rtol=1e-12, atol=1e-9) and own.q == pytest.approx(q_dense, rel=1e-12)

@@ -70,8 +70,8 @@ class AnalysisContext:
         summary: summary.json so far (header + the blocks of earlier stages).
         results: stage name -> its result, for the stages run so far.
         current: name of the stage being run.
-        anchor_inner: ⟨x_i, θ(anchor)⟩ and ‖θ(anchor)‖² of the analysis subset when computed before
-            the stages (``project_out_anchor``; ``analysis.shrinkage``), else None.
+        anchor_inner: ⟨x_i, θ(anchor)⟩ and ‖θ(anchor)‖² of the analysis subset (unprojected),
+            accumulated in the streamed pass (``analysis.shrinkage.AnchorInner``; None: not available).
     """
 
     run_dir: Path

@@ -29,7 +29,7 @@ from backbone_lab.analysis.gram import DriftGram, stream_grams
 from backbone_lab.analysis.registry import resolve_stage
 from backbone_lab.analysis.report import write_report
 from backbone_lab.analysis.selection import select_steps
-from backbone_lab.analysis.shrinkage import anchor_inner_products, project_out_anchor
+from backbone_lab.analysis.shrinkage import AnchorInner, project_out_anchor
 from backbone_lab.analysis.stage import Flag, Stage
 from backbone_lab.analysis.stages.diagnostic_hooks import DIAGNOSTICS, register_diagnostic, resolve_diagnostic  # noqa: F401
 from backbone_lab.analysis.summary import FORMAT, SUMMARY_NAME, VERSION, Summary, json_safe
@@ -122,11 +122,11 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
             groups.update(extra(reader, cfg))
     cb = (lambda d, t: progress("gram", d, t)) if progress else None
     grams = stream_grams(reader, groups, steps=selection.steps, ref=selection.anchor, chunk_bytes=cfg.chunk_mb << 20,
-                         device=cfg.device, verify=cfg.verify_crc, progress=cb)
+                         device=cfg.device, verify=cfg.verify_crc, progress=cb, anchor_inner=True)
 
-    anchor_inner = None
+    ai = grams[cfg.subset].meta["anchor_inner"]  # ⟨x_i, θ(anchor)⟩, ‖θ(anchor)‖², from the same pass
+    anchor_inner = AnchorInner(p=ai["p"], q=ai["q"])
     if cfg.project_out_anchor:  # the shrinkage direction θ(anchor) out of every drift, before any stage
-        anchor_inner = anchor_inner_products(reader, selection.steps, selection.anchor, groups[cfg.subset], cfg.chunk_mb << 20)
         grams[cfg.subset] = project_out_anchor(grams[cfg.subset], anchor_inner)
     ctx = AnalysisContext(run_dir=run_dir, run=run, traj_dir=traj_dir, out_dir=out_dir, cfg=cfg, reader=reader,
                           selection=selection, grams=grams, metrics=metrics, n_codewords=read_codeword_count(run),

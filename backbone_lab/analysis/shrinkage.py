@@ -7,9 +7,10 @@ the shrinkage, not a learned direction.
 
 Gram domain: with p_i = ⟨x_i, θ(anchor)⟩ (x_i = θ(s_i) − θ(anchor), the drift Gram's rows) and
 q = ‖θ(anchor)‖², a direction v = Xᵀc has ⟨v, θ(anchor)⟩ = cᵀp, and projecting θ(anchor) out of
-every drift changes the Gram to G − p pᵀ / q. p and q need one pass over the analysed snapshots'
-subset columns (`anchor_inner_products`); float32 values are widened to float64 before
-differencing (exact), products accumulated in float64.
+every drift changes the Gram to G − p pᵀ / q. p and q are accumulated in the analysis' streamed
+Gram pass (``stream_grams(anchor_inner=True)``); `anchor_inner_products` is the same in a pass of
+its own. float32 values are widened to float64 before differencing (exact), products accumulated
+in float64.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ trivially. This stage records, at the top level of summary.json:
   eval_metrics.csv (first and last evaluation with a finite val_loss; drop = first − last, in
   nats per token), or None without evaluations.
 
-Summary block ``controls`` holds both plus the anchor norm. One extra pass over the analysed
-snapshots' subset columns (skipped when ``project_out_anchor`` already made it).
+Summary block ``controls`` holds both plus the anchor norm. The inner products with θ(anchor) come
+from the streamed Gram pass (``AnalysisContext.anchor_inner``); a context without them (a stage
+driven by hand) pays one extra pass over the analysed snapshots' subset columns.
 """
 
 from __future__ import annotations
