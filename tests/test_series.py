@@ -62,7 +62,7 @@ def _cfg(out, **kw):
 def _assert_same_numbers(a, b, path=""):
     if isinstance(a, dict):
         for k in a:
-            if k in ("elapsed_seconds", "gram_stream_seconds", "out_dir", "run_dir", "trajectory", "config", "stream_seconds"):
+            if k in ("elapsed_seconds", "gram_stream_seconds", "out_dir", "run_dir", "trajectory", "config", "stream_seconds", "seconds"):
                 continue
             _assert_same_numbers(a[k], b[k], f"{path}.{k}")
     elif isinstance(a, list) and a and not isinstance(a[0], str):

@@ -106,10 +106,12 @@ class AnalysisConfig:
     run's increments shuffled; ``analysis.null_baseline``); 0 = no null baseline."""
     null_seed: Optional[int] = None
     """Seed of the null draws (None = ``seed``)."""
-    null_max_seconds: Optional[float] = 120.0
+    null_max_seconds: Optional[float] = None
     """Time limit of each null baseline's draws (random walk, shuffled); past it, after at least 40
     draws, fewer than ``null_draws`` are used (summary ``draws`` vs ``draws_requested``). Cost per
-    draw grows as T³ (≈ 0.01 s at T = 51, 0.1 s at T = 101, 0.65 s at T = 401). None = no limit."""
+    draw grows as T³ (≈ 0.01 s at T = 51, 0.1 s at T = 101, 0.65 s at T = 401). None (default) = no
+    limit, so the same trajectory always gives the same numbers; with a limit the number of draws
+    (and so the band's last digits) depends on the machine's speed."""
     project_out_anchor: bool = False
     """Project θ(anchor) out of the drifts before every stage (the weight-decay shrinkage direction of
     runs that do not learn, e.g. the SGD controls; ``analysis.shrinkage``). Off = the paper's drifts."""
