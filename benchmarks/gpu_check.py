@@ -180,7 +180,7 @@ EVAL_N_VAL, EVAL_N_PROBE = 640, 1000   # half the paper's validation and probe s
 # one evaluation = (n_val + 2 probe sets) x 256 tokens forward (~1/3 of a training token's FLOPs),
 # against 64 x 2 x 256 tokens per training step
 EVAL_STEP_EQUIV = (EVAL_N_VAL + 2 * EVAL_N_PROBE) * 256 / (3 * 64 * 2 * 256)
-PER_RUN_OVERHEAD_S = 50   # model build, data (first run; cached for the second), checkpoints, analysis
+PER_RUN_OVERHEAD_S = 60   # model build, data (first run; cached for the second), checkpoints, analysis
 RESERVE_S = 45            # compare + the report at the end
 RUNS = ("adamw", "sgd_momentum")
 MIN_STEPS, MAX_STEPS, STEP_QUANTUM = 100, 2000, 20

@@ -34,7 +34,8 @@ _allowed, _refused, _log = set(_cfg["allowed"]), set(_cfg["refused"]), _cfg["log
 def _refuses(name):
     if name in _refused or any(name.startswith(r + ".") for r in _refused):
         return True
-    return "." not in name and name not in _allowed
+    # _sysconfigdata_<abi>_<platform>: the standard library's build data, absent from stdlib_module_names
+    return "." not in name and name not in _allowed and not name.startswith("_sysconfigdata_")
 
 
 def _note(name):
