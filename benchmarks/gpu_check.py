@@ -107,7 +107,8 @@ def install(wheels_dir: Path, target: Path, force: bool) -> int:
 def unpack_wheel(wheel: Path, target: Path) -> None:
     """Install one wheel into `target` the way `pip install --no-deps --target` does for a
     library: its files unpacked, the contents of `<name>.data/purelib` and `platlib` moved up
-    (scripts, headers and data files are not needed by an import and are left out)."""
+    (scripts, headers and data files are not needed by an import and are left out). Plain writes,
+    not backbone_lab.durable: the target is a private temp folder the check deletes at its end."""
     with zipfile.ZipFile(wheel) as z:
         for member in z.infolist():
             parts = Path(member.filename).parts
