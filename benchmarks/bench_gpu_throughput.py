@@ -238,7 +238,7 @@ def measure(args, on_update=None) -> dict:
                   f"(warm-up {res['warmup_seconds']:.1f} s)", flush=True)
         update()
 
-    interleaved({k: measure_one(k) for k in runners}, args.rounds, progress)
+    interleaved({k: measure_one(k) for k in runners}, args.rounds, progress, record_failures=True)
     set_tf32(None)
     return snapshot(complete=True)
 

@@ -5,8 +5,10 @@ or speeds up during the benchmark (other load, clocks, caches) then touches ever
 alike. Each variant is summarised by the median over rounds and its spread (min–max); a
 difference between two variants smaller than their spreads is noise.
 
-A variant that raises (out of memory, a missing compiler for torch.compile, ...) is recorded as
-a `Failed` entry at the end of its list and is not called again; the other variants go on.
+With `record_failures=True`, a variant that raises (out of memory, a missing compiler for
+torch.compile, ...) is recorded as a `Failed` entry at the end of its list and is not called
+again; the other variants go on. Without it the error propagates (callers that do not handle
+`Failed` entries).
 """
 
 from __future__ import annotations
@@ -67,12 +69,13 @@ def failure(results: list[Any]) -> Failed | None:
 
 
 def interleaved(variants: Mapping[str, Callable[[], Any]], rounds: int,
-                progress: Callable[[int, str, Any], None] | None = None) -> dict[str, list[Any]]:
+                progress: Callable[[int, str, Any], None] | None = None,
+                record_failures: bool = False) -> dict[str, list[Any]]:
     """Call every variant once per round, in the given order, `rounds` times.
 
-    Returns `name -> [result of round 1, round 2, ...]`; a variant that raised an `Exception`
-    ends with a `Failed` entry and is skipped in the later rounds (KeyboardInterrupt and
-    SystemExit still stop everything). `progress(round, name, result or Failed)` is called
+    Returns `name -> [result of round 1, round 2, ...]`; with `record_failures`, a variant that
+    raised an `Exception` ends with a `Failed` entry and is skipped in the later rounds
+    (KeyboardInterrupt and SystemExit still stop everything). `progress(round, name, result or Failed)` is called
     after each measurement (for a progress line, or to save what has been measured so far)."""
     results: dict[str, list[Any]] = {name: [] for name in variants}
     for r in range(1, rounds + 1):
@@ -82,6 +85,8 @@ def interleaved(variants: Mapping[str, Callable[[], Any]], rounds: int,
             try:
                 result = measure()
             except Exception as err:  # noqa: BLE001 - one variant's failure must not lose the others
+                if not record_failures:
+                    raise
                 result = Failed.of(err, r)
             results[name].append(result)
             if progress is not None:

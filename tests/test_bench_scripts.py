@@ -92,13 +92,17 @@ def test_a_failing_variant_ends_with_its_error_and_the_others_go_on():
         return 2.0
 
     out = interleaved({"a": lambda: calls.append("a") or 1.0, "b": flaky, "c": lambda: calls.append("c") or 3.0},
-                      rounds=3, progress=lambda r, name, res: seen.append((r, name, type(res).__name__)))
+                      rounds=3, progress=lambda r, name, res: seen.append((r, name, type(res).__name__)),
+                      record_failures=True)
     assert calls == ["a", "b", "c", "a", "b", "c", "a", "c"]  # b is not called again after it failed
     assert out["a"] == [1.0] * 3 and out["c"] == [3.0] * 3
     assert succeeded(out["b"]) == [2.0] and failure(out["a"]) is None
     fail = failure(out["b"])
     assert isinstance(fail, Failed) and fail.round == 2 and fail.error == "MemoryError: out of memory in round 2"
     assert ("out of memory in round 2" in fail.traceback) and (2, "b", "Failed") in seen
+    calls.clear()
+    with pytest.raises(MemoryError):  # without record_failures the error propagates, as before
+        interleaved({"b": flaky}, rounds=3)
 
 
 def test_gpu_throughput_keeps_the_figures_of_the_variants_that_ran(tmp_path, monkeypatch):
