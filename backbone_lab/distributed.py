@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from backbone_lab.durable import open_append
+
 RANK_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
 _threads_before_launch: tuple[int, str | None] | None = None
 
@@ -117,7 +119,7 @@ def launch_local_workers(world_size: int, config_path: Path, ckpt_path: Path | N
     for rank in range(1, world_size):
         env = {**os.environ, **base, "LOCAL_RANK": str(rank), "RANK": str(rank)}
         log_path = log_dir / f"rank{rank}.log"
-        with open(log_path, "ab") as log:
+        with open_append(log_path, "ab") as log:
             p = subprocess.Popen(
                 [sys.executable, "-m", "backbone_lab.distributed", str(config_path), str(ckpt_path or "-")],
                 env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)

@@ -18,7 +18,7 @@ class RunDirError(BackboneLabError):
 def user_facing_errors() -> tuple[type[BaseException], ...]:
     """Exception types the CLIs report as one line: ours, the data / store ones, a full disk."""
     from backbone_lab.data.errors import DataError
-    from backbone_lab.durable import DiskFullError
+    from backbone_lab.durable import DiskFullError, LinkedFolderError
     from backbone_lab.trajectory.store import TrajectoryError
 
-    return (BackboneLabError, DataError, TrajectoryError, DiskFullError)
+    return (BackboneLabError, DataError, TrajectoryError, DiskFullError, LinkedFolderError)

@@ -36,7 +36,7 @@ from backbone_lab.callbacks.evaluation import EvaluationCallback, eval_steps
 from backbone_lab.checkpoint_io import checkpoint_step, resume_checkpoint
 from backbone_lab.config_schema import build, schemas
 from backbone_lab.distributed import end_local_run, env_global_rank, launch_local_workers
-from backbone_lab.durable import remove_stale_temps
+from backbone_lab.durable import atomic_write_text, remove_stale_temps
 from backbone_lab.errors import ConfigError, RunDirError
 from backbone_lab.input_checks import check_inputs
 from backbone_lab.lit_module import BackboneLitModule, DivergenceError
@@ -117,7 +117,7 @@ def prepare_run_dir(cfg: DictConfig, run: RunDir) -> Path | None:
         for stale in remove_stale_temps(folder):
             log.info("removed %s (left by a killed writer)", stale)
     ckpt = resume_checkpoint(run)[0] if resume == "auto" else None
-    OmegaConf.save(cfg, run.config, resolve=True)
+    atomic_write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
     return ckpt
 
 

@@ -33,7 +33,7 @@ from backbone_lab.analysis.stage import Flag, Stage
 from backbone_lab.analysis.stages.diagnostic_hooks import DIAGNOSTICS, register_diagnostic, resolve_diagnostic  # noqa: F401
 from backbone_lab.analysis.summary import FORMAT, SUMMARY_NAME, VERSION, Summary, json_safe
 from backbone_lab.analysis.tables import merge_tables, write_table
-from backbone_lab.durable import atomic_write
+from backbone_lab.durable import atomic_write, output_folder
 from backbone_lab.metrics_csv import read_columns
 from backbone_lab.run_dir import RunDir
 from backbone_lab.trajectory.store import TrajectoryReader, resolve_trajectory_dir
@@ -109,7 +109,7 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     traj_dir = resolve_trajectory_dir(run_dir)
     reader = TrajectoryReader(traj_dir, verify=cfg.verify_crc, check_files=False)  # streamed steps are checked
     out_dir = _out_dir(run_dir, traj_dir, cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir, "analysis output folder")
     run = RunDir(run_dir if traj_dir != run_dir else traj_dir.parent)
     metrics = read_columns(run.eval_metrics)
     selection = select_steps(reader.steps, cfg.anchor_step, cfg.cadence, cfg.exclude_steps, cfg.max_step)

@@ -26,11 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     from backbone_lab.compare import compare
     from backbone_lab.compare.claim_file import ClaimFileError
     from backbone_lab.compare.report import CLAIM_COLUMNS, markdown_table
+    from backbone_lab.durable import LinkedFolderError
 
     try:
         info = compare(args.paths, args.out, plots=not args.no_plots, claim_files=args.claims,
                        paper_claims=not args.no_paper_claims)
-    except (FileNotFoundError, ClaimFileError) as err:
+    except (FileNotFoundError, ClaimFileError, LinkedFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(info["out_dir"])

@@ -15,7 +15,7 @@ from backbone_lab.compare.grouping import label_runs
 from backbone_lab.compare.headline_figure import headline_figure
 from backbone_lab.compare.plots import overlay_figures
 from backbone_lab.compare.runs import Run
-from backbone_lab.durable import atomic_write_text
+from backbone_lab.durable import atomic_write_text, output_folder
 
 TABLE_TITLES = {
     "runs": ("Runs", "Every run: state and headline numbers (PC1 / k95 from the run's own analysis, "
@@ -67,13 +67,17 @@ def markdown_table(rows: list[dict], skip: tuple[str, ...] = ("run_dir",)) -> st
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    """`rows` as a CSV at `path`, through the atomic writer (a symlink there is replaced, not followed)."""
+    import io
+
     cols = _columns(rows)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: ("" if r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r[c])) else r.get(c))
-                        for c in cols})
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: ("" if r.get(c) is None or (isinstance(r.get(c), float) and math.isnan(r[c])) else r.get(c))
+                    for c in cols})
+    atomic_write_text(path, buf.getvalue())
 
 
 def build_tables(runs: list[Run]) -> dict[str, list[dict]]:
@@ -113,8 +117,7 @@ def claims_section(rows: list[dict], counts: dict[str, int]) -> list[str]:
 def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool = True,
                  claims: list[Claim] | None = None) -> dict:
     """Label the runs, check the claims, build the tables, write report.md / <table>.csv / PNGs."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir, "compare output folder")
     swept = label_runs(runs)
     verdicts = check_claims(runs, claims) if claims else []
     claim_rows = [v.row() for v in verdicts]

@@ -1,0 +1,100 @@
+"""Hostile run folders (issue: hung ranks, hostile run folders, malformed runs): symlinks planted
+where outputs go, and malformed runs among good ones. Each test is one row of docs/FAULTS.md."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from test_compare import BASE, _merge, make_run
+
+
+def _victim(tmp_path: Path, name: str = "victim.txt") -> Path:
+    """A file outside every run folder that a planted link points at."""
+    victim = tmp_path / "outside" / name
+    victim.parent.mkdir(parents=True, exist_ok=True)
+    victim.write_text("precious, not ours\n")
+    return victim
+
+
+# ------------------------------------------------------------------------------------ planted links
+def test_a_file_link_in_analysis_is_replaced_not_followed(tmp_path, capsys):
+    """analysis/loglog.png, report.md and summary.json shipped as symlinks to files outside the run:
+    the analysis replaces the links with its own files and the targets keep their bytes."""
+    from backbone_lab.analysis.cli import main
+
+    run = make_run(tmp_path / "run", _merge(BASE))
+    victims = {}
+    for name in ("loglog.png", "report.md", "summary.json", "spectrum.png"):
+        victims[name] = _victim(tmp_path, f"victim_{name}")
+        link = run / "analysis" / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(victims[name])
+    assert main([str(run), "anchor_step=1"]) == 0, capsys.readouterr().err
+    for name, victim in victims.items():
+        link = run / "analysis" / name
+        assert not link.is_symlink() and link.stat().st_size > 0, name
+        assert victim.read_text() == "precious, not ours\n", name
+    assert json.loads((run / "analysis" / "summary.json").read_text())["format"]
+
+
+def test_a_folder_link_as_analysis_is_refused_in_one_line(tmp_path, capsys):
+    from backbone_lab.analysis.cli import main
+
+    run = make_run(tmp_path / "run", _merge(BASE))
+    elsewhere = tmp_path / "outside" / "folder"
+    elsewhere.mkdir(parents=True)
+    (run / "analysis" / "summary.json").unlink()
+    for p in (run / "analysis").iterdir():
+        p.unlink()
+    (run / "analysis").rmdir()
+    (run / "analysis").symlink_to(elsewhere, target_is_directory=True)
+    assert main([str(run)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "is a symbolic link" in err[0] and "analysis" in err[0], err
+    assert list(elsewhere.iterdir()) == []  # nothing landed in the link's target
+
+
+def test_file_links_in_compare_are_replaced_and_a_folder_link_is_refused(tmp_path, capsys):
+    from backbone_lab.compare.__main__ import main
+
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "a", _merge(BASE, seed=1))
+    make_run(sweep / "b", _merge(BASE, seed=2), seed=1)
+    out = sweep / "compare"
+    out.mkdir()
+    victims = {}
+    for name in ("claims.csv", "runs.csv", "report.md", "overlay.png"):
+        victims[name] = _victim(tmp_path, f"victim_{name}")
+        (out / name).symlink_to(victims[name])
+    assert main([str(sweep)]) == 0, capsys.readouterr().err
+    for name, victim in victims.items():
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 0, name
+        assert victim.read_text() == "precious, not ours\n", name
+    capsys.readouterr()
+
+    linked = tmp_path / "sweep2"
+    make_run(linked / "a", _merge(BASE, seed=1))
+    target = tmp_path / "outside" / "cmp"
+    target.mkdir(parents=True)
+    (linked / "compare").symlink_to(target, target_is_directory=True)
+    assert main([str(linked)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "compare output folder is a symbolic link" in err[0], err
+    assert list(target.iterdir()) == []
+
+
+def test_a_linked_append_log_is_replaced_not_followed(tmp_path):
+    """Appended files (diagnostics CSVs, rank logs) drop a planted link instead of writing through it."""
+    from backbone_lab.diagnostics.records import RecordWriter
+
+    victim = _victim(tmp_path)
+    path = tmp_path / "run" / "diagnostics" / "alignment.csv"
+    path.parent.mkdir(parents=True)
+    path.symlink_to(victim)
+    RecordWriter(path, ["step", "cos"]).append({"step": 1, "cos": 0.5})
+    assert not path.is_symlink() and path.read_text().splitlines()[0] == "step,cos"
+    assert victim.read_text() == "precious, not ours\n"
