@@ -3,6 +3,7 @@ where outputs go, and malformed runs among good ones. Each test is one row of do
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -98,3 +99,69 @@ def test_a_linked_append_log_is_replaced_not_followed(tmp_path):
     RecordWriter(path, ["step", "cos"]).append({"step": 1, "cos": 0.5})
     assert not path.is_symlink() and path.read_text().splitlines()[0] == "step,cos"
     assert victim.read_text() == "precious, not ours\n"
+
+
+# ------------------------------------------------------------------------------------ malformed runs
+def _nan_everywhere(x):
+    if isinstance(x, dict):
+        return {k: _nan_everywhere(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_everywhere(v) for v in x]
+    return float("nan") if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+
+
+def _all_nan(run: Path) -> None:
+    path = run / "analysis" / "summary.json"
+    path.write_text(json.dumps(_nan_everywhere(json.loads(path.read_text()))))  # json writes NaN literals
+
+
+def _wrong_type(run: Path) -> None:
+    path = run / "analysis" / "summary.json"
+    data = json.loads(path.read_text())
+    data["pca"]["rownorm"]["pc1_pct"] = "high"
+    path.write_text(json.dumps(data))
+
+
+def _not_an_object(run: Path) -> None:
+    (run / "analysis" / "summary.json").write_text("[1, 2, 3]")
+
+
+def _huge_csv_field(run: Path) -> None:
+    with open(run / "eval_metrics.csv", "a") as f:
+        f.write('44,"' + "x" * (20 << 20) + '",1\n')  # a 20 MB field
+
+
+def _huge_analysis_csv_field(run: Path) -> None:
+    with open(run / "analysis" / "timeseries.csv", "a") as f:
+        f.write("1," + "9" * (20 << 20) + ",1\n")
+
+
+MALFORMED = [
+    (_all_nan, "summary.json holds NaN/inf at pca.rownorm.pc1_pct"),
+    (_wrong_type, "summary.json: pca.rownorm.pc1_pct is 'high', not a number"),
+    (_not_an_object, "summary.json holds a list, not an object"),
+    (_huge_csv_field, "eval_metrics.csv: csv.Error: field larger than field limit"),
+    (_huge_analysis_csv_field, "timeseries.csv: csv.Error: field larger than field limit"),
+]
+
+
+@pytest.mark.parametrize("damage,reason", MALFORMED, ids=[d.__name__.strip("_") for d, _ in MALFORMED])
+def test_a_malformed_run_is_a_row_and_the_others_are_compared(tmp_path, capsys, damage, reason):
+    """One malformed run among good ones: exit 1, a row `unreadable: <reason>`, the report for the rest."""
+    from backbone_lab.compare.__main__ import main
+
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "good1", _merge(BASE, seed=1))
+    make_run(sweep / "good2", _merge(BASE, seed=2), seed=1)
+    damage(make_run(sweep / "bad", _merge(BASE, seed=3), seed=2))
+    assert main([str(sweep), "--no-plots"]) == 1
+    err = capsys.readouterr().err
+    assert f"{sweep / 'bad'}: unreadable: {reason}" in err and "Traceback" not in err, err
+    with open(sweep / "compare" / "runs.csv", newline="") as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    assert rows["seed=3"]["state"].startswith(f"unreadable: {reason}")
+    for good in ("seed=1", "seed=2"):  # the good runs keep their numbers
+        assert rows[good]["state"] == "done" and float(rows[good]["pc1_rownorm"]) == 100.0
+    report = (sweep / "compare" / "report.md").read_text()
+    assert f"| seed=3 | unreadable: {reason}" in report
+    assert "Claims of the paper" in report

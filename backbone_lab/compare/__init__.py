@@ -37,8 +37,24 @@ def compare(paths, out_dir=None, plots: bool = True, claim_files=(), paper_claim
     runs = discover_runs(paths)
     if not runs:
         raise FileNotFoundError(f"no runs (folders with config.yaml or a DONE/FAILED marker) under {', '.join(paths)}")
+    _probe(runs)
     if out_dir is None:
         out_dir = Path(paths[0]) / "compare" if len(paths) == 1 else Path("multirun_outputs") / "compare"
     info = write_report(runs, Path(out_dir), paths, plots=plots, claims=claims)
     info["n_runs"] = len(runs)
+    info["unreadable"] = {str(r.run_dir): r.marker.get("error", "") for r in runs if r.state == "unreadable"}
     return info
+
+
+def _probe(runs) -> None:
+    """A run whose headline numbers cannot be computed becomes `unreadable` (one malformed run
+    must not take the comparison of the others down; see `compare.malformed`)."""
+    from backbone_lab.compare.malformed import reason_of
+    from backbone_lab.compare.tables import headline
+
+    for run in runs:
+        if run.ok:
+            try:
+                headline(run)
+            except Exception as err:  # noqa: BLE001 - whatever a hand-edited file breaks
+                run.mark_unreadable(reason_of(err, "analysis"))

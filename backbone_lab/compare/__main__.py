@@ -1,4 +1,9 @@
-"""`python -m backbone_lab.compare <sweep dir | run dirs ...> [--out DIR] [--no-plots] [--claims FILE ...]`."""
+"""`python -m backbone_lab.compare <sweep dir | run dirs ...> [--out DIR] [--no-plots] [--claims FILE ...]`.
+
+Exit status: 0 the report covers every run; 1 the report was written but some runs are
+unreadable (malformed files: a row `unreadable: <reason>` each, and one stderr line each);
+2 nothing to compare or a bad argument (missing folder, bad claim file, a linked output folder).
+"""
 
 from __future__ import annotations
 
@@ -54,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{name}:")
         print(markdown_table([{k: r.get(k) for k in keep} for r in rows]))
     print(f"\nreport: {out / 'report.md'}")
+    if info["unreadable"]:
+        for run_dir, reason in info["unreadable"].items():
+            print(f"error: {run_dir}: unreadable: {reason}", file=sys.stderr)
+        print(f"error: {len(info['unreadable'])} of {info['n_runs']} runs unreadable (rows 'unreadable: ...' in "
+              "report.md); the report covers the others", file=sys.stderr)
+        return 1
     return 0
 
 
