@@ -74,6 +74,7 @@ def check_command_line(argv: list[str]) -> None:
     checked per job."""
     args = argv[1:]
     if any(a.startswith("-") for a in args):  # -m, --cfg, --help, ...: leave them to Hydra
+        _check_sweep_names(args)
         return
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -94,6 +95,18 @@ def check_command_line(argv: list[str]) -> None:
         sys.exit(2)
     finally:
         GlobalHydra.instance().clear()
+
+
+def _check_sweep_names(args: list[str]) -> None:
+    """A multirun's folder names, checked before Hydra makes the sweep folder (one line, exit 2)."""
+    from backbone_lab.errors import ConfigError
+    from backbone_lab.input_checks import check_sweep_overrides
+
+    try:
+        check_sweep_overrides([a for a in args if not a.startswith("-")])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def cli() -> None:

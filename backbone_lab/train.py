@@ -38,7 +38,7 @@ from backbone_lab.config_schema import build, schemas
 from backbone_lab.distributed import end_local_run, env_global_rank, launch_local_workers
 from backbone_lab.durable import atomic_write_text, remove_stale_temps
 from backbone_lab.errors import ConfigError, RunDirError
-from backbone_lab.input_checks import check_inputs
+from backbone_lab.input_checks import check_folder_name, check_inputs, check_run_settings
 from backbone_lab.lit_module import BackboneLitModule, DivergenceError
 from backbone_lab.preemption import Preempted, PreemptionCallback, requested, signals_handled
 from backbone_lab.run_dir import RunDir
@@ -88,10 +88,14 @@ def check_optimizer(factory) -> None:
 
 def check_run_name(cfg: DictConfig) -> None:
     """`run_name` names one folder under the output root: no path separators, no `..`."""
-    name = str(cfg.get("run_name", ""))
-    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith(".."):
-        raise ConfigError(f"run_name={name!r} must be a plain folder name (no '/', no '..'); "
-                          "use run_dir=<path> to write elsewhere")
+    check_folder_name("run_name", cfg.get("run_name", ""))
+
+
+def never_trained(run: RunDir) -> bool:
+    """No checkpoint and no snapshot in the run folder: an earlier start failed before training."""
+    has_ckpt = run.checkpoints.is_dir() and any(run.checkpoints.glob("*.ckpt"))
+    has_snapshots = run.trajectory.is_dir() and any(run.trajectory.iterdir())
+    return not has_ckpt and not has_snapshots
 
 
 def prepare_run_dir(cfg: DictConfig, run: RunDir) -> Path | None:
@@ -101,7 +105,9 @@ def prepare_run_dir(cfg: DictConfig, run: RunDir) -> Path | None:
     resume = cfg.get("resume", "never")
     if resume not in ("never", "auto"):
         raise ConfigError(f"resume must be 'never' or 'auto', got {resume!r}")
-    if run.config.exists():
+    if run.config.exists() and never_trained(run):  # a failed start: its config must not block the fix
+        log.info("%s holds a start that never trained (no checkpoint, no snapshot): its config is replaced", run.root)
+    elif run.config.exists():
         diff = differences(OmegaConf.load(run.config), cfg, extra=RESUME_ALSO_NEUTRAL)
         if diff:
             shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in diff[:3]) + (" ..." if len(diff) > 3 else "")
@@ -165,8 +171,7 @@ def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
     micro-batch, the callback nodes, the trainer and its world size. Returns (typed configs,
     optimizer factory, user callbacks). The CLI runs it before Hydra creates any folder."""
     _quiet_third_party_logs()
-    if cfg.get("seed") is None:
-        raise ConfigError("seed must be set (an integer; 0 is fine)")
+    check_run_settings(cfg)
     conf = typed(cfg)
     optimizer = instantiate(cfg.optimizer)
     check_optimizer(optimizer)
