@@ -165,3 +165,64 @@ def test_a_malformed_run_is_a_row_and_the_others_are_compared(tmp_path, capsys, 
     report = (sweep / "compare" / "report.md").read_text()
     assert f"| seed=3 | unreadable: {reason}" in report
     assert "Claims of the paper" in report
+
+
+# ------------------------------------------------------------------------------------ edited trajectories
+def _edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _drop_rank1_index(traj: Path) -> None:
+    (traj / "snapshots.rank1.json").unlink()
+
+
+def _world_size_3(traj: Path) -> None:
+    _edit_json(traj / "manifest.json", lambda m: m["slicing"].update(world_size=3))
+
+
+def _world_size_1(traj: Path) -> None:
+    _edit_json(traj / "manifest.json", lambda m: m["slicing"].update(world_size=1))
+
+
+def _sliced_dtype(traj: Path) -> None:
+    _edit_json(traj / "manifest.json", lambda m: m.update(dtype="float16"))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_drop_rank1_index, r"snapshots\.rank1\.json: rank 1's snapshot index is missing .* restore the file"),
+    (_world_size_3, r"slicing\.world_size is 3 but slicing\.pieces lists 2 ranks: .* restore it to 2"),
+    (_world_size_1, r"slicing\.world_size is 1 but the snapshots are listed per rank .* restore it to 2"),
+    (_sliced_dtype, r"manifest's dtype is 'float16' but snapshots\.rank0\.json .* says 'float32'.* restore dtype='float32'"),
+], ids=["deleted-rank1-index", "world_size-2-to-3", "world_size-2-to-1", "dtype"])
+def test_an_edited_sliced_trajectory_names_the_file_and_the_fix(tmp_path, edit, message):
+    """Not "no snapshot left after exclude_steps/max_step": the file, the field and the real fix."""
+    from test_store_sliced import write_both
+
+    from backbone_lab.trajectory.store import TrajectoryError, TrajectoryReader
+
+    _, sliced = write_both(tmp_path, 2)
+    edit(sliced / "trajectory")
+    with pytest.raises(TrajectoryError, match=message):
+        TrajectoryReader(sliced)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("dtype", "bfloat16", r"manifest\.json: dtype is 'bfloat16' but the snapshot files hold \d+ bytes, what dtype "
+                          r"'float32' gives: the manifest's dtype field was changed; restore dtype='float32'"),
+    ("nbytes", 999, r"manifest\.json: the nbytes field of step 0 says 999, the layout \(tensors x float32\) gives "
+                    r"(\d+) and the file holds \1: the field was changed; restore nbytes=\1"),
+], ids=["dtype", "nbytes"])
+def test_an_edited_manifest_says_which_field(tmp_path, field, value, message):
+    from test_store_sliced import write_both
+
+    from backbone_lab.trajectory.store import TrajectoryError, TrajectoryReader
+
+    plain, _ = write_both(tmp_path, 2)
+    if field == "dtype":
+        _edit_json(plain / "trajectory" / "manifest.json", lambda m: m.update(dtype=value))
+    else:
+        _edit_json(plain / "trajectory" / "manifest.json", lambda m: m["snapshots"][0].update(nbytes=value))
+    with pytest.raises(TrajectoryError, match=message):
+        TrajectoryReader(plain)
