@@ -40,7 +40,7 @@ from backbone_lab.durable import atomic_write_text, remove_stale_temps
 from backbone_lab.errors import ConfigError, RunDirError
 from backbone_lab.input_checks import check_folder_name, check_inputs, check_run_settings
 from backbone_lab.lit_module import BackboneLitModule, DivergenceError
-from backbone_lab.preemption import Preempted, PreemptionCallback, requested, signals_handled
+from backbone_lab.preemption import Preempted, PreemptionCallback, requested, signals_handled, signals_interrupt
 from backbone_lab.run_dir import RunDir
 from backbone_lab.run_identity import RESUME_ALSO_NEUTRAL, differences
 from backbone_lab.run_lock import run_lock
@@ -224,7 +224,8 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
         except (Preempted, KeyboardInterrupt) as err:
             if rank == 0:
                 _safe_marker(run, "INTERRUPTED", {"error": f"{type(err).__name__}: {err}",
-                                                  "step": getattr(err, "step", None)})
+                                                  "step": getattr(err, "step", None),
+                                                  "during": getattr(err, "during", "training")})
             raise
         except BaseException as err:
             if workers is not None:
@@ -294,7 +295,8 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
     out.update(_final_eval_numbers(run))
     if cfg.get("analyze", True) and snap.enabled:
         try:
-            summary = Summary(_analyse(run.root, conf["analysis"]))
+            with signals_interrupt(out["steps_done"], "analysis"):  # SIGTERM: stop now, exit 143, not DONE
+                summary = Summary(_analyse(run.root, conf["analysis"]))
             out.update(summary.headline())
             publish_analysis(trainer.loggers, summary, run)
         except TrajectoryError as err:

@@ -447,3 +447,34 @@ def test_a_fifo_as_claim_file_through_the_cli_does_not_hang(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "is a FIFO" in lines[0], proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_analysis_stops_it_and_resume_finishes(reference, tmp_path):
+    """A real SIGTERM while the end-of-run analysis runs (held busy by a planted diagnostic hook):
+    the analysis stops at the signal, INTERRUPTED says so, exit 143; resume=auto finishes it, DONE."""
+    root, _ = reference
+    env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp_path / "out"), "BACKBONE_LAB_CACHE": str(root / "cache"),
+           "PYTHONPATH": str(REPO / "tests")}
+    args = [sys.executable, "-m", "backbone_lab", "debug=tiny", "logger=none", "run_name=ana", "train.max_steps=30",
+            "train.eval_every=10", "train.ckpt_every=10", "snapshots.every=5", f"paths.cache_dir={root / 'cache'}",
+            "analysis.diagnostics=[slow_analysis_hook:slow_the_first_time]"]
+    run = tmp_path / "out" / "runs" / "ana"
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "hook_started").exists() and proc.poll() is None:
+        time.sleep(0.1)
+    assert (run / "hook_started").exists(), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)  # the hook would sleep 300 s: only a stopped analysis ends in time
+    assert proc.returncode == 143, err[-2000:]
+    assert "during the end-of-run analysis" in err and "resume=auto" in err
+    state, payload = read_marker(run)
+    assert state == "INTERRUPTED" and payload["during"] == "analysis" and payload["step"] == 30
+    assert not (run / "analysis" / "summary.json").exists()
+    again = subprocess.run(args + ["resume=auto"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    state, payload = read_marker(run)
+    assert state == "DONE" and payload["steps_done"] == 30
+    summary = json.loads((run / "analysis" / "summary.json").read_text())
+    assert summary["diagnostics"]["slow_analysis_hook:slow_the_first_time"] == {"slept": False}
