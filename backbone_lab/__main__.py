@@ -22,7 +22,7 @@ register_resolvers()  # ${bl_job_dirname:...} in conf/hydra/default.yaml
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from backbone_lab.errors import user_facing_errors
+    from backbone_lab.errors import RankFailure, user_facing_errors
     from backbone_lab.preemption import Preempted
     from backbone_lab.sweep import in_multirun, run_sweep_job
     from backbone_lab.train import train
@@ -37,6 +37,9 @@ def main(cfg: DictConfig) -> float | None:
     except user_facing_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RankFailure as err:  # a rank died or went silent: one line naming it
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except Preempted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         sys.exit(128 + err.signum)

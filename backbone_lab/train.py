@@ -37,7 +37,7 @@ from backbone_lab.checkpoint_io import checkpoint_step, resume_checkpoint
 from backbone_lab.config_schema import build, schemas
 from backbone_lab.distributed import end_local_run, env_global_rank, launch_local_workers
 from backbone_lab.durable import atomic_write_text, remove_stale_temps
-from backbone_lab.errors import ConfigError, RunDirError
+from backbone_lab.errors import ConfigError, RankFailure, RunDirError
 from backbone_lab.input_checks import check_folder_name, check_inputs, check_run_settings
 from backbone_lab.lit_module import BackboneLitModule, DivergenceError
 from backbone_lab.preemption import Preempted, PreemptionCallback, requested, signals_handled, signals_interrupt
@@ -45,7 +45,7 @@ from backbone_lab.run_dir import RunDir
 from backbone_lab.run_identity import RESUME_ALSO_NEUTRAL, differences
 from backbone_lab.run_lock import run_lock
 from backbone_lab.run_markers import write_marker
-from backbone_lab.trainer import build_trainer, check_world, needs_local_launch
+from backbone_lab.trainer import build_trainer, check_world, collective_timeout_s, needs_local_launch
 from backbone_lab.trajectory.callback import TrajectorySnapshotCallback
 from backbone_lab.trajectory.store import TrajectoryError
 
@@ -211,7 +211,9 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
         result: dict = {"run_dir": str(run.root), "status": "done", "world_size": world}
         try:
             if needs_local_launch(trainer):
-                workers = launch_local_workers(world, run.config, ckpt_path, run.root / "logs")
+                workers = launch_local_workers(
+                    world, run.config, ckpt_path, run.root / "logs", silence_timeout_s=collective_timeout_s(cfg.trainer),
+                    on_give_up=lambda why: _safe_marker(run, "FAILED", {"error": f"RankFailure: {why}"}))
                 trainer = build_trainer(cfg.trainer, loop, callbacks, loggers=[], run_dir=run.root)  # sees its rank
             if rank == 0:
                 loggers = _instantiate_nodes(cfg.get("logger"))
@@ -228,11 +230,14 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
                                                   "during": getattr(err, "during", "training")})
             raise
         except BaseException as err:
+            why = workers.explain() if workers is not None else None  # a rank that died or went silent
             if workers is not None:
                 workers.terminate()
             if rank == 0:
-                _safe_marker(run, "FAILED", {"error": f"{type(err).__name__}: {err}",
+                _safe_marker(run, "FAILED", {"error": f"RankFailure: {why}" if why else f"{type(err).__name__}: {err}",
                                              "traceback": traceback.format_exc()})
+            if why:
+                raise RankFailure(why) from err
             raise
         finally:
             if workers is not None:

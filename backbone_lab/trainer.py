@@ -58,6 +58,24 @@ class LoopConfig:
             raise ValueError(f"train.divergence_loss must be > 0 or null, got {self.divergence_loss}")
 
 
+DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0
+NOT_TRAINER_ARGUMENTS = ("collective_timeout_s",)  # TrainerConfig fields that Lightning's Trainer does not take
+
+
+def collective_timeout_s(trainer_cfg) -> float:
+    """The `trainer.collective_timeout_s` of a trainer node (the default where it is absent)."""
+    return float(trainer_cfg.get("collective_timeout_s", DEFAULT_COLLECTIVE_TIMEOUT_S) or DEFAULT_COLLECTIVE_TIMEOUT_S)
+
+
+def _apply_collective_timeout(trainer: L.Trainer, seconds: float) -> None:
+    """The process group of a multi-process strategy is created with this timeout (Lightning's
+    DDP/FSDP/ModelParallel strategies read `_timeout` when they initialise it)."""
+    from datetime import timedelta
+
+    if hasattr(trainer.strategy, "_timeout"):
+        trainer.strategy._timeout = timedelta(seconds=seconds)
+
+
 @dataclass
 class TrainerConfig:
     """Lightning `Trainer` arguments that say where the loop runs (`conf/trainer/`)."""
@@ -75,15 +93,30 @@ class TrainerConfig:
     """32-true | bf16-mixed | 16-mixed | ... (Lightning's names)."""
     deterministic: bool = True
     """Deterministic kernels (CPU runs are then bit-reproducible)."""
+    collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
+    """Seconds a collective (all-reduce, barrier) may wait for a rank before the run fails, and
+    how long a locally launched rank may stay silent before the launcher's watchdog stops the run
+    naming it (`distributed.LocalWorkers`). Not passed to Lightning's Trainer. The default (5 min)
+    is far above the slowest step, evaluation or snapshot of the paper-size run; a resumed run
+    may change it (a neutral key)."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.collective_timeout_s, (int, float)) and math.isfinite(self.collective_timeout_s)
+                and self.collective_timeout_s > 0):
+            raise ValueError(f"trainer.collective_timeout_s must be a finite number of seconds > 0, "
+                             f"got {self.collective_timeout_s!r}")
 
 
 def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list, run_dir) -> L.Trainer:
     """Lightning's Trainer from the `trainer` node plus the loop's settings, rooted at the run
     folder (`trainer.default_root_dir`, where callbacks write); one-line ConfigError for
     settings Lightning rejects."""
+    from omegaconf import OmegaConf
+
+    lightning_cfg = OmegaConf.masked_copy(trainer_cfg, [k for k in trainer_cfg if k not in NOT_TRAINER_ARGUMENTS])
     try:
-        return instantiate(
-            trainer_cfg,
+        trainer = instantiate(
+            lightning_cfg,
             max_steps=loop.max_steps,
             accumulate_grad_batches=loop.accumulate,
             gradient_clip_val=loop.grad_clip or None,
@@ -103,6 +136,8 @@ def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list,
     except Exception as err:  # noqa: BLE001 - Lightning raises several types for bad settings
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"trainer: {text} (check trainer.accelerator/devices/num_nodes/strategy)") from err
+    _apply_collective_timeout(trainer, collective_timeout_s(trainer_cfg))
+    return trainer
 
 
 def _is_multiprocess_strategy(trainer: L.Trainer) -> bool:

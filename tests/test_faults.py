@@ -478,3 +478,49 @@ def test_sigterm_during_the_analysis_stops_it_and_resume_finishes(reference, tmp
     assert state == "DONE" and payload["steps_done"] == 30
     summary = json.loads((run / "analysis" / "summary.json").read_text())
     assert summary["diagnostics"]["slow_analysis_hook:slow_the_first_time"] == {"slept": False}
+
+
+# ------------------------------------------------------------------------------------ hung ranks
+def _launched_ranks(parent: int) -> list[int]:
+    """pids of the ranks `parent` launched (`python -m backbone_lab.distributed`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"backbone_lab.distributed" in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_stopped_rank_ends_the_run_with_failed_naming_it(reference, tmp_path):
+    """SIGSTOP of rank 1 mid-run with trainer.collective_timeout_s=20: the run ends (exit 1) with
+    FAILED and one line naming rank 1, instead of hanging for the library's default timeout."""
+    root, _ = reference
+    proc = _cli(tmp_path, "logger=none", "trainer=ddp_cpu", "trainer.collective_timeout_s=20", "run_name=hung",
+                f"paths.cache_dir={root / 'cache'}", "+callbacks.slow._target_=crash_callback.SlowDown",
+                "+callbacks.slow.seconds=0.2")
+    run = tmp_path / "out" / "runs" / "hung"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "trajectory" / "snap_00000005.rank1.bin").exists() and proc.poll() is None:
+        time.sleep(0.1)
+    ranks = _launched_ranks(proc.pid)
+    assert len(ranks) == 1, proc.communicate()[1][-2000:]
+    os.kill(ranks[0], signal.SIGSTOP)
+    try:
+        _, err = proc.communicate(timeout=20 + 60 + 60)  # the timeout, the watchdog's grace, slack
+    finally:
+        try:
+            os.kill(ranks[0], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert len(lines) == 1 and "rank 1" in lines[0] and "silent" in lines[0] and "rank1.log" in lines[0], lines
+    state, payload = read_marker(run)
+    assert state == "FAILED" and payload["error"].startswith("RankFailure: rank 1") and "silent" in payload["error"]
