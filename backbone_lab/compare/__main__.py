@@ -19,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("paths", nargs="+", help="sweep folders (multirun_outputs/<experiment>/<time>), "
                                                  "experiment folders, or run folders")
-    parser.add_argument("--out", default=None, help="output folder (default: <the one input>/compare, "
-                                                    "or multirun_outputs/compare for several inputs)")
+    parser.add_argument("--out", default=None, help="output folder (default: <the one input>/compare; for several "
+                                                    "inputs <output root>/compare: $BACKBONE_LAB_OUTPUT, else the "
+                                                    "runs' paths.output_root, else the inputs' common folder)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.add_argument("--claims", action="append", default=[], metavar="FILE",
                         help="a claim file (format: backbone_lab/compare/claim_file.py) checked after the paper's "
