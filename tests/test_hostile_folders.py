@@ -101,6 +101,26 @@ def test_a_linked_append_log_is_replaced_not_followed(tmp_path):
     assert victim.read_text() == "precious, not ours\n"
 
 
+def test_linked_eval_metrics_and_lock_files_are_replaced_not_followed(tmp_path):
+    """eval_metrics.csv (appended every evaluation) and .lock (truncated to hold the pid)."""
+    from backbone_lab.metrics_csv import append_row, read_rows
+    from backbone_lab.run_dir import RunDir
+    from backbone_lab.run_lock import run_lock
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    victims = {name: _victim(tmp_path, f"victim_{name}") for name in ("eval_metrics.csv", ".lock")}
+    run.eval_metrics.symlink_to(victims["eval_metrics.csv"])
+    run.lock.symlink_to(victims[".lock"])
+    append_row(run.eval_metrics, {"step": 1, "val_loss": 2.5})
+    with run_lock(run):
+        assert run.lock.read_text().strip() == str(os.getpid())
+    assert not run.eval_metrics.is_symlink() and read_rows(run.eval_metrics)[0]["val_loss"] == 2.5
+    assert not run.lock.is_symlink()
+    for victim in victims.values():
+        assert victim.read_text() == "precious, not ours\n"
+
+
 # ------------------------------------------------------------------------------------ malformed runs
 def _nan_everywhere(x):
     if isinstance(x, dict):
