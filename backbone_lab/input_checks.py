@@ -171,6 +171,8 @@ def known_top_level_keys() -> set[str]:
 
 def check_known_keys(cfg) -> None:
     """An unknown top-level key (`+foo=1`, `+optimzer.lr=...`) is refused like a typo."""
+    if not CONFIG_FILE.exists():  # the package without its conf/ folder: nothing to compare with
+        return
     known = known_top_level_keys()
     for key in cfg:
         if key not in known:
