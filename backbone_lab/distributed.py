@@ -150,8 +150,8 @@ class LocalWorkers:
         if self.failure is None:
             problem = self._problem()
             if problem is None and self._heartbeats:  # rank 0's collective timed out first: who was silent?
-                silent = [r for r in range(1, len(self.procs) + 1)
-                          if self.procs[r - 1].poll() is None and self.silent_for(r) > 5 * HEARTBEAT_PERIOD_S]
+                silent = [r for r in range(1, len(self.procs) + 1) if self.procs[r - 1].poll() is None
+                          and self.silent_for(r) > 5 * HEARTBEAT_PERIOD_S and self._heard[r - 1]]
                 if silent:
                     problem = (f"rank {silent[0]} (pid {self.procs[silent[0] - 1].pid}) was silent for "
                                f"{self.silent_for(silent[0]):.0f} s (stopped or hung, its log: "

@@ -37,7 +37,7 @@ from backbone_lab.checkpoint_io import checkpoint_step, resume_checkpoint
 from backbone_lab.config_schema import build, schemas
 from backbone_lab.distributed import end_local_run, env_global_rank, launch_local_workers
 from backbone_lab.durable import atomic_write_text, remove_stale_temps
-from backbone_lab.errors import ConfigError, RankFailure, RunDirError
+from backbone_lab.errors import ConfigError, RankFailure, RunDirError, user_facing_errors
 from backbone_lab.input_checks import check_folder_name, check_inputs, check_run_settings
 from backbone_lab.lit_module import BackboneLitModule, DivergenceError
 from backbone_lab.preemption import Preempted, PreemptionCallback, requested, signals_handled, signals_interrupt
@@ -230,7 +230,8 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
                                                   "during": getattr(err, "during", "training")})
             raise
         except BaseException as err:
-            why = workers.explain() if workers is not None else None  # a rank that died or went silent
+            # a rank that died or went silent (rank 0's own one-line errors stay what they are)
+            why = workers.explain() if workers is not None and not isinstance(err, user_facing_errors()) else None
             if workers is not None:
                 workers.terminate()
             if rank == 0:
