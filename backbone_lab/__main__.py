@@ -22,7 +22,7 @@ register_resolvers()  # ${bl_job_dirname:...} in conf/hydra/default.yaml
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from backbone_lab.errors import user_facing_errors
+    from backbone_lab.errors import RankFailure, user_facing_errors
     from backbone_lab.preemption import Preempted
     from backbone_lab.sweep import in_multirun, run_sweep_job
     from backbone_lab.train import train
@@ -37,6 +37,9 @@ def main(cfg: DictConfig) -> float | None:
     except user_facing_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RankFailure as err:  # a rank died or went silent: one line naming it
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
     except Preempted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         sys.exit(128 + err.signum)
@@ -74,6 +77,7 @@ def check_command_line(argv: list[str]) -> None:
     checked per job."""
     args = argv[1:]
     if any(a.startswith("-") for a in args):  # -m, --cfg, --help, ...: leave them to Hydra
+        _check_sweep_names(args)
         return
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -94,6 +98,18 @@ def check_command_line(argv: list[str]) -> None:
         sys.exit(2)
     finally:
         GlobalHydra.instance().clear()
+
+
+def _check_sweep_names(args: list[str]) -> None:
+    """A multirun's folder names, checked before Hydra makes the sweep folder (one line, exit 2)."""
+    from backbone_lab.errors import ConfigError
+    from backbone_lab.input_checks import check_sweep_overrides
+
+    try:
+        check_sweep_overrides([a for a in args if not a.startswith("-")])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def cli() -> None:

@@ -7,6 +7,12 @@ leaves either the old file or the new one, never a mix; the temp file is removed
 New files follow the process umask (unlike `tempfile.mkstemp`, which makes them 0600), so
 group members on a shared cluster can read trajectories.
 
+A symlink planted at a target is *replaced* (the rename swaps the directory entry), never
+followed: a run folder shipped with `analysis/loglog.png -> ~/.bashrc` cannot redirect a write.
+Figures go through `atomic_savefig`, appended logs through `open_append` (a link there is
+removed first), and output folders through `output_folder`, which refuses a folder that is a
+symlink in one line (`LinkedFolderError`).
+
 `ensure_free_space` refuses a write that would not fit (one line naming the folder and what
 to do), and `remove_stale_temps` cleans temp files a killed writer left behind.
 No torch import: the analysis uses this module too.
@@ -15,6 +21,7 @@ No torch import: the analysis uses this module too.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import secrets
@@ -31,6 +38,21 @@ TEMP_SUFFIX = ".tmp"
 
 class DiskFullError(OSError):
     """Not enough free space for a write; the message is one line naming the folder and the fix."""
+
+
+class LinkedFolderError(OSError):
+    """An output folder is a symbolic link; the message is one line naming it and the fix."""
+
+
+def output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create `path` (and its parents) for outputs and return it; refuse it when it is a symlink
+    (every output would land in the link's target, outside the run or sweep folder)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise LinkedFolderError(errno.ELOOP, f"{path}: the {what} is a symbolic link (to {os.readlink(path)}); "
+                                             "remove the link (or pass another output folder) and rerun")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def temp_path(path: Path) -> Path:
@@ -103,6 +125,26 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, payload, **dump_kwargs) -> Path:
     return atomic_write_text(path, json.dumps(payload, **{"indent": 1, **dump_kwargs}))
+
+
+def atomic_savefig(fig, path: str | os.PathLike, **savefig_kwargs) -> Path:
+    """Save a matplotlib figure to `path` through `atomic_write` (rendered in memory first; the
+    format follows the suffix, PNG by default); returns `path`."""
+    path = Path(path)
+    buf = io.BytesIO()
+    savefig_kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
+    fig.savefig(buf, **savefig_kwargs)
+    return atomic_write(path, [buf.getbuffer()])
+
+
+def open_append(path: str | os.PathLike, mode: str = "a", **open_kwargs):
+    """`open(path, "a"|"ab")` that never follows a symlink: a link at `path` is removed first
+    (its target is not ours), then the file is opened with O_NOFOLLOW."""
+    path = Path(path)
+    if path.is_symlink():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666)
+    return os.fdopen(fd, mode, **open_kwargs)
 
 
 def ensure_free_space(folder: str | os.PathLike, nbytes: int, what: str, margin: float = 1.1) -> None:

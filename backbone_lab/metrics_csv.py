@@ -33,14 +33,16 @@ EVAL_COLUMNS = ("step", "train_loss", "train_lm_loss", "val_loss", "p_in", "p_oo
 def append_row(path: str | Path, row: dict, columns=EVAL_COLUMNS) -> None:
     """Append one row (missing keys -> empty cell); writes the header for a new file and keeps
     an existing file's columns (a run resumed by a newer version stays one consistent table)."""
+    from backbone_lab.durable import open_append
+
     path = Path(path)
-    new = not path.exists() or path.stat().st_size == 0
+    new = path.is_symlink() or not path.exists() or path.stat().st_size == 0  # a planted link is replaced
     if not new:
         with open(path, newline="") as f:
             columns = next(csv.reader(f), None) or list(columns)
-    with open(path, "a", newline="") as f:
+    with open_append(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-        if new:
+        if f.tell() == 0:
             writer.writeheader()
         writer.writerow({k: _cell(row.get(k)) for k in columns})
         f.flush()

@@ -29,12 +29,19 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Preempted(Exception):
-    """The run stopped on a signal after saving a resumable checkpoint."""
+    """The run stopped on a signal after saving a resumable checkpoint (`during`: "training", or
+    "analysis" when the signal came during the end-of-run analysis)."""
 
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; "
-                         "a checkpoint of that step was saved: rerun with resume=auto to continue")
-        self.signum, self.step = signum, step
+    def __init__(self, signum: int, step: int, during: str = "training"):
+        if during == "analysis":
+            text = (f"stopped by {signal.Signals(signum).name} during the end-of-run analysis (training finished at "
+                    f"step {step}, its checkpoint and snapshots are saved): the analysis is not done; rerun with "
+                    "resume=auto (or python -m backbone_lab.analyze <run>) to finish it")
+        else:
+            text = (f"stopped by {signal.Signals(signum).name} at step {step}; "
+                    "a checkpoint of that step was saved: rerun with resume=auto to continue")
+        super().__init__(text)
+        self.signum, self.step, self.during = signum, step, during
 
 
 class _Record:
@@ -78,6 +85,34 @@ def signals_handled():
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _record.signum = None
+
+
+@contextmanager
+def signals_interrupt(step: int, during: str = "analysis"):
+    """Within: SIGTERM/SIGINT raise `Preempted(signum, step, during)` at once (a signal recorded
+    before entering raises on entry). For work after training whose inputs are already durable
+    (the end-of-run analysis), which a scheduler's grace period may not outlast."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _record.signum is not None:
+        raise Preempted(_record.signum, step, during)
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+
+    def _raise(signum, frame):
+        _record.signum = signum
+        for sig, handler in previous.items():  # a second signal while unwinding: the recording handler
+            signal.signal(sig, handler)
+        log.warning("received %s during the %s: stopping it", signal.Signals(signum).name, during)
+        raise Preempted(signum, step, during)
+
+    for sig in SIGNALS:
+        signal.signal(sig, _raise)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class PreemptionCallback(L.Callback):

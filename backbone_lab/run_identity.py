@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 NEUTRAL_KEYS = (
     "run_dir", "run_name", "resume", "analyze", "logger", "paths", "tags", "experiment_name",
     "callbacks.progress", "data.cache_dir", "data.num_workers", "data.pin_memory", "snapshots.async_write",
+    "trainer.collective_timeout_s",
 )
 
 

@@ -15,7 +15,9 @@ from backbone_lab.run_dir import RunDir
 @contextmanager
 def run_lock(run: RunDir):
     run.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run.lock, os.O_RDWR | os.O_CREAT, 0o666)
+    if run.lock.is_symlink():  # a planted link: the lock file is ours, its target is not (never truncated)
+        run.lock.unlink()
+    fd = os.open(run.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -36,16 +36,16 @@ from backbone_lab.callbacks.evaluation import EvaluationCallback, eval_steps
 from backbone_lab.checkpoint_io import checkpoint_step, resume_checkpoint
 from backbone_lab.config_schema import build, schemas
 from backbone_lab.distributed import end_local_run, env_global_rank, launch_local_workers
-from backbone_lab.durable import remove_stale_temps
-from backbone_lab.errors import ConfigError, RunDirError
-from backbone_lab.input_checks import check_inputs
+from backbone_lab.durable import atomic_write_text, remove_stale_temps
+from backbone_lab.errors import ConfigError, RankFailure, RunDirError, user_facing_errors
+from backbone_lab.input_checks import check_folder_name, check_inputs, check_run_settings
 from backbone_lab.lit_module import BackboneLitModule, DivergenceError
-from backbone_lab.preemption import Preempted, PreemptionCallback, requested, signals_handled
+from backbone_lab.preemption import Preempted, PreemptionCallback, requested, signals_handled, signals_interrupt
 from backbone_lab.run_dir import RunDir
 from backbone_lab.run_identity import RESUME_ALSO_NEUTRAL, differences
 from backbone_lab.run_lock import run_lock
 from backbone_lab.run_markers import write_marker
-from backbone_lab.trainer import build_trainer, check_world, needs_local_launch
+from backbone_lab.trainer import build_trainer, check_world, collective_timeout_s, needs_local_launch
 from backbone_lab.trajectory.callback import TrajectorySnapshotCallback
 from backbone_lab.trajectory.store import TrajectoryError
 
@@ -88,10 +88,14 @@ def check_optimizer(factory) -> None:
 
 def check_run_name(cfg: DictConfig) -> None:
     """`run_name` names one folder under the output root: no path separators, no `..`."""
-    name = str(cfg.get("run_name", ""))
-    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith(".."):
-        raise ConfigError(f"run_name={name!r} must be a plain folder name (no '/', no '..'); "
-                          "use run_dir=<path> to write elsewhere")
+    check_folder_name("run_name", cfg.get("run_name", ""))
+
+
+def never_trained(run: RunDir) -> bool:
+    """No checkpoint and no snapshot in the run folder: an earlier start failed before training."""
+    has_ckpt = run.checkpoints.is_dir() and any(run.checkpoints.glob("*.ckpt"))
+    has_snapshots = run.trajectory.is_dir() and any(run.trajectory.iterdir())
+    return not has_ckpt and not has_snapshots
 
 
 def prepare_run_dir(cfg: DictConfig, run: RunDir) -> Path | None:
@@ -101,7 +105,9 @@ def prepare_run_dir(cfg: DictConfig, run: RunDir) -> Path | None:
     resume = cfg.get("resume", "never")
     if resume not in ("never", "auto"):
         raise ConfigError(f"resume must be 'never' or 'auto', got {resume!r}")
-    if run.config.exists():
+    if run.config.exists() and never_trained(run):  # a failed start: its config must not block the fix
+        log.info("%s holds a start that never trained (no checkpoint, no snapshot): its config is replaced", run.root)
+    elif run.config.exists():
         diff = differences(OmegaConf.load(run.config), cfg, extra=RESUME_ALSO_NEUTRAL)
         if diff:
             shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in diff[:3]) + (" ..." if len(diff) > 3 else "")
@@ -117,7 +123,7 @@ def prepare_run_dir(cfg: DictConfig, run: RunDir) -> Path | None:
         for stale in remove_stale_temps(folder):
             log.info("removed %s (left by a killed writer)", stale)
     ckpt = resume_checkpoint(run)[0] if resume == "auto" else None
-    OmegaConf.save(cfg, run.config, resolve=True)
+    atomic_write_text(run.config, OmegaConf.to_yaml(cfg, resolve=True))
     return ckpt
 
 
@@ -165,8 +171,7 @@ def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
     micro-batch, the callback nodes, the trainer and its world size. Returns (typed configs,
     optimizer factory, user callbacks). The CLI runs it before Hydra creates any folder."""
     _quiet_third_party_logs()
-    if cfg.get("seed") is None:
-        raise ConfigError("seed must be set (an integer; 0 is fine)")
+    check_run_settings(cfg)
     conf = typed(cfg)
     optimizer = instantiate(cfg.optimizer)
     check_optimizer(optimizer)
@@ -206,7 +211,9 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
         result: dict = {"run_dir": str(run.root), "status": "done", "world_size": world}
         try:
             if needs_local_launch(trainer):
-                workers = launch_local_workers(world, run.config, ckpt_path, run.root / "logs")
+                workers = launch_local_workers(
+                    world, run.config, ckpt_path, run.root / "logs", silence_timeout_s=collective_timeout_s(cfg.trainer),
+                    on_give_up=lambda why: _safe_marker(run, "FAILED", {"error": f"RankFailure: {why}"}))
                 trainer = build_trainer(cfg.trainer, loop, callbacks, loggers=[], run_dir=run.root)  # sees its rank
             if rank == 0:
                 loggers = _instantiate_nodes(cfg.get("logger"))
@@ -219,14 +226,19 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
         except (Preempted, KeyboardInterrupt) as err:
             if rank == 0:
                 _safe_marker(run, "INTERRUPTED", {"error": f"{type(err).__name__}: {err}",
-                                                  "step": getattr(err, "step", None)})
+                                                  "step": getattr(err, "step", None),
+                                                  "during": getattr(err, "during", "training")})
             raise
         except BaseException as err:
+            # a rank that died or went silent (rank 0's own one-line errors stay what they are)
+            why = workers.explain() if workers is not None and not isinstance(err, user_facing_errors()) else None
             if workers is not None:
                 workers.terminate()
             if rank == 0:
-                _safe_marker(run, "FAILED", {"error": f"{type(err).__name__}: {err}",
+                _safe_marker(run, "FAILED", {"error": f"RankFailure: {why}" if why else f"{type(err).__name__}: {err}",
                                              "traceback": traceback.format_exc()})
+            if why:
+                raise RankFailure(why) from err
             raise
         finally:
             if workers is not None:
@@ -292,7 +304,8 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
     published = False
     if cfg.get("analyze", True) and snap.enabled:
         try:
-            summary = Summary(_analyse(run.root, conf["analysis"]))
+            with signals_interrupt(out["steps_done"], "analysis"):  # SIGTERM: stop now, exit 143, not DONE
+                summary = Summary(_analyse(run.root, conf["analysis"]))
             out.update(summary.headline())
             publish_analysis(trainer.loggers, summary, run, step=int(trainer.global_step))
             published = True

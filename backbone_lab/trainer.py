@@ -58,6 +58,24 @@ class LoopConfig:
             raise ValueError(f"train.divergence_loss must be > 0 or null, got {self.divergence_loss}")
 
 
+DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0
+NOT_TRAINER_ARGUMENTS = ("collective_timeout_s",)  # TrainerConfig fields that Lightning's Trainer does not take
+
+
+def collective_timeout_s(trainer_cfg) -> float:
+    """The `trainer.collective_timeout_s` of a trainer node (the default where it is absent)."""
+    return float(trainer_cfg.get("collective_timeout_s", DEFAULT_COLLECTIVE_TIMEOUT_S) or DEFAULT_COLLECTIVE_TIMEOUT_S)
+
+
+def _apply_collective_timeout(trainer: L.Trainer, seconds: float) -> None:
+    """The process group of a multi-process strategy is created with this timeout (Lightning's
+    DDP/FSDP/ModelParallel strategies read `_timeout` when they initialise it)."""
+    from datetime import timedelta
+
+    if hasattr(trainer.strategy, "_timeout"):
+        trainer.strategy._timeout = timedelta(seconds=seconds)
+
+
 @dataclass
 class TrainerConfig:
     """Lightning `Trainer` arguments that say where the loop runs (`conf/trainer/`)."""
@@ -79,6 +97,18 @@ class TrainerConfig:
     """Lightning's debugging switches passed on to its `Trainer` (conf/debug/: fdr, profiler, overfit),
     e.g. `{fast_dev_run: 3}`, `{profiler: simple}`, `{overfit_batches: 2}`; empty by default (an
     empty node leaves a run's config identity unchanged)."""
+    collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
+    """Seconds a collective (all-reduce, barrier) may wait for a rank before the run fails, and
+    how long a locally launched rank may stay silent before the launcher's watchdog stops the run
+    naming it (`distributed.LocalWorkers`). Not passed to Lightning's Trainer. The default (5 min)
+    is far above the slowest step, evaluation or snapshot of the paper-size run; a resumed run
+    may change it (a neutral key)."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.collective_timeout_s, (int, float)) and math.isfinite(self.collective_timeout_s)
+                and self.collective_timeout_s > 0):
+            raise ValueError(f"trainer.collective_timeout_s must be a finite number of seconds > 0, "
+                             f"got {self.collective_timeout_s!r}")
 
 
 def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list, run_dir) -> L.Trainer:
@@ -87,16 +117,17 @@ def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list,
     settings Lightning rejects."""
     from omegaconf import DictConfig, OmegaConf
 
-    if isinstance(trainer_cfg, DictConfig):  # the debugging switches are Trainer arguments of their own
+    not_lightning = (*NOT_TRAINER_ARGUMENTS, "debug")  # debug: Lightning's switches, passed on one by one
+    if isinstance(trainer_cfg, DictConfig):
         node = trainer_cfg.get("debug")
         debug = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-        trainer_cfg = OmegaConf.masked_copy(trainer_cfg, [k for k in trainer_cfg if k != "debug"])
+        lightning_cfg = OmegaConf.masked_copy(trainer_cfg, [k for k in trainer_cfg if k not in not_lightning])
     else:
-        trainer_cfg = dict(trainer_cfg)
-        debug = dict(trainer_cfg.pop("debug", None) or {})
+        debug = dict(trainer_cfg.get("debug") or {})
+        lightning_cfg = {k: v for k, v in dict(trainer_cfg).items() if k not in not_lightning}
     try:
-        return instantiate(
-            trainer_cfg,
+        trainer = instantiate(
+            lightning_cfg,
             **debug,
             max_steps=loop.max_steps,
             accumulate_grad_batches=loop.accumulate,
@@ -117,6 +148,8 @@ def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list,
     except Exception as err:  # noqa: BLE001 - Lightning raises several types for bad settings
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"trainer: {text} (check trainer.accelerator/devices/num_nodes/strategy)") from err
+    _apply_collective_timeout(trainer, collective_timeout_s(trainer_cfg))
+    return trainer
 
 
 def _is_multiprocess_strategy(trainer: L.Trainer) -> bool:

@@ -257,3 +257,23 @@ def test_figures_label_units_use_log_axes_for_orders_of_magnitude_and_say_when_e
     info = compare([tmp_path / "sgd"], tmp_path / "out")
     assert info["figures"][0] == "headline.png" and "overlay_rho.png" in info["figures"]
     assert "![headline](headline.png)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_several_run_folders_are_compared_under_the_output_root_not_the_cwd(tmp_path, monkeypatch):
+    """`compare a b` without --out: <output root>/compare (the environment's, else the runs' own
+    absolute paths.output_root, else the inputs' common folder) — never ./multirun_outputs."""
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runs = tmp_path / "root" / "runs"
+    a = make_run(runs / "a", _merge(BASE, seed=1, paths={"output_root": str(tmp_path / "root")}))
+    b = make_run(runs / "b", _merge(BASE, seed=2, paths={"output_root": str(tmp_path / "root")}), seed=1)
+    monkeypatch.delenv("BACKBONE_LAB_OUTPUT", raising=False)
+    assert Path(compare([a, b], plots=False)["out_dir"]) == tmp_path / "root" / "compare"
+    monkeypatch.setenv("BACKBONE_LAB_OUTPUT", str(tmp_path / "env_root"))
+    assert Path(compare([a, b], plots=False)["out_dir"]) == tmp_path / "env_root" / "compare"
+    monkeypatch.delenv("BACKBONE_LAB_OUTPUT")
+    c = make_run(tmp_path / "other" / "c", _merge(BASE, seed=3))  # another root: the inputs' common folder
+    assert Path(compare([a, c], plots=False)["out_dir"]) == tmp_path / "compare"
+    assert not (elsewhere / "multirun_outputs").exists()
+    assert (tmp_path / "root" / "compare" / "report.md").exists()

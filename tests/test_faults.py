@@ -258,7 +258,7 @@ def test_last_ckpt_is_the_final_step_and_init_step_must_match_a_checkpoint(refer
 # ------------------------------------------------------------------------------------ bad input, one line
 BAD_INPUTS = [
     (["optimizer.lr=fast"], "optimizer torch.optim.adamw.AdamW(lr='fast'"),
-    (["optimizer.lr=nan"], "Invalid learning rate: nan"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan must be a finite number"),
     (["train.max_steps=-5"], "train.max_steps must be >= 1"),
     (["train.max_steps=0"], "train.max_steps must be >= 1"),
     (["data.micro_batch_size=0"], "data.micro_batch_size must be >= 1"),
@@ -269,6 +269,17 @@ BAD_INPUTS = [
     (["train.max_steps=abc"], "could not be converted to Integer"),
     (["model=medium"], "Could not find 'model/medium'"),
     (["analysis.rolling_windw=5"], "rolling_windw"),
+    (["seed=abc"], "seed='abc' must be an integer"),
+    (["run_name=" + "r" * 300], "run_name is 300 bytes long; a folder name has at most 255"),
+    (["run_dir=/proc/nope"], "run_dir=/proc/nope: cannot create a folder in /proc"),
+    (["resume=yes"], "resume='yes' must be 'never' or 'auto'"),
+    (["optimizer.lr=inf"], "optimizer.lr=inf must be a finite number"),
+    (["+foo=1"], "unknown config key 'foo'"),
+    (["+optimzer.lr=0.1"], "unknown config key 'optimzer' (given as +optimzer=...); did you mean optimizer?"),
+    (["trainer=ddp_cpu", "trainer.devices=64"], "trainer.devices=64 CPU ranks on a machine with"),
+    (["experiment_name=../../x"], "experiment_name='../../x' must be a plain folder name"),
+    (["-m", "experiment_name=ok,../../x", "seed=1,2"], "experiment_name='../../x' must be a plain folder name"),
+    (["init_step=abc"], "init_step='abc' must be a step number"),
 ]
 
 
@@ -292,13 +303,104 @@ def test_bad_input_is_refused_in_one_line_before_any_work(monkeypatch, capsys, t
     assert needle in _check_line(monkeypatch, capsys, tmp_path, *args)
 
 
-@pytest.mark.parametrize("content,needle", [(b"", "is empty"), (b"\x00\x01\x02binary", "is a binary file"),
-                                            ("Ein Märchen.\n\nNoch eins.".encode("latin-1"), "is not UTF-8")])
-def test_bad_local_data_files_are_named(monkeypatch, capsys, tmp_path, content, needle):
-    bad = tmp_path / "stories.txt"
-    bad.write_bytes(content)
+def _a_file(tmp: Path) -> Path:
+    f = tmp / "a_file"
+    f.write_text("not a folder\n")
+    return f
+
+
+def _source_folders(tmp: Path) -> Path:
+    (tmp / "sources" / "empty_run").mkdir(parents=True)
+    (tmp / "sources" / "source_run").mkdir()
+    return tmp / "sources"
+
+
+# bad inputs whose value names a path of the test's own (id, overrides(tmp_path), what the line says)
+BAD_PATHS = [
+    ("run_dir=<file>/x", lambda t: [f"run_dir={_a_file(t)}/x"], "a_file is a file, not a folder"),
+    ("output_root=<file>", lambda t: [f"paths.output_root={_a_file(t)}"], "a_file is a file, not a folder"),
+    ("init_from=<missing>", lambda t: [f"init_from={t / 'nowhere'}"], "no such folder"),
+    ("init_from=<typo>", lambda t: [f"init_from={_source_folders(t) / 'source_rum'}"], "did you mean"),
+    ("init_from=<empty folder>", lambda t: [f"init_from={_source_folders(t) / 'empty_run'}"],
+     "no checkpoints/last.ckpt there"),
+]
+
+
+@pytest.mark.parametrize("make,needle", [(m, n) for _, m, n in BAD_PATHS], ids=[i for i, _, _ in BAD_PATHS])
+def test_bad_paths_are_refused_in_one_line_before_any_work(monkeypatch, capsys, tmp_path, make, needle):
+    assert needle in _check_line(monkeypatch, capsys, tmp_path, *make(tmp_path))
+
+
+def test_an_init_step_the_source_does_not_have_is_refused_before_any_work(reference, monkeypatch, capsys, tmp_path):
+    _, ref = reference
+    line = _check_line(monkeypatch, capsys, tmp_path, f"init_from={ref}", "init_step=99999")
+    assert "init_step=99999: run" in line and "no full checkpoint of step 99999 (last.ckpt is step 30)" in line
+
+
+@pytest.mark.parametrize("name,content,needle", [
+    ("stories.txt", b"", "is empty"),
+    ("stories.txt", b"\x00\x01\x02binary", "is a binary file"),
+    ("stories.txt", "Ein Märchen.\n\nNoch eins.".encode("latin-1"), "is not UTF-8"),
+    ("stories.json", b'{"text": "a story", oops', "is not valid JSON (line 1, column 21"),
+    ("stories.txt", b"word " * (51 * 2**20 // 5), "has a line of 53.5 MB"),
+    ("fifo", None, "is a FIFO (named pipe), not a regular file"),
+], ids=["empty", "binary", "latin-1", "invalid-json", "51MB-line", "fifo"])
+def test_bad_local_data_files_are_named(monkeypatch, capsys, tmp_path, name, content, needle):
+    bad = tmp_path / name
+    if content is None:
+        os.mkfifo(bad)  # opening it would block until a writer came: must be refused unopened
+    else:
+        bad.write_bytes(content)
     line = _check_line(monkeypatch, capsys, tmp_path, "data=local", f"data.train_files=[{bad}]")
     assert str(bad) in line and needle in line
+
+
+def test_valid_json_and_json_lines_data_files_pass_the_check(tmp_path):
+    from backbone_lab.input_checks import check_text_file
+
+    (tmp_path / "doc.json").write_text(json.dumps([{"text": "Once upon a time."}] * 3))
+    (tmp_path / "lines.json").write_text("\n".join(json.dumps({"text": f"story {i}"}) for i in range(3)))
+    check_text_file(tmp_path / "doc.json", "data.train_files[0]")
+    check_text_file(tmp_path / "lines.json", "data.train_files[1]")
+
+
+@pytest.mark.parametrize("content,needle", [
+    (bytes(range(256)) * 8, "is a binary file, not YAML text"),
+    (b'claims:\n  - !!python/object/apply:os.system ["touch pwned"]\n',
+     "not valid YAML (could not determine a constructor for the tag"),
+    (None, "is a FIFO (named pipe)"),
+], ids=["binary", "python-tag", "fifo"])
+def test_bad_claim_files_are_refused_in_one_line(tmp_path, capsys, content, needle):
+    from backbone_lab.compare.__main__ import main
+    from test_compare import BASE, make_run
+
+    make_run(tmp_path / "sweep" / "a", BASE)
+    claims = tmp_path / "claims.yaml"
+    if content is None:
+        os.mkfifo(claims)
+    else:
+        claims.write_bytes(content)
+    assert main([str(tmp_path / "sweep"), "--no-plots", "--claims", str(claims)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and needle in err[0] and str(claims) in err[0], err
+    assert not (tmp_path / "sweep" / "compare").exists() and not (tmp_path / "pwned").exists()
+
+
+def test_a_failed_start_that_never_trained_does_not_poison_the_run_name(reference, tmp_path):
+    """A start that fails after its folder is made but before training (here: JSON stories without the
+    `text` field, found by the loader) leaves FAILED; the corrected command in the same folder trains."""
+    from backbone_lab.data.errors import DataError
+    from backbone_lab.train import train
+
+    root, _ = reference
+    run = tmp_path / "run"
+    data = tmp_path / "stories.json"
+    data.write_text("\n".join(json.dumps({"body": f"Story number {i} is long enough to be kept."}) for i in range(40)))
+    with pytest.raises(DataError, match="no 'text' field"):
+        train(_cfg(root, "x", ["data=local", f"data.train_files=[{data}]", "data.val_files=[]"], run_dir=run))
+    assert read_marker(run)[0] == "FAILED"
+    result = train(_cfg(root, "x", ["train.max_steps=10"], run_dir=run))
+    assert result["status"] == "done" and read_marker(run)[0] == "DONE"
 
 
 def test_the_cli_itself_exits_2_with_one_line_and_creates_nothing(tmp_path):
@@ -316,3 +418,109 @@ def test_a_sweep_with_failed_jobs_exits_nonzero(tmp_path):
     assert "1 sweep job(s) failed" in err
     summary = json.loads(next((tmp_path / "out" / "failing").glob("*/sweep_summary.json")).read_text())
     assert sorted(r["state"] for r in summary) == ["done", "failed"]
+
+
+NEW_BAD_INPUTS = BAD_INPUTS[12:]  # the issue's list (the first 12 rows ran through the CLI before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,needle", NEW_BAD_INPUTS + [(m, n) for _, m, n in BAD_PATHS],
+                         ids=[a[-1][:30] for a, _ in NEW_BAD_INPUTS] + [i for i, _, _ in BAD_PATHS])
+def test_each_bad_input_through_the_cli_is_one_line_and_leaves_nothing(tmp_path, args, needle):
+    """The same inputs through `python -m backbone_lab`: exit 2, one line, no traceback, no folder."""
+    args = args(tmp_path) if callable(args) else args
+    proc = _cli(tmp_path, "logger=none", *args)
+    _, err = proc.communicate(timeout=300)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], err[-2000:]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_a_fifo_as_claim_file_through_the_cli_does_not_hang(tmp_path):
+    from test_compare import BASE, make_run
+
+    make_run(tmp_path / "sweep" / "a", BASE)
+    os.mkfifo(tmp_path / "claims.yaml")
+    proc = subprocess.run([sys.executable, "-m", "backbone_lab.compare", str(tmp_path / "sweep"), "--claims",
+                           str(tmp_path / "claims.yaml")], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "is a FIFO" in lines[0], proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_analysis_stops_it_and_resume_finishes(reference, tmp_path):
+    """A real SIGTERM while the end-of-run analysis runs (held busy by a planted diagnostic hook):
+    the analysis stops at the signal, INTERRUPTED says so, exit 143; resume=auto finishes it, DONE."""
+    root, _ = reference
+    env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp_path / "out"), "BACKBONE_LAB_CACHE": str(root / "cache"),
+           "PYTHONPATH": str(REPO / "tests")}
+    args = [sys.executable, "-m", "backbone_lab", "debug=tiny", "logger=none", "run_name=ana", "train.max_steps=30",
+            "train.eval_every=10", "train.ckpt_every=10", "snapshots.every=5", f"paths.cache_dir={root / 'cache'}",
+            "analysis.diagnostics=[slow_analysis_hook:slow_the_first_time]"]
+    run = tmp_path / "out" / "runs" / "ana"
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "hook_started").exists() and proc.poll() is None:
+        time.sleep(0.1)
+    assert (run / "hook_started").exists(), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)  # the hook would sleep 300 s: only a stopped analysis ends in time
+    assert proc.returncode == 143, err[-2000:]
+    assert "during the end-of-run analysis" in err and "resume=auto" in err
+    state, payload = read_marker(run)
+    assert state == "INTERRUPTED" and payload["during"] == "analysis" and payload["step"] == 30
+    assert not (run / "analysis" / "summary.json").exists()
+    again = subprocess.run(args + ["resume=auto"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    state, payload = read_marker(run)
+    assert state == "DONE" and payload["steps_done"] == 30
+    summary = json.loads((run / "analysis" / "summary.json").read_text())
+    assert summary["diagnostics"]["slow_analysis_hook:slow_the_first_time"] == {"slept": False}
+
+
+# ------------------------------------------------------------------------------------ hung ranks
+def _launched_ranks(parent: int) -> list[int]:
+    """pids of the ranks `parent` launched (`python -m backbone_lab.distributed`)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"backbone_lab.distributed" in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_a_stopped_rank_ends_the_run_with_failed_naming_it(reference, tmp_path):
+    """SIGSTOP of rank 1 mid-run with trainer.collective_timeout_s=20: the run ends (exit 1) with
+    FAILED and one line naming rank 1, instead of hanging for the library's default timeout."""
+    root, _ = reference
+    proc = _cli(tmp_path, "logger=none", "trainer=ddp_cpu", "trainer.collective_timeout_s=20", "run_name=hung",
+                f"paths.cache_dir={root / 'cache'}", "+callbacks.slow._target_=crash_callback.SlowDown",
+                "+callbacks.slow.seconds=0.2")
+    run = tmp_path / "out" / "runs" / "hung"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "trajectory" / "snap_00000005.rank1.bin").exists() and proc.poll() is None:
+        time.sleep(0.1)
+    ranks = _launched_ranks(proc.pid)
+    assert len(ranks) == 1, proc.communicate()[1][-2000:]
+    os.kill(ranks[0], signal.SIGSTOP)
+    try:
+        _, err = proc.communicate(timeout=20 + 60 + 60)  # the timeout, the watchdog's grace, slack
+    finally:
+        try:
+            os.kill(ranks[0], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert len(lines) == 1 and "rank 1" in lines[0] and "silent" in lines[0] and "rank1.log" in lines[0], lines
+    state, payload = read_marker(run)
+    assert state == "FAILED" and payload["error"].startswith("RankFailure: rank 1") and "silent" in payload["error"]

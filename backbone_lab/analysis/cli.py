@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return series_main(argv)
     from backbone_lab.analysis.run_analysis import run_analysis
+    from backbone_lab.durable import LinkedFolderError
     from backbone_lab.trajectory.store import TrajectoryError
 
     try:
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 s = run_analysis(run_dir, cfg, progress=cb)
         else:
             s = run_analysis(run_dir, cfg, progress=cb)
-    except (TrajectoryError, ValueError, FileNotFoundError) as e:
+    except (TrajectoryError, ValueError, FileNotFoundError, LinkedFolderError) as e:
         print(f"error: {str(e).splitlines()[0] if str(e) else e.__class__.__name__}", file=sys.stderr)
         return 2
     from backbone_lab.analysis.summary import Summary

@@ -131,8 +131,13 @@ def not_enough(ax, message: str) -> None:
 
 
 def save(plt, fig, path: Path) -> Path:
-    """Save a figure as PNG and close it; returns the path."""
+    """Save a figure as PNG through the atomic writer (a symlink at `path` is replaced, never
+    followed) and close it; returns the path."""
+    from backbone_lab.durable import atomic_savefig
+
     path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_savefig(fig, path)
+    finally:
+        plt.close(fig)
     return path

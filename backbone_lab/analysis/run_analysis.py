@@ -35,7 +35,7 @@ from backbone_lab.analysis.stage import Flag, Stage
 from backbone_lab.analysis.stages.diagnostic_hooks import DIAGNOSTICS, register_diagnostic, resolve_diagnostic  # noqa: F401
 from backbone_lab.analysis.summary import FORMAT, SUMMARY_NAME, VERSION, Summary, json_safe
 from backbone_lab.analysis.tables import merge_tables, write_table
-from backbone_lab.durable import atomic_write
+from backbone_lab.durable import atomic_write, output_folder
 from backbone_lab.metrics_csv import read_columns
 from backbone_lab.run_dir import RunDir
 from backbone_lab.trajectory.store import TrajectoryReader, resolve_trajectory_dir
@@ -123,7 +123,7 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     sketched = bool((reader.meta or {}).get("sketch"))
     skipped = [st.name for st in stages if sketched and st.name in DENSE_ONLY_STAGES]
     stages = [st for st in stages if st.name not in skipped]  # a sketch has no dense vectors
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir, "analysis output folder")
     metrics = read_columns(run.eval_metrics)
     selection = select_steps(reader.steps, cfg.anchor_step, cfg.cadence, cfg.exclude_steps, cfg.max_step)
 

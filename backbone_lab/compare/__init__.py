@@ -41,8 +41,45 @@ def compare(paths, out_dir=None, plots: bool = True, claim_files=(), paper_claim
     runs = discover_runs(paths)
     if not runs:
         raise FileNotFoundError(f"no runs (folders with config.yaml or a DONE/FAILED marker) under {', '.join(paths)}")
+    _probe(runs)
     if out_dir is None:
-        out_dir = Path(paths[0]) / "compare" if len(paths) == 1 else Path("multirun_outputs") / "compare"
+        out_dir = default_out_dir(paths, runs)
     info = write_report(runs, Path(out_dir), paths, plots=plots, claims=claims, wandb_mode=wandb_mode)
     info["n_runs"] = len(runs)
+    info["unreadable"] = {str(r.run_dir): r.marker.get("error", "") for r in runs if r.state == "unreadable"}
     return info
+
+
+OUTPUT_ROOT_ENV = "BACKBONE_LAB_OUTPUT"  # = conf/paths/default.yaml: paths.output_root
+
+
+def default_out_dir(paths: list[str], runs) -> "Path":
+    """Where a comparison goes without `--out`: `<the one input>/compare`; for several inputs
+    `<output root>/compare` — the configured output root (`$BACKBONE_LAB_OUTPUT`, else the absolute
+    `paths.output_root` every run was written under), else the inputs' common parent folder.
+    Never a folder relative to the current directory."""
+    import os
+    from pathlib import Path
+
+    if len(paths) == 1:
+        return Path(paths[0]) / "compare"
+    if os.environ.get(OUTPUT_ROOT_ENV):
+        return Path(os.environ[OUTPUT_ROOT_ENV]) / "compare"
+    roots = {str(r.cfg("paths.output_root", "")) for r in runs}
+    if len(roots) == 1 and Path(next(iter(roots))).is_absolute():
+        return Path(next(iter(roots))) / "compare"
+    return Path(os.path.commonpath([str(Path(p).resolve()) for p in paths])) / "compare"
+
+
+def _probe(runs) -> None:
+    """A run whose headline numbers cannot be computed becomes `unreadable` (one malformed run
+    must not take the comparison of the others down; see `compare.malformed`)."""
+    from backbone_lab.compare.malformed import reason_of
+    from backbone_lab.compare.tables import headline
+
+    for run in runs:
+        if run.ok:
+            try:
+                headline(run)
+            except Exception as err:  # noqa: BLE001 - whatever a hand-edited file breaks
+                run.mark_unreadable(reason_of(err, "analysis"))

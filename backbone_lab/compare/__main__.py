@@ -1,4 +1,9 @@
-"""`python -m backbone_lab.compare <sweep dir | run dirs ...> [--out DIR] [--no-plots] [--claims FILE ...] [--no-wandb]`."""
+"""`python -m backbone_lab.compare <sweep dir | run dirs ...> [--out DIR] [--no-plots] [--claims FILE ...] [--no-wandb]`.
+
+Exit status: 0 the report covers every run; 1 the report was written but some runs are
+unreadable (malformed files: a row `unreadable: <reason>` each, and one stderr line each);
+2 nothing to compare or a bad argument (missing folder, bad claim file, a linked output folder).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("paths", nargs="+", help="sweep folders (multirun_outputs/<experiment>/<time>), "
                                                  "experiment folders, or run folders")
-    parser.add_argument("--out", default=None, help="output folder (default: <the one input>/compare, "
-                                                    "or multirun_outputs/compare for several inputs)")
+    parser.add_argument("--out", default=None, help="output folder (default: <the one input>/compare; for several "
+                                                    "inputs <output root>/compare: $BACKBONE_LAB_OUTPUT, else the "
+                                                    "runs' paths.output_root, else the inputs' common folder)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.add_argument("--claims", action="append", default=[], metavar="FILE",
                         help="a claim file (format: backbone_lab/compare/claim_file.py) checked after the paper's "
@@ -28,11 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     from backbone_lab.compare import compare
     from backbone_lab.compare.claim_file import ClaimFileError
     from backbone_lab.compare.report import CLAIM_COLUMNS, markdown_table
+    from backbone_lab.durable import LinkedFolderError
 
     try:
         info = compare(args.paths, args.out, plots=not args.no_plots, claim_files=args.claims,
                        paper_claims=not args.no_paper_claims, wandb_mode="disabled" if args.no_wandb else "auto")
-    except (FileNotFoundError, ClaimFileError) as err:
+    except (FileNotFoundError, ClaimFileError, LinkedFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(info["out_dir"])
@@ -58,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     if info.get("wandb_run"):
         print(f"W&B run (job_type compare): {info['wandb_run']}")
     print(f"\nreport: {out / 'report.md'}")
+    if info["unreadable"]:
+        for run_dir, reason in info["unreadable"].items():
+            print(f"error: {run_dir}: unreadable: {reason}", file=sys.stderr)
+        print(f"error: {len(info['unreadable'])} of {info['n_runs']} runs unreadable (rows 'unreadable: ...' in "
+              "report.md); the report covers the others", file=sys.stderr)
+        return 1
     return 0
 
 

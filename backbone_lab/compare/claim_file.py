@@ -271,12 +271,45 @@ def load_claims(path: str | Path) -> list[Claim]:
     """Read and validate a claim file."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.safe_load(_claim_text(path))
     except OSError as err:
         raise ClaimFileError(f"{path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ClaimFileError(f"{path}: not valid YAML ({err})") from None
+        raise ClaimFileError(f"{path}: not valid YAML ({_yaml_error_line(err)})") from None
     return parse_claims(doc, path.name if path == PAPER_CLAIMS_FILE else str(path))
+
+
+MAX_CLAIM_FILE_BYTES = 1 << 20  # a claim file is a few KB of YAML
+
+
+def _claim_text(path: Path) -> str:
+    """The text of a claim file: a regular file (a FIFO or device is never opened: it could
+    block), at most 1 MiB, UTF-8 text without NUL bytes."""
+    import stat
+
+    mode = path.stat().st_mode  # follows a link to its target
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise ClaimFileError(f"{path}: is {kind}; give a YAML claim file")
+    if path.stat().st_size > MAX_CLAIM_FILE_BYTES:
+        raise ClaimFileError(f"{path}: {path.stat().st_size / 1e6:.1f} MB, more than a claim file can be "
+                             f"({MAX_CLAIM_FILE_BYTES >> 20} MiB); give a YAML claim file")
+    data = path.read_bytes()
+    if b"\x00" in data:
+        raise ClaimFileError(f"{path}: is a binary file, not YAML text; give a YAML claim file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ClaimFileError(f"{path}: is not UTF-8 text (byte {err.start}); give a YAML claim file") from None
+
+
+def _yaml_error_line(err: yaml.YAMLError) -> str:
+    """A YAML error (often 4 lines with a caret) as one line: the problem and where."""
+    problem = getattr(err, "problem", None) or getattr(err, "context", None)
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(err).split())
 
 
 def paper_claims() -> list[Claim]:

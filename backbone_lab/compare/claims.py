@@ -111,7 +111,7 @@ def _measure(sel: Selection, claim: Claim, runs: list[Run], ctx: ClaimContext, e
     values, left = [], []
     for r in picked:
         if not r.ok:
-            err = str(r.marker.get("error", "")).splitlines()[0][:80] if r.state == "failed" else ""
+            err = str(r.marker.get("error", "")).splitlines()[0][:80] if r.state in ("failed", "unreadable") else ""
             left.append((r, f"{r.state}{': ' + err if err else ''}"))
             continue
         why = unmet(r, list(sel.requires), ctx)

@@ -27,6 +27,7 @@ from backbone_lab.compare.claim_selection import chance_threshold
 from backbone_lab.compare.grouping import seed_group_key
 from backbone_lab.compare.runs import Run
 from backbone_lab.compare.seed_stats import seed_interval
+from backbone_lab.durable import output_folder
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ def overlay_figures(runs: list[Run], out_dir: Path) -> list[str]:
     if not runs:
         return []
     plt = P.pyplot()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir, "compare output folder")
     colors = group_colors(runs)
     panels = list(PANELS) + ([REHEAT_PANEL] if any(r.summary.reheat_steps for r in runs) else [])
     cols = 3

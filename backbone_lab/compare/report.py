@@ -19,7 +19,7 @@ from backbone_lab.compare.plots import overlay_figures
 from backbone_lab.compare.runs import Run
 from backbone_lab.compare.seed_groups import groups_table, with_seed_means
 from backbone_lab.compare.seed_stats import INTERVAL_METHOD
-from backbone_lab.durable import atomic_write_text
+from backbone_lab.durable import atomic_write_text, output_folder
 
 TABLE_TITLES = {
     "runs": ("Runs", "Every run: state and headline numbers (PC1 / k95 from the run's own analysis, "
@@ -75,9 +75,10 @@ def markdown_table(rows: list[dict], skip: tuple[str, ...] = ("run_dir",)) -> st
 
 
 def write_csv(path: Path, rows: list[dict], columns: tuple[str, ...] | None = None) -> None:
-    """Rows as CSV (NaN / None as empty cells), written atomically (backbone_lab.durable)."""
+    """Rows as CSV (NaN / None as empty cells), through the atomic writer (a symlink there is
+    replaced, not followed)."""
     cols = list(columns) if columns else _columns(rows)
-    buf = io.StringIO()
+    buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in rows:
@@ -138,8 +139,7 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
                  claims: list[Claim] | None = None, wandb_mode: str = "disabled") -> dict:
     """Label the runs, check the claims, build the tables, write report.md / <table>.csv / PNGs;
     with `wandb_mode` auto / online / offline also a sweep-level W&B run (`wandb_run`)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir, "compare output folder")
     swept = label_runs(runs)
     verdicts = check_claims(runs, claims) if claims else []
     claim_rows = [v.row() for v in verdicts]

@@ -21,6 +21,7 @@ from backbone_lab.analysis.stages.decomposition import TIMESERIES_CSV
 from backbone_lab.analysis.stages.rolling import ROLLING_CSV
 from backbone_lab.analysis.stages.update_alignment import UA_CSV
 from backbone_lab.analysis.summary import Summary
+from backbone_lab.compare.malformed import UnreadableRun, check_summary, reason_of
 from backbone_lab.metrics_csv import read_columns
 from backbone_lab.run_dir import RunDir
 from backbone_lab.run_markers import MARKERS, read_marker
@@ -33,7 +34,7 @@ class Run:
     run_dir: Path
     job_dir: Path
     config: dict[str, Any]
-    state: str  # done | diverged | failed | unfinished
+    state: str  # done | diverged | failed | unfinished | unreadable (`compare.malformed`; the reason in marker["error"])
     marker: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, list[float]] = field(default_factory=dict)  # column -> values (sorted by step)
     summary: Summary = field(default_factory=Summary)
@@ -63,6 +64,11 @@ class Run:
     @property
     def ok(self) -> bool:
         return self.state in ("done", "diverged")
+
+    def mark_unreadable(self, reason: str) -> None:
+        """Keep this run in the report as a row `unreadable: <reason>` and forget what it wrote."""
+        self.state, self.marker = "unreadable", {"error": reason}
+        self.eval, self.summary, self.timeseries, self.rolling, self.update_alignment = {}, Summary(), {}, {}, {}
 
 
 def _columns(path: Path, key: str | None = "step") -> dict[str, list[float]]:
@@ -128,12 +134,54 @@ def job_folders(root: Path) -> list[Path]:
     return [d for d in dirs if not any(o != d and o in d.parents for o in dirs)]
 
 
+def _read(path: Path, reader):
+    """`reader(path)`, any failure as `UnreadableRun` naming the file (one line)."""
+    try:
+        return reader(path)
+    except UnreadableRun:
+        raise
+    except Exception as err:  # noqa: BLE001 - csv.Error (a 20 MB field), bad UTF-8, YAML, wrong shapes, ...
+        raise UnreadableRun(reason_of(err, path.name)) from None
+
+
+def _summary(path: Path) -> Summary:
+    """summary.json as the analysis wrote it (`malformed.check_summary`); empty when absent."""
+    if not path.exists():
+        return Summary()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    check_summary(data)
+    return Summary(data)
+
+
+def _config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # saved resolved
+    if not isinstance(config, dict):
+        raise UnreadableRun(f"{path.name} holds a {type(config).__name__}, not a config mapping")
+    return config
+
+
 def load_run(run_dir: Path, job_dir: Path | None = None) -> Run:
+    """The run in `run_dir`; a malformed one comes back with state `unreadable` and the reason
+    (`compare.malformed`) instead of raising."""
     run_dir = Path(run_dir)
+    try:
+        config = _read(RunDir(run_dir).config, _config)
+    except UnreadableRun as err:
+        run = Run(run_dir=run_dir, job_dir=Path(job_dir or run_dir), config={}, state="unreadable")
+        run.mark_unreadable(str(err))
+        return run
+    try:
+        return _load_run(run_dir, job_dir, config)
+    except UnreadableRun as err:
+        run = Run(run_dir=run_dir, job_dir=Path(job_dir or run_dir), config=config, state="unreadable")
+        run.mark_unreadable(str(err))
+        return run
+
+
+def _load_run(run_dir: Path, job_dir: Path | None, config: dict[str, Any]) -> Run:
     rd = RunDir(run_dir)
-    config: dict[str, Any] = {}
-    if rd.config.exists():
-        config = OmegaConf.to_container(OmegaConf.load(rd.config), resolve=False)  # saved resolved
     marker = read_marker(run_dir)
     if marker is None:
         state, payload = "unfinished", {}
@@ -148,11 +196,11 @@ def load_run(run_dir: Path, job_dir: Path | None = None) -> Run:
         config=config,
         state=state,
         marker=payload,
-        eval=_columns(rd.eval_metrics),
-        summary=Summary.read_or_empty(rd.summary),
-        timeseries=_columns(rd.analysis / TIMESERIES_CSV),
-        rolling=_columns(rd.analysis / ROLLING_CSV, key=None),
-        update_alignment=_trunk_update_alignment(rd.analysis / UA_CSV),
+        eval=_read(rd.eval_metrics, _columns),
+        summary=_read(rd.summary, _summary),
+        timeseries=_read(rd.analysis / TIMESERIES_CSV, _columns),
+        rolling=_read(rd.analysis / ROLLING_CSV, lambda p: _columns(p, key=None)),
+        update_alignment=_read(rd.analysis / UA_CSV, _trunk_update_alignment),
         execution=_execution(run_dir),
     )
 

@@ -86,6 +86,8 @@ def runs_table(runs: list[Run]) -> list[dict]:
             row["state"] = f"diverged@{r.marker.get('diverged_at_step')}"
         if r.state == "failed":
             row["error"] = str(r.marker.get("error", ""))[:120]
+        if r.state == "unreadable":
+            row["state"] = f"unreadable: {r.marker.get('error', '')}"
         row.update(headline(r) if r.ok else {})
         row["train_seconds"] = r.marker.get("train_seconds", NAN)
         row["run_dir"] = str(r.run_dir)

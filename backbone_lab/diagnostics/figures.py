@@ -38,10 +38,14 @@ def _plt():
 
 def _save(plt, fig, out_png) -> Path:
     fig.tight_layout()
+    from backbone_lab.durable import atomic_savefig, output_folder
+
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")  # legends placed beside the axes stay in
-    plt.close(fig)
+    output_folder(out.parent)
+    try:
+        atomic_savefig(fig, out, dpi=120, bbox_inches="tight")  # legends placed beside the axes stay in
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backbone_lab.durable import open_append
+
 FILES = {
     "grad_alignment": "grad_alignment.csv",
     "update_alignment": "update_alignment.csv",
@@ -54,7 +56,7 @@ class RecordWriter:
         self.path = Path(path)
         self.columns = list(columns)
         self._warned = False
-        if self.path.exists() and self.path.stat().st_size > 0:
+        if not self.path.is_symlink() and self.path.exists() and self.path.stat().st_size > 0:  # a link is replaced
             with open(self.path, newline="") as f:
                 header = next(csv.reader(f), None)
             if header:
@@ -66,10 +68,9 @@ class RecordWriter:
             warnings.warn(f"{self.path}: columns {sorted(extra)} not in the existing header; dropped", stacklevel=2)
             self._warned = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with open(self.path, "a", newline="") as f:
+        with open_append(self.path, "a", newline="") as f:
             w = csv.writer(f)
-            if new:
+            if f.tell() == 0:
                 w.writerow(self.columns)
             w.writerow([_fmt(row.get(c)) for c in self.columns])
             f.flush()

@@ -429,12 +429,38 @@ class TrajectoryReader:
                 self._check_files(s)
 
     def _load_parts(self, m: dict) -> dict[int, list[dict]]:
+        mpath = self.path / MANIFEST
+        indexes = sorted(self.path.glob("snapshots.rank*.json"))
         if self.world_size == 1:
+            if "snapshots" not in m:
+                raise TrajectoryError(f"{mpath}: slicing.world_size is 1 but the snapshots are listed per rank "
+                                      f"({len(indexes)} files snapshots.rank*.json): the manifest's slicing.world_size "
+                                      f"was changed; restore it to {len(indexes)}")
             return {int(s["step"]): [s] for s in m["snapshots"]}
+        pieces = (m.get("slicing") or {}).get("pieces")
+        if isinstance(pieces, list) and len(pieces) != self.world_size:
+            raise TrajectoryError(f"{mpath}: slicing.world_size is {self.world_size} but slicing.pieces lists "
+                                  f"{len(pieces)} ranks: the manifest's slicing.world_size was changed; restore it to "
+                                  f"{len(pieces)}")
         per_rank = []
         for r in range(self.world_size):
             ipath = self.path / rank_index_filename(r)
-            listed = _read_json(ipath)["snapshots"] if ipath.exists() else []
+            if not ipath.exists():
+                if indexes:
+                    raise TrajectoryError(
+                        f"{ipath}: rank {r}'s snapshot index is missing (the manifest says {self.world_size} ranks wrote "
+                        f"this trajectory; found {', '.join(p.name for p in indexes)}): restore the file from a copy of "
+                        "the run; without it no snapshot is complete (exclude_steps cannot help)")
+                listed = []
+            else:
+                index = _read_json(ipath)
+                for field, mine in (("world_size", self.world_size), ("dtype", self.dtype)):
+                    if field in index and index[field] != mine:
+                        raise TrajectoryError(
+                            f"{mpath}: the manifest's {'slicing.world_size' if field == 'world_size' else field} is "
+                            f"{mine!r} but {ipath.name} (written with the snapshots) says {index[field]!r}: the "
+                            f"manifest was changed; restore {field}={index[field]!r}")
+                listed = index["snapshots"]
             per_rank.append({int(s["step"]): s for s in listed})
         complete = set.intersection(*(set(d) for d in per_rank))
         partial = set.union(*(set(d) for d in per_rank)) - complete
@@ -472,8 +498,7 @@ class TrajectoryReader:
         for r, (f, part) in enumerate(zip(self.files(step), self._parts[step])):
             want = int(part["nbytes"])
             if want != self._part_elems[r] * self.itemsize:
-                raise TrajectoryError(f"{f}: manifest nbytes {want} != {self._part_elems[r] * self.itemsize} "
-                                      "expected from the layout; manifest damaged")
+                raise TrajectoryError(self._nbytes_msg(step, r, f, want))
             try:
                 size = f.stat().st_size
             except FileNotFoundError:
@@ -484,6 +509,21 @@ class TrajectoryReader:
                 raise TrajectoryError(
                     f"{f}: snapshot of step {step} is truncated/corrupt ({size} of {want} bytes); re-create it or exclude the step (exclude_steps=[{step}])"
                 )
+
+    def _nbytes_msg(self, step: int, rank: int, f: Path, want: int) -> str:
+        """Which field lies when a listed nbytes disagrees with the layout: the dtype (every file fits
+        another dtype) or that entry's nbytes."""
+        expected = self._part_elems[rank] * self.itemsize
+        index = self.path / (MANIFEST if self.world_size == 1 else rank_index_filename(rank))
+        size = f.stat().st_size if f.exists() else None
+        fits = [d for d, n in _ITEMSIZE.items() if d != self.dtype and self._part_elems[rank] * n in (want, size)]
+        if fits and size != expected:
+            return (f"{self.path / MANIFEST}: dtype is {self.dtype!r} but the snapshot files hold "
+                    f"{size if size is not None else want} bytes, what dtype {fits[0]!r} gives: the manifest's dtype "
+                    f"field was changed; restore dtype={fits[0]!r}")
+        return (f"{index}: the nbytes field of step {step} says {want}, the layout (tensors x {self.dtype}) gives "
+                f"{expected}{' and the file holds ' + str(size) if size is not None else ''}: the field was "
+                f"changed; restore nbytes={expected}")
 
     def _crc_msg(self, step: int, rank: int, got: str) -> str:
         return (f"{self.files(step)[rank]}: crc32 mismatch for step {step} (manifest {self._parts[step][rank]['crc32']}, "
