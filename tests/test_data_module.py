@@ -2,6 +2,8 @@
 
 import itertools
 import json
+import logging
+import warnings
 
 import pytest
 import torch
@@ -81,14 +83,16 @@ def test_save_run_files_and_mismatch(dm, tmp_path):
         other.save_run_files(tmp_path)
 
 
-def test_datamodule_local_files(tmp_path):
+def test_datamodule_local_files(tmp_path, caplog):
     from backbone_lab.data.write_corpus import write_corpus
 
     sample = write_corpus(tmp_path / "stories.txt", 1200, seed=1)  # what `data=local` reads
     m = make_dm(source="local", train_files=[str(sample)], vocab_size=600, seq_len=128,
                            n_codewords=16, n_eval=8, n_val=8, cache_dir=str(tmp_path))
-    with pytest.warns(UserWarning, match="scaled"):  # default OOD gaps [80, 200] at seq_len 128
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="backbone_lab.data.examples"):
+        warnings.simplefilter("error")  # the default gaps at the default seq_len: no warning, one info line
         m.setup()
+    assert "gap range [80, 200] does not fit seq_len=128" in caplog.text and "scaled to" in caplog.text
     assert m.train_store.n_docs > 400 and m.vocab_size == 600
     assert next(iter(m.train_dataloader()))["input_ids"].shape == (32, 128)
 
