@@ -276,11 +276,13 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
     except DivergenceError as err:
         log.warning("%s; snapshots written so far are kept and analysed", err)
         out.update(status="diverged", diverged_at_step=err.step, diverged_loss=err.loss)
-        trainer.save_checkpoint(run.diverged_checkpoint)
+        trainer.save_checkpoint(run.diverged_checkpoint, weights_only=False)  # the full state (see below)
     out["train_seconds"] = time.perf_counter() - t0
     out["steps_done"] = int(trainer.global_step)
     if out.get("status") != "diverged" and trainer.global_step % loop.ckpt_every:
-        trainer.save_checkpoint(run.last_checkpoint)  # last.ckpt is always the final (or stopping) step
+        # last.ckpt is always the final (or stopping) step. weights_only=False: the full training state (loops,
+        # callbacks, optimizer) that resume=auto needs; left unset, Lightning logs that it defaulted to False
+        trainer.save_checkpoint(run.last_checkpoint, weights_only=False)
     preemption = next(c for c in trainer.callbacks if isinstance(c, PreemptionCallback))
     if preemption.stopped_at is not None:
         raise Preempted(preemption.signum, preemption.stopped_at)
