@@ -27,3 +27,39 @@ def test_the_wandb_logger_starts_without_the_anonymous_setting_warning(tmp_path,
     err = capfd.readouterr().err
     assert "offline" in err  # wandb did print its lines here
     assert "anonymous" not in err, err
+
+
+def test_the_final_table_prints_long_paths_in_full(capsys, tmp_path):
+    from backbone_lab.summary_print import print_result
+
+    deep = tmp_path / ("a_rather_long_folder_name_" * 4) / "runs" / "2026-12-04_16-11-30_123456"
+    result = {"run_dir": str(deep), "status": "done", "final_val_loss": 2.6031, "steps_done": 1000,
+              "report": str(deep / "analysis" / "report.md")}
+    print_result(result)
+    out = capsys.readouterr().out
+    assert f"run_dir  {deep}\n" in out and f"report   {deep / 'analysis' / 'report.md'}\n" in out
+    assert "…" not in out and "2.603" in out and "backbone_lab run: done" in out
+
+
+def _cli(tmp_path, *args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(REPO), BACKBONE_LAB_OUTPUT=str(tmp_path / "out"),
+               BACKBONE_LAB_CACHE=str(tmp_path / "cache"))
+    return subprocess.run([sys.executable, "-m", "backbone_lab", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_a_run_into_a_log_file_shows_steps_and_labelled_losses_in_plain_lines(tmp_path):
+    """stdout is a pipe here, as for a log file: plain progress lines (step / max_steps, LM and
+    probe loss, tokens/s), no epoch counter, no terminal control codes, and no warning on stderr
+    from the default callbacks and logger (W&B offline)."""
+    proc = _cli(tmp_path, "debug=tiny", "callbacks=default", "logger=wandb", "run_name=p",
+                "callbacks.progress.plain_every_s=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("step ")]
+    assert progress and progress[-1].startswith("step 30/30 · lm "), proc.stdout
+    assert all(" · probe " in ln and ln.endswith("tok/s") for ln in progress), progress
+    assert "Epoch" not in proc.stdout and "\x1b" not in proc.stdout
+    warned = [ln for ln in proc.stderr.splitlines() if "warning" in ln.lower()]
+    # the one warning debug=tiny earns: at its seq_len 64 the OOD probe gaps overlap the ID ones
+    assert all("p_ood is not OOD" in ln for ln in warned), warned

@@ -379,7 +379,8 @@ def _tiny_fit(tmp_path, accelerator="cpu", precision="32-true", max_steps=6, cou
         counter.watch_training_step(module)
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=max_steps,
                         accumulate_grad_batches=2, gradient_clip_val=1.0, log_every_n_steps=3, logger=logger,
-                        enable_progress_bar=progress_bar, enable_checkpointing=False, enable_model_summary=False,
+                        enable_progress_bar=bool(progress_bar), callbacks=[progress_bar] if progress_bar else None,
+                        enable_checkpointing=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, use_distributed_sampler=False,
                         default_root_dir=str(tmp_path))
     trainer.fit(module, datamodule=dm)
@@ -433,11 +434,26 @@ def test_with_a_logger_lightning_reads_the_logged_values_every_log_every_steps_o
     assert lightning and set(lightning) == {3, 6}
 
 
-def test_the_progress_bar_shows_the_loss_read_at_each_sync(tmp_path, capsys):
+def test_the_progress_line_shows_the_losses_read_at_each_sync(tmp_path, capsys):
+    """The progress line (plain mode, as in a log file) takes its losses from the module's sync
+    points: one more read there (`last_micro_batch_losses`), none in the training step."""
+    import backbone_lab
+    from backbone_lab.callbacks.progress import StepProgress
+
     with HostReadCounter() as counter:
-        trainer, module = _tiny_fit(tmp_path, counter=counter, progress_bar=True)
+        trainer, module = _tiny_fit(tmp_path, counter=counter, progress_bar=StepProgress(plain=True, plain_every_s=0))
     assert counter.inside == []
-    assert trainer.progress_bar_metrics["loss"] == pytest.approx(float(module._last_loss))
+    ours = [step for (_, w), step in zip(counter.outside, counter.steps_outside) if _inside(backbone_lab, w)]
+    assert sorted(set(ours)) == [3, 6] and len(ours) == 4  # divergence check + losses, at steps 3 and 6 only
+    numbers = module.progress_numbers
+    assert numbers["step"] == 6
+    last = [float(t) for t in module._last_parts]
+    assert [numbers["loss"], numbers["lm_loss"], numbers["probe_loss"]] == pytest.approx(last)
+    lines = capsys.readouterr().out.splitlines()
+    shown = [ln for ln in lines if ln.startswith("step ")]
+    assert [ln.split(" · ")[0] for ln in shown] == ["step 3/6", "step 6/6"], lines
+    assert f"lm {numbers['lm_loss']:.3f} · probe {numbers['probe_loss']:.3f} · " in shown[-1]
+    assert shown[-1].endswith("tok/s") and "\x1b" not in "".join(lines)  # no MFU on a CPU, no control codes
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA synchronisation checks need a GPU")
