@@ -136,7 +136,8 @@ def nearest_name_hint(err: BaseException, args: list[str]) -> str | None:
         best = nearest(leaf, fields or [])
         if best:
             value = next((a.split("=", 1)[1] for a in args if a.lstrip("+").split("=", 1)[0] == dotted), "...")
-            return (f"{dotted}: no such key{f' in {parent}' if parent else ''}; did you mean "
+            why = re.search(r"Key '[^']+' (?:not in '[^']+'|is not in struct)", text)
+            return (f"{dotted}: {why.group(0) if why else 'no such key'}; did you mean "
                     f"{f'{parent}.' if parent else ''}{best}={value}?")
     return None
 
@@ -164,8 +165,8 @@ def _conf_dir() -> str:
 def check_command_line(argv: list[str]) -> None:
     """Compose a single run's config once before Hydra does and run `train.check_config` on it:
     bad overrides (typos, wrong types, unknown options) and every check that needs no data end
-    here in one line with exit status 2 — before Hydra creates any folder. Multiruns are
-    checked per job."""
+    here in one line with exit status 2 — before Hydra creates any folder. Composition errors
+    (typos) come before torch, Lightning or W&B are imported. Multiruns are checked per job."""
     args = argv[1:]
     if any(a.startswith("-") for a in args):  # -m, --cfg, --help, ...: leave them to Hydra
         return
@@ -173,12 +174,13 @@ def check_command_line(argv: list[str]) -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     from backbone_lab.errors import user_facing_errors
-    from backbone_lab.train import check_config
 
     try:
         with initialize_config_dir(version_base="1.3", config_dir=_conf_dir()):
-            cfg = compose(config_name="config", overrides=args)
+            cfg = compose(config_name="config", overrides=args)  # the schemas are torch-free modules
         check_resume_names_a_run(cfg, args)
+        from backbone_lab.train import check_config  # torch and Lightning: only for a config that composed
+
         check_config(cfg)
     except user_facing_errors() as err:
         print(f"error: {err}", file=sys.stderr)

@@ -35,12 +35,13 @@ from backbone_lab.errors import ConfigError
 
 def schemas() -> dict[str, type]:
     """Group name -> schema dataclass."""
+    # each from its torch-free module: the CLI composes (and rejects typos) before torch is imported
     from backbone_lab.analysis.config import AnalysisConfig
     from backbone_lab.data.config import DataConfig
-    from backbone_lab.model import ModelConfig
-    from backbone_lab.objective import ObjectiveConfig, ScheduleConfig
-    from backbone_lab.trainer import LoopConfig, TrainerConfig
-    from backbone_lab.trajectory.callback import SnapshotConfig
+    from backbone_lab.loop_config import LoopConfig, TrainerConfig
+    from backbone_lab.model_config import ModelConfig
+    from backbone_lab.objective_config import ObjectiveConfig, ScheduleConfig
+    from backbone_lab.trajectory.snapshot_config import SnapshotConfig
 
     return {"model": ModelConfig, "data": DataConfig, "train": LoopConfig, "trainer": TrainerConfig,
             "schedule": ScheduleConfig, "objective": ObjectiveConfig, "snapshots": SnapshotConfig,
