@@ -222,7 +222,7 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
     with open_dict(cfg):
         cfg.run_dir = str(run.root)  # loggers and callbacks interpolate ${run_dir}
     conf, optimizer, callbacks = check_config(cfg)
-    if env_global_rank() == 0 and (done := already_complete(cfg, run)) is not None:
+    if (done := already_complete(cfg, run)) is not None:  # every rank reads the same marker: all stop here
         return done
     callbacks = _protocol_callbacks(conf, run, cfg) + callbacks
     loop = conf["train"]
