@@ -63,3 +63,30 @@ def test_a_run_into_a_log_file_shows_steps_and_labelled_losses_in_plain_lines(tm
     warned = [ln for ln in proc.stderr.splitlines() if "warning" in ln.lower()]
     # the one warning debug=tiny earns: at its seq_len 64 the OOD probe gaps overlap the ID ones
     assert all("p_ood is not OOD" in ln for ln in warned), warned
+
+
+def test_tokens_per_second_and_mfu_from_the_tokens_of_a_window(monkeypatch):
+    """Planted numbers: 2 ranks, 4 micro-batches of 8 x 128 tokens in 0.5 s on each rank, a model
+    of 1e6 FLOPs per token on a device of 100 TFLOP/s peak."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from backbone_lab.callbacks import progress as progress_module
+    from backbone_lab.callbacks.progress import StepProgress, format_rate, progress_fields
+
+    bar = StepProgress(plain=True)
+    clock = iter([10.0, 10.5])
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    trainer = SimpleNamespace(global_step=0, world_size=2, max_steps=100)
+    bar._window_start = (progress_module.time.perf_counter(), 0)
+    bar._flops_per_token, bar._peak = 1e6, 100.0
+    for _ in range(4):
+        bar._tokens += torch.zeros(8, 128).numel()
+    trainer.global_step = 2
+    bar._update_rate(trainer)
+    assert bar._rate == pytest.approx(2 * 4 * 8 * 128 / 0.5)  # 16,384 tok/s over both ranks
+    assert bar._mfu == pytest.approx((4 * 8 * 128 / 0.5) * 1e6 / 100e12)  # per device
+    assert format_rate(bar._rate) == "16.4k tok/s" and format_rate(950.0) == "950 tok/s"
+    line = progress_fields({"lm_loss": 2.6031, "probe_loss": 0.8449}, bar._rate, 0.3104)
+    assert line == "lm 2.603 · probe 0.845 · 16.4k tok/s · MFU 31.0%"
