@@ -118,7 +118,7 @@ class BackboneLitModule(L.LightningModule):
         parts = self.loss_parts(batch, lam)
         loss = parts.loss.detach()
         self._watch(loss, parts.lm.detach())
-        self._last_parts = (loss, parts.lm.detach(), parts.probe.detach())  # read at the next sync
+        self._last_parts = (loss, parts.lm.detach(), parts.probe.detach(), parts.n_probe.detach())  # read at a sync
         # Host numbers are logged as CPU tensors: `self.log` of a Python float creates a tensor on
         # the module's device, a blocking host-to-device copy on a GPU. Nothing here is logged to
         # the progress bar: Lightning reads every progress-bar value with `.item()` after every
@@ -208,11 +208,13 @@ class BackboneLitModule(L.LightningModule):
         }
 
 
-def last_micro_batch_losses(parts: tuple[torch.Tensor, torch.Tensor, torch.Tensor], step: int) -> dict:
-    """The composite, LM and probe losses of a micro-batch as Python numbers, in one device read
-    (made at a sync point, where the device has caught up already)."""
-    loss, lm, probe = torch.stack([p.float() for p in parts]).tolist()
-    return {"step": int(step), "loss": loss, "lm_loss": lm, "probe_loss": probe}
+def last_micro_batch_losses(parts: tuple[torch.Tensor, ...], step: int) -> dict:
+    """The composite, LM and probe losses of a micro-batch (and its number of probe tokens) as
+    Python numbers, in one device read (made at a sync point, where the device has caught up
+    already); `probe_loss` is None when the micro-batch had no probe token."""
+    loss, lm, probe, n_probe = torch.stack([p.float() for p in parts]).tolist()
+    return {"step": int(step), "loss": loss, "lm_loss": lm, "probe_loss": probe if n_probe > 0 else None,
+            "n_probe": int(n_probe)}
 
 
 def _factory_kwargs(factory) -> dict:

@@ -90,3 +90,4 @@ def test_tokens_per_second_and_mfu_from_the_tokens_of_a_window(monkeypatch):
     assert format_rate(bar._rate) == "16.4k tok/s" and format_rate(950.0) == "950 tok/s"
     line = progress_fields({"lm_loss": 2.6031, "probe_loss": 0.8449}, bar._rate, 0.3104)
     assert line == "lm 2.603 · probe 0.845 · 16.4k tok/s · MFU 31.0%"
+    assert progress_fields({"lm_loss": 2.6, "probe_loss": None}, None, None) == "lm 2.600 · probe –"

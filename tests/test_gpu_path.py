@@ -447,12 +447,14 @@ def test_the_progress_line_shows_the_losses_read_at_each_sync(tmp_path, capsys):
     assert sorted(set(ours)) == [3, 6] and len(ours) == 4  # divergence check + losses, at steps 3 and 6 only
     numbers = module.progress_numbers
     assert numbers["step"] == 6
-    last = [float(t) for t in module._last_parts]
-    assert [numbers["loss"], numbers["lm_loss"], numbers["probe_loss"]] == pytest.approx(last)
+    loss, lm, probe, n_probe = [float(t) for t in module._last_parts]
+    assert [numbers["loss"], numbers["lm_loss"]] == pytest.approx([loss, lm]) and numbers["n_probe"] == n_probe
+    assert numbers["probe_loss"] == (pytest.approx(probe) if n_probe else None)
     lines = capsys.readouterr().out.splitlines()
     shown = [ln for ln in lines if ln.startswith("step ")]
     assert [ln.split(" · ")[0] for ln in shown] == ["step 3/6", "step 6/6"], lines
-    assert f"lm {numbers['lm_loss']:.3f} · probe {numbers['probe_loss']:.3f} · " in shown[-1]
+    shown_probe = "–" if numbers["probe_loss"] is None else f"{numbers['probe_loss']:.3f}"
+    assert f"lm {numbers['lm_loss']:.3f} · probe {shown_probe} · " in shown[-1]
     assert shown[-1].endswith("tok/s") and "\x1b" not in "".join(lines)  # no MFU on a CPU, no control codes
 
 

@@ -39,7 +39,9 @@ def format_rate(tokens_per_s: float) -> str:
 def progress_fields(metrics: dict[str, Any], tokens_per_s: float | None, mfu: float | None) -> str:
     """'lm 3.214 · probe 0.845 · 24.1k tok/s · MFU 31.0%' from the module's `progress_numbers`
     (missing ones left out)."""
-    parts = [f"{label} {float(metrics[key]):.3f}" for key, label in SHOWN if key in metrics]
+    # a micro-batch without probe tokens has no probe loss: "probe –", not a perfect-looking 0.000
+    parts = [f"{label} {'–' if metrics[key] is None else format(float(metrics[key]), '.3f')}"
+             for key, label in SHOWN if key in metrics]
     if tokens_per_s is not None:
         parts.append(format_rate(tokens_per_s))
     if mfu is not None:
