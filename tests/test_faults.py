@@ -158,6 +158,7 @@ def test_a_planted_pickle_as_last_ckpt_is_refused_on_resume(reference, tmp_path)
     run, marker = tmp_path / "run", tmp_path / "PWNED"
     train(_cfg(root, "x", ["train.max_steps=10"], run_dir=run))
     _plant(run, marker)
+    (run / "DONE").unlink()  # an unfinished run: resume=auto must load its checkpoint (a DONE one is left alone)
     with pytest.raises(RunDirError, match="no checkpoint loads"):
         train(_cfg(root, "x", ["train.max_steps=10", "resume=auto"], run_dir=run))
     assert not marker.exists()
