@@ -197,6 +197,8 @@ def test_a_signal_saves_a_checkpoint_and_resume_finishes(reference, tmp_path, si
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
     assert "interrupted:" in err and "resume=auto" in err
+    # the exact command that continues this run (its folder's run_name, resume=auto)
+    assert "continue with: python -m backbone_lab debug=tiny " in err and err.rstrip().endswith("run_name=sig resume=auto"), err
     state, payload = read_marker(run)
     step = checkpoint_step(run / "checkpoints" / "last.ckpt")
     assert state == "INTERRUPTED" and payload["step"] == step and 5 <= step < 30
