@@ -9,15 +9,18 @@ checks values and ranges before any data is prepared (`train.typed`).
 
 | group       | schema            | defined in                          |
 |-------------|-------------------|-------------------------------------|
-| model       | ModelConfig       | backbone_lab/model.py               |
+| model       | ModelConfig       | backbone_lab/model_config.py        |
 | data        | DataConfig        | backbone_lab/data/config.py         |
-| train       | LoopConfig        | backbone_lab/trainer.py             |
-| trainer     | TrainerConfig     | backbone_lab/trainer.py (`_target_`: Lightning's Trainer) |
-| schedule    | ScheduleConfig    | backbone_lab/objective.py           |
-| objective   | ObjectiveConfig   | backbone_lab/objective.py           |
-| snapshots   | SnapshotConfig    | backbone_lab/trajectory/callback.py |
+| train       | LoopConfig        | backbone_lab/loop_config.py         |
+| trainer     | TrainerConfig     | backbone_lab/loop_config.py (`_target_`: Lightning's Trainer) |
+| schedule    | ScheduleConfig    | backbone_lab/objective_config.py    |
+| objective   | ObjectiveConfig   | backbone_lab/objective_config.py    |
+| snapshots   | SnapshotConfig    | backbone_lab/trajectory/snapshot_config.py |
 | analysis    | AnalysisConfig    | backbone_lab/analysis/config.py     |
 | reference   | ReferenceConfig   | backbone_lab/diagnostics/reference_direction.py (inside each diagnostics callback) |
+
+The schema modules import neither torch nor Lightning, so `python -m backbone_lab` rejects a
+mistyped option or key before importing them (`tests/test_cli_messages.py`).
 
 Nodes instantiated from a `_target_` (optimizer, loggers, callbacks) stay free-form: the class
 they build checks its keys when `train` instantiates them, before any data preparation.
@@ -35,12 +38,13 @@ from backbone_lab.errors import ConfigError
 
 def schemas() -> dict[str, type]:
     """Group name -> schema dataclass."""
+    # each from its torch-free module: the CLI composes (and rejects typos) before torch is imported
     from backbone_lab.analysis.config import AnalysisConfig
     from backbone_lab.data.config import DataConfig
-    from backbone_lab.model import ModelConfig
-    from backbone_lab.objective import ObjectiveConfig, ScheduleConfig
-    from backbone_lab.trainer import LoopConfig, TrainerConfig
-    from backbone_lab.trajectory.callback import SnapshotConfig
+    from backbone_lab.loop_config import LoopConfig, TrainerConfig
+    from backbone_lab.model_config import ModelConfig
+    from backbone_lab.objective_config import ObjectiveConfig, ScheduleConfig
+    from backbone_lab.trajectory.snapshot_config import SnapshotConfig
 
     return {"model": ModelConfig, "data": DataConfig, "train": LoopConfig, "trainer": TrainerConfig,
             "schedule": ScheduleConfig, "objective": ObjectiveConfig, "snapshots": SnapshotConfig,

@@ -13,7 +13,8 @@ Thin glue around `backbone_lab.model` and `backbone_lab.objective` (SPEC §3):
 The training step makes no host sync (`tests/test_gpu_path.py` counts them): the loss sums for
 the `train_loss` metric and the divergence check live on the device and are read every
 `train.log_every` steps (and before every evaluation), the same step on every rank; host numbers
-(λ, lr) are logged as CPU tensors, and the progress bar gets the loss at those reads. Lightning
+(λ, lr) are logged as CPU tensors, and the progress line gets the last micro-batch's losses at
+those reads (`progress_numbers`). Lightning
 itself reads the logged device tensors only when it writes the loggers (`log_every_n_steps` =
 `train.log_every`). Half-precision logits go through the chunked cross-entropy
 (`backbone_lab.cross_entropy`), and Adam / AdamW on a GPU use torch's fused kernel.
@@ -117,7 +118,7 @@ class BackboneLitModule(L.LightningModule):
         parts = self.loss_parts(batch, lam)
         loss = parts.loss.detach()
         self._watch(loss, parts.lm.detach())
-        self._last_loss = loss
+        self._last_parts = (loss, parts.lm.detach(), parts.probe.detach(), parts.n_probe.detach())  # read at a sync
         # Host numbers are logged as CPU tensors: `self.log` of a Python float creates a tensor on
         # the module's device, a blocking host-to-device copy on a GPU. Nothing here is logged to
         # the progress bar: Lightning reads every progress-bar value with `.item()` after every
@@ -152,18 +153,23 @@ class BackboneLitModule(L.LightningModule):
         step = self.global_step
         if step != getattr(self, "_last_sync_step", -1) and (step % self.loop.log_every == 0 or step >= self.loop.max_steps):
             self.raise_if_diverged()
-            if self.trainer.progress_bar_callback is not None and hasattr(self, "_last_loss"):
-                self.log("loss", self._last_loss.cpu(), prog_bar=True, on_step=True, logger=False)
+
+    progress_numbers: dict | None = None
+    """{"step", "loss", "lm_loss", "probe_loss"} of the last micro-batch at the last sync (for the
+    progress line, `backbone_lab.callbacks.progress`); set only when a progress bar is on."""
 
     def raise_if_diverged(self) -> None:
         """Host sync point (the same step on every rank): raise `DivergenceError` if any rank saw a
-        non-finite or too large loss since the last check."""
+        non-finite or too large loss since the last check. With a progress bar, also read the last
+        micro-batch's losses for it (`progress_numbers`), in one more read at this sync."""
         self._last_sync_step = self.global_step
         seen = all_gather_rows(self._divergence).tolist()
         flagged = [r for r in seen if r[0]]
         if flagged:
             _, step, loss = min(flagged, key=lambda r: r[1])
             raise DivergenceError(int(step), loss)
+        if self._trainer is not None and self.trainer.progress_bar_callback is not None and hasattr(self, "_last_parts"):
+            self.progress_numbers = last_micro_batch_losses(self._last_parts, self.global_step)
 
     def take_train_loss_sums(self) -> torch.Tensor:
         """[sum of micro-batch composite losses, of their L_LM, count] on this rank since the last
@@ -200,6 +206,15 @@ class BackboneLitModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
+
+
+def last_micro_batch_losses(parts: tuple[torch.Tensor, ...], step: int) -> dict:
+    """The composite, LM and probe losses of a micro-batch (and its number of probe tokens) as
+    Python numbers, in one device read (made at a sync point, where the device has caught up
+    already); `probe_loss` is None when the micro-batch had no probe token."""
+    loss, lm, probe, n_probe = torch.stack([p.float() for p in parts]).tolist()
+    return {"step": int(step), "loss": loss, "lm_loss": lm, "probe_loss": probe if n_probe > 0 else None,
+            "n_probe": int(n_probe)}
 
 
 def _factory_kwargs(factory) -> dict:

@@ -59,12 +59,21 @@ def make_wandb_logger(
     if mode == "disabled":
         kwargs["mode"] = "disabled"
     logger = WandbLogger(**kwargs)
+    _drop_anonymous_setting(logger)
     if config:
         from omegaconf import DictConfig, OmegaConf
 
         # Hydra hands the node over as a DictConfig, which Lightning would log as one string
         logger.log_hyperparams(OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config)
     return logger
+
+
+def _drop_anonymous_setting(logger: WandbLogger) -> None:
+    """Lightning's WandbLogger always hands `anonymous=None` to `wandb.init`, and wandb >= 0.19
+    warns about any value of that retired setting ("The anonymous setting has no effect"): drop it."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
 
 
 # --------------------------------------------------------------------------- sweep jobs

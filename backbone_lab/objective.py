@@ -17,44 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
 from backbone_lab.cross_entropy import IGNORE_INDEX, token_cross_entropy
-
-
-@dataclass
-class ObjectiveConfig:
-    """The composite objective L = L_LM + λ(t) L_probe (paper Eq. 1; `conf/objective/`)."""
-
-    lambda_schedule: list[Any] = field(default_factory=lambda: [[0, 2.0]])
-    """[[start_step, λ], ...], sorted, the first starting at step 0 or 1; λ(t) is the value of
-    the last entry with start_step <= t (the paper: [[0, 2.0], [4000, 4.0]])."""
-
-    def __post_init__(self) -> None:
-        self.lambda_schedule = [list(p) for p in validate_lambda_schedule(self.lambda_schedule)]
-
-
-@dataclass
-class ScheduleConfig:
-    """Learning-rate schedule: linear warmup, then cosine to a floor (SPEC §3; `conf/schedule/`)."""
-
-    warmup: int = 100
-    """Warmup steps (lr·t/warmup for t < warmup)."""
-    total: Optional[int] = None
-    """Step at which the cosine reaches its end; null = train.max_steps."""
-    floor: float = 0.1
-    """Lower clamp of the cosine multiplier (1.0 = constant lr after warmup)."""
-
-    def __post_init__(self) -> None:
-        if self.warmup < 0:
-            raise ValueError(f"schedule.warmup must be >= 0, got {self.warmup}")
-        if self.total is not None and self.total < 1:
-            raise ValueError(f"schedule.total must be >= 1 or null, got {self.total}")
-        if not 0.0 <= self.floor <= 1.0 or not math.isfinite(self.floor):
-            raise ValueError(f"schedule.floor must be in [0, 1], got {self.floor}")
+from backbone_lab.objective_config import ObjectiveConfig, ScheduleConfig  # noqa: F401 - the schemas live there (torch-free)
 
 
 @dataclass

@@ -41,8 +41,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from backbone_lab.run_identity import fingerprint
-from backbone_lab.distributed import env_global_rank
-from backbone_lab.preemption import Preempted
 from backbone_lab.run_markers import read_marker, write_marker
 from backbone_lab.run_dir import RunDir
 from backbone_lab.durable import atomic_write_json, atomic_write_text
@@ -167,6 +165,9 @@ def _configure_wandb(cfg: DictConfig, ctx: dict, swept: dict[str, str]) -> None:
 # --------------------------------------------------------------------------- the job wrapper
 def run_sweep_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> dict | None:
     """Run one multirun job: skip / resume / run, never raising (see the module docstring)."""
+    from backbone_lab.distributed import env_global_rank  # torch and Lightning: a job imports them,
+    from backbone_lab.preemption import Preempted  # the CLI's config check does not
+
     ctx = _job_context()
     job_dir = ctx["job_dir"]
     swept = _swept_values(ctx["overrides"])
@@ -205,6 +206,8 @@ def run_sweep_job(cfg: DictConfig, train_fn: Callable[[DictConfig], dict]) -> di
 
 
 def _write_redirect(job_dir: Path, target: Path, reason: str, fp: str) -> None:
+    from backbone_lab.distributed import env_global_rank  # torch: imported by a sweep job only
+
     if env_global_rank() != 0:  # every rank of a multi-task job decides alike; rank 0 writes
         return
     job_dir.mkdir(parents=True, exist_ok=True)

@@ -165,6 +165,36 @@ def _protocol_callbacks(conf: dict, run: RunDir, cfg: DictConfig) -> list[L.Call
     return callbacks
 
 
+def check_accelerator_present(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without a CUDA GPU: say so, and how to run on the CPU, before
+    Lightning's own error ("Error in call to target ... Trainer")."""
+    accelerator = str(cfg.get("trainer", {}).get("accelerator", "cpu"))
+    if accelerator not in ("gpu", "cuda") or torch.cuda.is_available():
+        return
+    name = str(cfg.get("experiment_name") or "")
+    tiny = Path(__file__).resolve().parents[1] / "conf" / "experiment" / f"{name}_tiny.yaml"
+    what = f"+experiment={name}" if name and name != "default" else "this run"
+    cpu_twin = f", or its CPU twin +experiment={name}_tiny" if tiny.exists() else ""
+    raise ConfigError(f"{what} needs a GPU (trainer.accelerator={accelerator}) and this machine has none "
+                      f"(torch.cuda.is_available() is False): add trainer=cpu to run it on the CPU (slow at "
+                      f"paper size){cpu_twin}")
+
+
+def already_complete(cfg: DictConfig, run: RunDir) -> dict | None:
+    """`resume=auto` on this very run (same config) that finished (`DONE`): its result, marked
+    "already complete" — nothing is trained or analysed again (re-analysis is `analyze`'s job)."""
+    if cfg.get("resume") != "auto" or not run.config.exists():
+        return None
+    from backbone_lab.run_markers import read_marker
+
+    marker = read_marker(run.root)
+    if not marker or marker[0] != "DONE":
+        return None
+    if differences(OmegaConf.load(run.config), cfg, extra=RESUME_ALSO_NEUTRAL):
+        return None  # prepare_run_dir says how it differs
+    return {**marker[1], "run_dir": str(run.root), "status": "already complete"}
+
+
 def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
     """Every check that needs no data and writes nothing — types and ranges (the typed configs),
     the optimizer built on a dummy parameter, the run name, the data files and the memory of one
@@ -172,6 +202,7 @@ def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
     optimizer factory, user callbacks). The CLI runs it before Hydra creates any folder."""
     _quiet_third_party_logs()
     check_run_settings(cfg)
+    check_accelerator_present(cfg)
     conf = typed(cfg)
     optimizer = instantiate(cfg.optimizer)
     check_optimizer(optimizer)
@@ -196,6 +227,8 @@ def train(cfg: DictConfig, ckpt_path: Path | None = None) -> dict:
     with open_dict(cfg):
         cfg.run_dir = str(run.root)  # loggers and callbacks interpolate ${run_dir}
     conf, optimizer, callbacks = check_config(cfg)
+    if (done := already_complete(cfg, run)) is not None:  # every rank reads the same marker: all stop here
+        return done
     callbacks = _protocol_callbacks(conf, run, cfg) + callbacks
     loop = conf["train"]
     rank = env_global_rank()
@@ -290,11 +323,13 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
     except DivergenceError as err:
         log.warning("%s; snapshots written so far are kept and analysed", err)
         out.update(status="diverged", diverged_at_step=err.step, diverged_loss=err.loss)
-        trainer.save_checkpoint(run.diverged_checkpoint)
+        trainer.save_checkpoint(run.diverged_checkpoint, weights_only=False)  # the full state (see below)
     out["train_seconds"] = time.perf_counter() - t0
     out["steps_done"] = int(trainer.global_step)
     if out.get("status") != "diverged" and trainer.global_step % loop.ckpt_every:
-        trainer.save_checkpoint(run.last_checkpoint)  # last.ckpt is always the final (or stopping) step
+        # last.ckpt is always the final (or stopping) step. weights_only=False: the full training state (loops,
+        # callbacks, optimizer) that resume=auto needs; left unset, Lightning logs that it defaulted to False
+        trainer.save_checkpoint(run.last_checkpoint, weights_only=False)
     preemption = next(c for c in trainer.callbacks if isinstance(c, PreemptionCallback))
     if preemption.stopped_at is not None:
         raise Preempted(preemption.signum, preemption.stopped_at)

@@ -1,4 +1,4 @@
-"""Shared fixtures: repo paths, the shared/ folder, composed configs."""
+"""Fixtures: repo paths, composed configs."""
 
 from __future__ import annotations
 
@@ -9,16 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-SHARED = REPO.parent / "shared"
 
 os.environ.setdefault("WANDB_SILENT", "true")
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.exists():
-        pytest.skip(f"../shared not found next to the repo ({SHARED}); reference data unavailable")
-    return SHARED
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "config"):

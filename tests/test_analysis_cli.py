@@ -149,3 +149,25 @@ def test_reheating_through_cli(tmp_path):
     assert rh["steps"] == [0, 100, 200, 300, 400] and rh["source_anchor_step"] == 0
     assert rh["a"][0] == pytest.approx(rh["source_a_final"], rel=1e-6)
     assert "Reheating projection" in (tmp_path / "reheat" / "analysis" / "report.md").read_text()
+
+
+def test_an_earlier_analysis_is_kept_unless_overwrite_is_given(tmp_path, capsys):
+    run = tiny_run(tmp_path / "run", with_metrics=False, steps=list(range(0, 130, 10)))
+    assert main([str(run), "figures=false", "rolling_window=4"]) == 0
+    summary = run / "analysis" / "summary.json"
+    first = summary.read_text()
+    capsys.readouterr()
+    assert main([str(run), "anchor_step=10", "figures=false", "rolling_window=4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds an analysis" in err and "--overwrite" in err and "out_dir=" in err
+    assert summary.read_text() == first  # untouched
+    assert main([str(run), "anchor_step=10", "figures=false", "rolling_window=4", f"out_dir={tmp_path / 'a10'}"]) == 0
+    assert json.loads((tmp_path / "a10" / "summary.json").read_text())["anchor_step"] == 10
+    assert main([str(run), "--overwrite", "anchor_step=10", "figures=false", "rolling_window=4"]) == 0
+    assert json.loads(summary.read_text())["anchor_step"] == 10
+
+
+def test_a_mistyped_analysis_key_gets_the_nearest_name(tmp_path, capsys):
+    run = tiny_run(tmp_path / "run", steps=[0, 1, 200, 400, 600])
+    assert main([str(run), "anchr_step=1"]) == 2
+    assert "did you mean anchor_step?" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 import itertools
 import json
-from pathlib import Path
+import logging
+import warnings
 
 import pytest
 import torch
@@ -15,7 +16,6 @@ from backbone_lab.data.errors import DataError
 from backbone_lab.data.evaluation import evaluate_lm, evaluate_probe
 from backbone_lab.data.examples import collate
 
-SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "tinystories_sample.txt"
 
 SMALL = dict(n_train_stories=200, n_val_stories=20, vocab_size=400, seq_len=128, micro_batch_size=4,
              n_codewords=16, n_eval=24, n_val=8, p_probe=0.3, gap_ood=[40, 60], seed=3)
@@ -83,12 +83,16 @@ def test_save_run_files_and_mismatch(dm, tmp_path):
         other.save_run_files(tmp_path)
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason=f"shared sample data not found at {SAMPLE}")
-def test_datamodule_local_files(tmp_path):
-    m = make_dm(source="local", train_files=[str(SAMPLE)], vocab_size=600, seq_len=128,
+def test_datamodule_local_files(tmp_path, caplog):
+    from backbone_lab.data.write_corpus import write_corpus
+
+    sample = write_corpus(tmp_path / "stories.txt", 1200, seed=1)  # what `data=local` reads
+    m = make_dm(source="local", train_files=[str(sample)], vocab_size=600, seq_len=128,
                            n_codewords=16, n_eval=8, n_val=8, cache_dir=str(tmp_path))
-    with pytest.warns(UserWarning, match="scaled"):  # default OOD gaps [80, 200] at seq_len 128
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="backbone_lab.data.examples"):
+        warnings.simplefilter("error")  # the default gaps at the default seq_len: no warning, one info line
         m.setup()
+    assert "gap range [80, 200] does not fit seq_len=128" in caplog.text and "scaled to" in caplog.text
     assert m.train_store.n_docs > 400 and m.vocab_size == 600
     assert next(iter(m.train_dataloader()))["input_ids"].shape == (32, 128)
 

@@ -20,9 +20,7 @@ from backbone_lab.data.synthetic import generate_stories, vocabulary
 from backbone_lab.data.token_store import TokenStore, build_token_store
 from backbone_lab.data.tokenizer import load_or_train_bpe, pseudo_words, texts_sha256
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-SAMPLE = SHARED / "data" / "tinystories_sample.txt"
-needs_shared = pytest.mark.skipif(not SAMPLE.exists(), reason=f"shared sample data not found at {SAMPLE}")
+from backbone_lab.data.write_corpus import write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +57,25 @@ def test_synthetic_corpus_split_and_hash():
     assert not set(c.train) & set(c.val)
 
 
-@needs_shared
 def test_local_text_files_via_datasets(tmp_path):
-    recs = load_local_texts([SAMPLE], cache_dir=tmp_path)
-    raw = SAMPLE.read_text()
-    assert len(recs) == len([p for p in raw.split("\n\n") if p.strip()])
-    assert recs[0].startswith("One day, a little girl named Lily")
-    c = load_corpus(DataConfig(source="local", train_files=[str(SAMPLE)], max_train_texts=300), cache_dir=tmp_path)
+    """The `data=local` path on a text file the project writes (python -m backbone_lab.data.write_corpus)."""
+    sample = write_corpus(tmp_path / "stories.txt", 600, seed=5)
+    stories = generate_stories(600, seed=5)
+    recs = load_local_texts([sample], cache_dir=tmp_path)
+    assert recs == stories  # one record per paragraph, newlines stripped
+    c = load_corpus(DataConfig(source="local", train_files=[str(sample)], max_train_texts=300), cache_dir=tmp_path)
     assert all(len(t) >= 40 and t.strip() for t in c.train + c.val)
     assert len(c.train) <= 300 and 0 < len(c.val) <= round(len(recs) * 0.05)  # held-out tail
     assert c.val[-1] == recs[-1] and not c.val[-1].endswith("\n")
+
+
+def test_write_corpus_command_writes_what_data_local_reads(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "backbone_lab.data.write_corpus", str(tmp_path / "c.txt"),
+                          "--stories", "50", "--seed", "2"], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert out.returncode == 0, out.stderr
+    assert f"data=local data.train_files=[{tmp_path / 'c.txt'}]" in out.stdout
+    assert (tmp_path / "c.txt").read_text().split("\n\n") == generate_stories(50, 2)[:-1] + [generate_stories(50, 2)[-1] + "\n"]
 
 
 def test_local_jsonl(tmp_path):

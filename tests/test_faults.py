@@ -158,6 +158,7 @@ def test_a_planted_pickle_as_last_ckpt_is_refused_on_resume(reference, tmp_path)
     run, marker = tmp_path / "run", tmp_path / "PWNED"
     train(_cfg(root, "x", ["train.max_steps=10"], run_dir=run))
     _plant(run, marker)
+    (run / "DONE").unlink()  # an unfinished run: resume=auto must load its checkpoint (a DONE one is left alone)
     with pytest.raises(RunDirError, match="no checkpoint loads"):
         train(_cfg(root, "x", ["train.max_steps=10", "resume=auto"], run_dir=run))
     assert not marker.exists()
@@ -196,6 +197,8 @@ def test_a_signal_saves_a_checkpoint_and_resume_finishes(reference, tmp_path, si
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
     assert "interrupted:" in err and "resume=auto" in err
+    # the exact command that continues this run (its folder's run_name, resume=auto)
+    assert "continue with: python -m backbone_lab debug=tiny " in err and err.rstrip().endswith("run_name=sig resume=auto"), err
     state, payload = read_marker(run)
     step = checkpoint_step(run / "checkpoints" / "last.ckpt")
     assert state == "INTERRUPTED" and payload["step"] == step and 5 <= step < 30

@@ -2,7 +2,9 @@
 
 Overrides are parsed with ``OmegaConf.from_dotlist`` onto :class:`AnalysisConfig`; an unknown
 key, a bad value, or a missing/corrupt run dir or snapshot gives a one-line error and exit code 2
-(no traceback).
+(no traceback). An existing analysis (``summary.json`` in the output folder, by default
+``<run>/analysis``) is never replaced silently: the command refuses unless ``--overwrite`` is
+given (``out_dir=<folder>`` writes a second analysis beside the first).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-USAGE = "usage: python -m backbone_lab.analyze <run_dir | trajectory_dir> [key=value ...]   (keys: see docs/ANALYSIS.md)"
+USAGE = ("usage: python -m backbone_lab.analyze <run_dir | trajectory_dir> [--overwrite] [key=value ...]   "
+         "(keys: see docs/ANALYSIS.md)")
 
 
 def parse_config(overrides: Sequence[str]):
@@ -30,8 +33,13 @@ def parse_config(overrides: Sequence[str]):
     except OmegaConfBaseException as e:
         msg = str(e).strip().splitlines()[0]
         if "Key" in msg and "not in" in msg:
+            from backbone_lab.did_you_mean import nearest
+
             key = getattr(e, "full_key", None) or msg
-            raise ValueError(f"unknown analysis key {key!r}; valid keys: {', '.join(AnalysisConfig.__dataclass_fields__)}") from None
+            best = nearest(str(key), AnalysisConfig.__dataclass_fields__)
+            hint = f"did you mean {best}? " if best else ""
+            raise ValueError(f"unknown analysis key {key!r}; {hint}valid keys: "
+                             f"{', '.join(AnalysisConfig.__dataclass_fields__)}") from None
         raise ValueError(f"bad override: {msg}") from None
 
 
@@ -57,11 +65,28 @@ def _progress_factory(enabled: bool):
         return cb, None
 
 
+def refuse_to_replace(run_dir: str, cfg, overwrite: bool) -> None:
+    """An earlier analysis is a result: keep it unless `--overwrite` says to replace it (raises
+    ValueError, a one-line error, when the output folder already holds a summary.json)."""
+    from backbone_lab.analysis.run_analysis import analysis_dir
+    from backbone_lab.analysis.summary import SUMMARY_NAME
+
+    out = analysis_dir(run_dir, cfg)
+    if not overwrite and (out / SUMMARY_NAME).exists():
+        raise ValueError(f"{out} already holds an analysis ({SUMMARY_NAME}), kept so earlier results are not lost: "
+                         f"pass --overwrite to replace it, or out_dir=<new folder> to keep both")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    overwrite = "--overwrite" in argv
+    argv = [a for a in argv if a != "--overwrite"]
+    if not argv:
+        print(USAGE, file=sys.stderr)
+        return 2
     run_dir, overrides = argv[0], argv[1:]
     from backbone_lab.series.sources import is_series
 
@@ -80,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cb, prog = _progress_factory(cfg.progress and sys.stderr.isatty())
     try:
+        refuse_to_replace(run_dir, cfg, overwrite)
         if prog is not None:
             with prog:
                 s = run_analysis(run_dir, cfg, progress=cb)

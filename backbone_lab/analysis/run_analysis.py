@@ -69,6 +69,12 @@ def _out_dir(run_dir: Path, traj_dir: Path, cfg: AnalysisConfig) -> Path:
     return RunDir(traj_dir.parent if traj_dir.name == RunDir(".").trajectory.name else traj_dir).analysis
 
 
+def analysis_dir(run_dir: str | os.PathLike, cfg: AnalysisConfig) -> Path:
+    """The folder `run_analysis(run_dir, cfg)` writes into (`cfg.out_dir`, else `<run>/analysis`)."""
+    run_dir = Path(run_dir)
+    return _out_dir(run_dir, resolve_trajectory_dir(run_dir), cfg)
+
+
 def _merge_flags(flags: list[tuple[str, Flag]]) -> list[dict]:
     """[{stage, code, message}], one per code (stages naming the same case are joined)."""
     out: dict[str, dict] = {}

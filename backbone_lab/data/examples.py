@@ -9,7 +9,7 @@ as in docs/ARCHITECTURE.md.
 
 from __future__ import annotations
 
-import warnings
+import logging
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -21,6 +21,8 @@ from .probe import (
     make_lm_example, make_train_probe_example,
 )
 from .token_store import TokenStore
+
+log = logging.getLogger(__name__)
 
 KIND_CODE = {"in": 0, "ood": 1}
 
@@ -148,7 +150,7 @@ class ProbeEvalSet(Dataset):
     run seed). Default gaps: "in" [5, 30], "ood" [80, 200]. If the longest example would not fit
     ``seq_len+1`` tokens the gap range is adapted by ``gap_policy`` (see ``probe.fit_gap_range``;
     "scale" keeps the OOD/ID contrast at seq_len 128); ``self.gap_range`` holds the range used
-    and ``self.adjustment`` the warning text (None if unchanged). Examples are built eagerly.
+    and ``self.adjustment`` the note logged at INFO (None if unchanged). Examples are built eagerly.
     """
 
     def __init__(self, kind: str, n: int, bank: ProbeBank, seq_len: int, eos_id: int, vocab_size: int,
@@ -162,8 +164,8 @@ class ProbeEvalSet(Dataset):
         self.requested_gaps = (int(gaps[0]), int(gaps[1]))
         prefix_range = (int(prefix_range[0]), int(prefix_range[1]))
         self.gap_range, self.adjustment = fit_gap_range(self.requested_gaps, seq_len, bank, prefix_range[1], gap_policy)
-        if self.adjustment:
-            warnings.warn(f"probe eval set '{kind}': {self.adjustment}", stacklevel=2)
+        if self.adjustment:  # what gap_policy asked for, recorded in the run's data summary: news, not a warning
+            log.info("probe eval set '%s': %s", kind, self.adjustment)
         pool = filler_pool(vocab_size, eos_id, sorted(bank.answer_token_ids), int(filler_range[0]), int(filler_range[1]))
         items = [
             make_eval_probe_example(bank, np.random.default_rng([self.eval_seed, KIND_CODE[kind], i]), seq_len,
