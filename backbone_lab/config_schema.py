@@ -11,8 +11,8 @@ checks values and ranges before any data is prepared (`train.typed`).
 |-------------|-------------------|-------------------------------------|
 | model       | ModelConfig       | backbone_lab/model.py               |
 | data        | DataConfig        | backbone_lab/data/config.py         |
-| train       | LoopConfig        | backbone_lab/trainer.py             |
-| trainer     | TrainerConfig     | backbone_lab/trainer.py (`_target_`: Lightning's Trainer) |
+| train       | LoopConfig        | backbone_lab/loop_config.py         |
+| trainer     | TrainerConfig     | backbone_lab/loop_config.py (`_target_`: Lightning's Trainer) |
 | schedule    | ScheduleConfig    | backbone_lab/objective.py           |
 | objective   | ObjectiveConfig   | backbone_lab/objective.py           |
 | snapshots   | SnapshotConfig    | backbone_lab/trajectory/callback.py |
@@ -30,7 +30,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from backbone_lab.errors import ConfigError
+from backbone_lab.typed_config import typed_config
 
 
 def schemas() -> dict[str, type]:
@@ -39,7 +39,7 @@ def schemas() -> dict[str, type]:
     from backbone_lab.data.config import DataConfig
     from backbone_lab.model import ModelConfig
     from backbone_lab.objective import ObjectiveConfig, ScheduleConfig
-    from backbone_lab.trainer import LoopConfig, TrainerConfig
+    from backbone_lab.loop_config import LoopConfig, TrainerConfig
     from backbone_lab.trajectory.callback import SnapshotConfig
 
     return {"model": ModelConfig, "data": DataConfig, "train": LoopConfig, "trainer": TrainerConfig,
@@ -62,13 +62,7 @@ def build(group: str, node) -> object:
     """The group's schema dataclass from a node (composed, or a plain dict / a run's saved
     config.yaml node): unknown keys, wrong types and values its `__post_init__` rejects raise a
     one-line `ConfigError` naming the key."""
-    schema = schemas()[group]
-    try:
-        values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
-    except Exception as err:  # noqa: BLE001 - OmegaConf wraps __post_init__'s ValueError
-        text = str(err).strip().splitlines()[0]
-        raise ConfigError(text if text.startswith(f"{group}.") else f"{group}: {text}") from None
+    return typed_config(schemas()[group], node, group)
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

@@ -159,6 +159,15 @@ def _protocol_callbacks(conf: dict, run: RunDir, cfg: DictConfig) -> list[L.Call
     return callbacks
 
 
+def _check_stage_names(analysis_cfg) -> None:
+    from backbone_lab.analysis.registry import check_stage_names
+
+    try:
+        check_stage_names(analysis_cfg)
+    except ValueError as err:
+        raise ConfigError(f"analysis: {err}") from None
+
+
 def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
     """Every check that needs no data and writes nothing — types and ranges (the typed configs),
     the optimizer built on a dummy parameter, the run name, the data files and the memory of one
@@ -168,6 +177,7 @@ def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
     if cfg.get("seed") is None:
         raise ConfigError("seed must be set (an integer; 0 is fine)")
     conf = typed(cfg)
+    _check_stage_names(conf["analysis"])
     optimizer = instantiate(cfg.optimizer)
     check_optimizer(optimizer)
     if not cfg.get("run_dir"):

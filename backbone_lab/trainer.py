@@ -1,4 +1,7 @@
-"""The optimisation loop (`train` group) and the hardware it runs on (`trainer` group).
+"""Building Lightning's `Trainer` from the `train` and `trainer` groups, and the world-size checks.
+
+Their schemas live in `loop_config.py` (no Lightning import there; `trainer.LoopConfig` and
+`trainer.TrainerConfig` remain importable from here):
 
 * `LoopConfig` (`conf/train/`): what is computed — steps, accumulation, clipping, evaluation /
   checkpoint / logging cadence, the divergence bound, `torch.compile`.
@@ -13,68 +16,13 @@ micro-batch b follow the trajectory of one process with micro-batch b accumulate
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Optional
-
 import lightning as L
 from hydra.utils import instantiate
 
 from backbone_lab.checkpoint_io import DurableCheckpointIO
 from backbone_lab.distributed import external_launcher_detected
 from backbone_lab.errors import ConfigError
-
-
-@dataclass
-class LoopConfig:
-    """The optimisation loop (SPEC §3)."""
-
-    max_steps: int = 1000
-    """Optimizer steps."""
-    accumulate: int = 1
-    """Micro-batches accumulated per optimizer step on each rank."""
-    grad_clip: float = 1.0
-    """Global gradient-norm clip after accumulation (0 = off)."""
-    eval_every: int = 100
-    """Evaluate at step 1, every this many steps and at the end."""
-    ckpt_every: int = 250
-    """Write checkpoints/last.ckpt every this many steps (and at the final step)."""
-    keep_checkpoints: bool = False
-    """Also keep checkpoints/stepNNNNNN.ckpt of every checkpoint step (e.g. to reheat from step S)."""
-    log_every: int = 10
-    """Log (and synchronise the device-side train-loss and divergence check) every this many steps."""
-    divergence_loss: Optional[float] = None
-    """Stop cleanly (run marked diverged) when a micro-batch loss exceeds this or is not finite."""
-    compile: bool = False
-    """torch.compile the forward + loss (GPU speed-up)."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "accumulate", "eval_every", "ckpt_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
-            raise ValueError(f"train.grad_clip must be a finite number >= 0, got {self.grad_clip}")
-        if self.divergence_loss is not None and not self.divergence_loss > 0:
-            raise ValueError(f"train.divergence_loss must be > 0 or null, got {self.divergence_loss}")
-
-
-@dataclass
-class TrainerConfig:
-    """Lightning `Trainer` arguments that say where the loop runs (`conf/trainer/`)."""
-
-    _target_: str = "lightning.pytorch.Trainer"
-    accelerator: str = "cpu"
-    """cpu | gpu | auto."""
-    devices: Any = 1
-    """Processes per node (int), a list of device ids, or auto."""
-    num_nodes: int = 1
-    """Nodes (>1 needs a cluster launcher: SLURM or torchrun)."""
-    strategy: Any = "auto"
-    """auto | ddp | a `_target_` node (e.g. FSDP2 through ModelParallelStrategy)."""
-    precision: str = "32-true"
-    """32-true | bf16-mixed | 16-mixed | ... (Lightning's names)."""
-    deterministic: bool = True
-    """Deterministic kernels (CPU runs are then bit-reproducible)."""
+from backbone_lab.loop_config import LoopConfig, TrainerConfig  # noqa: F401 - re-exported
 
 
 def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list, run_dir) -> L.Trainer:

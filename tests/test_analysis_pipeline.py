@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from backbone_lab.analysis.config import AnalysisConfig
+from backbone_lab.analysis.registry import check_stage_names
 from backbone_lab.analysis.run_analysis import run_analysis
 from backbone_lab.analysis.selection import select_steps
 from backbone_lab.analysis.summary import Summary
@@ -204,9 +205,11 @@ def test_stage_order_and_unknown_names_fail_early(tmp_path):
     with pytest.raises(ValueError, match="needs \\['pca'\\] earlier"):
         run_analysis(run, AnalysisConfig(stages=["decomposition"], **FAST))
     with pytest.raises(ValueError, match="unknown stages"):
-        AnalysisConfig(stages=["pca", "no_such_stage"])
+        check_stage_names(AnalysisConfig(stages=["pca", "no_such_stage"]))
     with pytest.raises(ValueError, match="must not repeat"):
-        AnalysisConfig(extra_stages=["pca"])
+        check_stage_names(AnalysisConfig(extra_stages=["pca"]))
+    with pytest.raises(ValueError, match="unknown stages"):  # before any snapshot is read
+        run_analysis(tmp_path / "nowhere", AnalysisConfig(stages=["pca", "no_such_stage"]))
     with pytest.raises(ValueError, match="cannot be imported"):
         run_analysis(run, AnalysisConfig(stages=["pca", "no_such_module_xyz:Stage"], **FAST))
 
@@ -219,7 +222,6 @@ def test_summary_headline_and_absent_blocks(tmp_path):
     assert set(h) >= {"pc1_rownorm_pct", "pc1_raw_pct", "k95_raw", "drift_norm_final", "backbone_frac_final",
                       "backbone_frac_mean", "rho_mean", "snapshots_used", "snapshots_dropped", "report"}
     assert h["pc1_rownorm_pct"] == s["pca"]["rownorm"]["pc1_pct"] and h["drift_norm_final"] == s["decomposition"]["norm_delta_final"]
-    assert h["report"].endswith("analysis/report.md")
     empty = Summary()
     assert empty.pc1_raw_pct is None and empty.update_mean_abs_cos is None and empty.headline() == {"report": "report.md"}
     (tmp_path / "x").mkdir()

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from backbone_lab.analysis.registry import DEFAULT_STAGES, is_known
 
 VALID_NORMALISATIONS = ("rownorm", "raw")
 VALID_DEVICES_PREFIX = ("numpy", "cpu", "cuda", "mps")
@@ -129,12 +128,6 @@ class AnalysisConfig:
             for w in self.window_sets:
                 if len(w) < 2 or sorted(w) != list(w):
                     errs.append(f"window {w} must list >= 2 increasing steps")
-        names = self.stage_names()
-        unknown = [s for s in names if not is_known(str(s))]
-        if unknown:
-            errs.append(f"unknown stages {unknown} (built-in: {', '.join(DEFAULT_STAGES)}; or package.module:object)")
-        if len(set(names)) != len(names):
-            errs.append("stages + extra_stages must not repeat a name")
         if self.chance_p_ood is not None and not 0 <= self.chance_p_ood < 1:
             errs.append("chance_p_ood must be in [0, 1)")
         if self.fit_windows is not None:
@@ -143,10 +136,6 @@ class AnalysisConfig:
                     errs.append(f"fit window {w} must be [lo, hi] with lo < hi")
         if errs:
             raise ValueError("invalid analysis config: " + "; ".join(errs))
-
-    def stage_names(self) -> list[str]:
-        """The stages to run, in order: ``stages`` (default: all built-in) then ``extra_stages``."""
-        return [*(DEFAULT_STAGES if self.stages is None else self.stages), *self.extra_stages]
 
     def to_dict(self) -> dict:
         return asdict(self)

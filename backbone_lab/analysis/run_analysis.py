@@ -26,7 +26,7 @@ import numpy as np
 from backbone_lab.analysis.config import AnalysisConfig
 from backbone_lab.analysis.context import AnalysisContext, read_codeword_count
 from backbone_lab.analysis.gram import DriftGram, stream_grams
-from backbone_lab.analysis.registry import resolve_stage
+from backbone_lab.analysis.registry import check_stage_names, resolve_stage
 from backbone_lab.analysis.report import write_report
 from backbone_lab.analysis.selection import select_steps
 from backbone_lab.analysis.stage import Flag, Stage
@@ -104,7 +104,7 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     """
     cfg = cfg or AnalysisConfig()
     t_start = time.perf_counter()
-    stages = resolve_stages(cfg.stage_names())
+    stages = resolve_stages(check_stage_names(cfg))
     run_dir = Path(run_dir)
     traj_dir = resolve_trajectory_dir(run_dir)
     reader = TrajectoryReader(traj_dir, verify=cfg.verify_crc, check_files=False)  # streamed steps are checked

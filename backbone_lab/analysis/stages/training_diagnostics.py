@@ -2,7 +2,7 @@
 
 The diagnostics callbacks record, during training, per-batch gradient and accumulated-update
 cosines with the backbone and Fisher Rayleigh quotients (docs/DIAGNOSTICS.md). This stage draws
-``fig2_alignment.png`` / ``fig3_fisher.png`` (``backbone_lab.diagnostics.figures``) and sums up
+``fig2_alignment.png`` / ``fig3_fisher.png`` (``backbone_lab.analysis.diagnostic_figures``) and sums up
 the alignment gap the paper quotes ("updates 20–30× more aligned than gradients", §9.2).
 
 Summary block ``training_diagnostics`` (only when the run has a diagnostics folder): ``source``,
@@ -35,8 +35,8 @@ class TrainingDiagnosticsStage:
         source = ctx.run.diagnostics
         if not source.is_dir():
             return StageResult()
-        from backbone_lab.diagnostics.figures import plot_alignment, plot_fisher
-        from backbone_lab.diagnostics.records import FILES, read_records
+        from backbone_lab.analysis.diagnostic_figures import plot_alignment, plot_fisher
+        from backbone_lab.analysis.diagnostic_records import FILES, read_records
 
         figures: dict[str, Path] = {}
         if ctx.cfg.figures:
