@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from backbone_lab.analysis.load_object import load_object
-from backbone_lab.analysis.stage import Stage, StageResult
+from backbone_lab.analysis.stage import Stage, StageResult, numbers_table
 
 _STAGES = "backbone_lab.analysis.stages"
 BUILTIN_STAGES: dict[str, str] = {  # name -> module:object, in the default order
@@ -122,3 +122,20 @@ def check_stage_names(cfg) -> list[str]:
         raise ValueError("invalid analysis config: " + "; ".join(errs))
     return names
 
+
+def builtin_numbers() -> dict[str, dict]:
+    """name -> ``numbers`` table row of every number the built-in stages declare (their classes are
+    imported, not run): what `Summary` answers for a summary.json written without a ``numbers``
+    table, and the rows of docs/ANALYSIS.md's key table."""
+    return numbers_table(load_object(path) for path in BUILTIN_STAGES.values())
+
+
+def numbers_markdown(table: dict[str, dict]) -> str:
+    """The declared numbers as the markdown table of docs/ANALYSIS.md (one row per number)."""
+    rows = ["| name | summary.json key | unit | headline | meaning |", "|---|---|---|---|---|"]
+    for name, row in table.items():
+        keys = " else ".join(f"`{p}`" for p in row["paths"])
+        also = f" (older names: {', '.join(f'`{a}`' for a in row['aliases'])})" if row.get("aliases") else ""
+        about = row["about"].replace("|", "\\|")
+        rows.append(f"| `{name}` | {keys} | {row['unit']} | {'yes' if row['headline'] else ''} | {about}{also} |")
+    return "\n".join(rows) + "\n"

@@ -29,7 +29,7 @@ from backbone_lab.analysis.gram import DriftGram, stream_grams
 from backbone_lab.analysis.registry import check_stage_names, resolve_stage
 from backbone_lab.analysis.report import write_report
 from backbone_lab.analysis.selection import select_steps
-from backbone_lab.analysis.stage import Flag, Stage
+from backbone_lab.analysis.stage import Flag, Stage, numbers_table
 from backbone_lab.analysis.stages.diagnostic_hooks import DIAGNOSTICS, register_diagnostic, resolve_diagnostic  # noqa: F401
 from backbone_lab.analysis.summary import FORMAT, SUMMARY_NAME, VERSION, Summary, json_safe
 from backbone_lab.analysis.tables import merge_tables, write_table
@@ -55,6 +55,7 @@ def resolve_stages(names: Sequence[str]) -> list[Stage]:
         seen.append(st.name)
     if len(set(seen)) != len(seen):
         raise ValueError(f"two stages share a summary name: {seen}")
+    numbers_table(stages)  # two stages declaring one number name fail here, before the stream
     return stages
 
 
@@ -156,6 +157,7 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
         flags += [(st.name, f) for f in res.flags]
     summary["flags"] = _merge_flags(flags)
     summary["stages"] = [st.name for st in stages if st.name in summary]  # the stage blocks, in order
+    summary["numbers"] = numbers_table(stages)  # the declared numbers: name -> stage, paths, unit, about, headline
 
     for table in merge_tables(tables):
         write_table(out_dir, table)

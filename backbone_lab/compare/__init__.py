@@ -32,11 +32,15 @@ def compare(paths, out_dir=None, plots: bool = True, claim_files=(), paper_claim
     from backbone_lab.compare.claim_file import load_claims
     from backbone_lab.compare.claim_file import paper_claims as shipped_claims
 
-    claims = (shipped_claims() if paper_claims else []) + [c for f in claim_files for c in load_claims(f)]
+    from backbone_lab.compare.claim_metrics import declare_numbers
+
     paths = [str(p) for p in paths]
-    runs = discover_runs(paths)
+    runs = discover_runs(paths)  # reads summaries only: cheap, and the claims may name their numbers
     if not runs:
         raise FileNotFoundError(f"no runs (folders with config.yaml or a DONE/FAILED marker) under {', '.join(paths)}")
+    for run in runs:  # numbers declared by the runs' own (user) stages are claim metrics too
+        declare_numbers(run.summary.get("numbers") or {})
+    claims = (shipped_claims() if paper_claims else []) + [c for f in claim_files for c in load_claims(f)]
     if out_dir is None:
         out_dir = Path(paths[0]) / "compare" if len(paths) == 1 else Path("multirun_outputs") / "compare"
     info = write_report(runs, Path(out_dir), paths, plots=plots, claims=claims)

@@ -19,7 +19,11 @@ import numpy as np
 
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.report import fmt
-from backbone_lab.analysis.stage import StageResult
+from backbone_lab.analysis.stage import Number, StageResult
+
+
+NO_DIAGNOSTICS = ("no gradient alignment recorded in training: train with callbacks=alignment "
+                  "(the CPU twins' default) or callbacks=diagnostics")
 
 
 def _mean(records: dict, key: str) -> tuple[float | None, int]:
@@ -30,6 +34,16 @@ def _mean(records: dict, key: str) -> tuple[float | None, int]:
 
 class TrainingDiagnosticsStage:
     name = "training_diagnostics"
+    numbers = (
+        Number("grad_abs_cos", "grad_mean_abs_cos", "abs cos",
+               "mean per-batch gradient |cos(g, v_b)| recorded in training (rolling v_b; paper §9.2: 0.008–0.012)", headline=True,
+               aliases=("grad_mean_abs_cos", "grad_abs_cos_recorded"), absent=NO_DIAGNOSTICS),
+        Number("update_abs_cos_recorded", "update_mean_abs_cos", "abs cos",
+               "mean Δ-step update |cos(u, v_b)| recorded in training (rolling v_b)", headline=True, absent=NO_DIAGNOSTICS),
+        Number("update_over_grad", "update_over_grad", "×",
+               "recorded update |cos| / per-batch gradient |cos| with the same v_b (paper §9.2: 20–30×)", headline=True,
+               absent=NO_DIAGNOSTICS),
+    )
 
     def run(self, ctx: AnalysisContext) -> StageResult:
         source = ctx.run.diagnostics
