@@ -37,8 +37,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-NORMS = ("LayerNorm", "RMSNorm")
-MLPS = ("GELU", "SwiGLU")
 POSITIONS = ("learned", "rope")
 
 
@@ -92,7 +90,7 @@ class ModelConfig:
             raise ValueError(f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        for field, choices in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS)):
+        for field, choices in COMPONENTS.items():
             if getattr(self, field) not in choices:
                 raise ValueError(f"model.{field}={getattr(self, field)!r} is not one of {' | '.join(choices)}")
         if self.positions == "rope" and self.head_dim % 2:
@@ -120,10 +118,11 @@ class ModelConfig:
 
 
 # ---------------------------------------------------------------------------- components
+NORM_CLASSES = {"LayerNorm": nn.LayerNorm, "RMSNorm": nn.RMSNorm}
+
+
 def make_norm(cfg: ModelConfig) -> nn.Module:
-    if cfg.norm == "LayerNorm":
-        return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
-    return nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+    return NORM_CLASSES[cfg.norm](cfg.d_model, eps=cfg.norm_eps)
 
 
 def rope_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,6 +193,11 @@ class SwiGLUMLP(nn.Module):
 
 
 MLP_CLASSES = {"GELU": GeluMLP, "SwiGLU": SwiGLUMLP}
+
+# The one place a model family's component names are looked up: `ModelConfig` accepts exactly
+# these names, the modules below build from these tables (a new norm or MLP = one entry here).
+COMPONENTS: dict[str, dict] = {"norm": NORM_CLASSES, "mlp": MLP_CLASSES, "positions": dict.fromkeys(POSITIONS)}
+NORMS, MLPS = tuple(NORM_CLASSES), tuple(MLP_CLASSES)
 
 
 class Block(nn.Module):
