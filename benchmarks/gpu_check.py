@@ -239,7 +239,7 @@ def run_rows(sweep: Path, peak: float | None) -> list[dict]:
         tps = steps * tokens_per_step / seconds if seconds > 0 else math.nan
         rows.append({"row": f"run: {r['run']} ({int(steps) if math.isfinite(steps) else '?'} steps)", "state": r["state"],
                      "tokens_per_s": tps, "mfu": mfu(tps, model, peak) if math.isfinite(tps) else None,
-                     "val_loss": _num(r.get("final_val_loss")), "pc1_rownorm": _num(r.get("pc1_rownorm")),
+                     "val_loss": _num(r.get("final_val_loss")), "pc1_rownorm": _num(r.get("pc1_rownorm_pct")),
                      "k95_rownorm": _num(r.get("k95_rownorm")), "drift": _num(r.get("drift")),
                      "best_p_ood": _num(r.get("best_p_ood")), "run_dir": str(run_dir)})
     return rows
