@@ -68,21 +68,28 @@ def test_a_data_source_is_one_function_and_one_yaml(tmp_path, monkeypatch):
         def fables(config):
             rng = random.Random(config.synthetic_seed)
             animals = ["fox", "crow", "hare", "tortoise", "lion", "mouse", "ant", "grasshopper"]
+            place = config.options["place"]   # a key only this source knows: data.options
             def story():
                 a, b = rng.sample(animals, 2)
-                return (f"Once a {a} met a {b} near the river. The {a} said hello and the {b} smiled. "
+                return (f"Once a {a} met a {b} near the {place}. The {a} said hello and the {b} smiled. "
                         f"They shared some bread and walked home together before the sun went down.")
             return [story() for _ in range(300)], [story() for _ in range(40)]
     ''')
     _write(tmp_path / "conf" / "data" / "fables.yaml", """
         defaults: [synthetic, _self_]   # the embedded default's probe and tokenizer settings
         source: my_corpus:fables
+        options: {place: river}
     """)
     monkeypatch.syspath_prepend(str(tmp_path))
-    run = _train(tmp_path, "data=fables")
+    run = _train(tmp_path, "data=fables", "data.options.place=forest")
     from omegaconf import OmegaConf
 
     assert OmegaConf.load(run / "config.yaml").data.source == "my_corpus:fables"
+    assert OmegaConf.load(run / "config.yaml").data.options.place == "forest"
+    from backbone_lab.data.config import DataConfig
+
+    with pytest.raises(ValueError, match=r"data.options \['place'\] are for a user source"):
+        DataConfig(source="synthetic", options={"place": "river"})
     assert read_marker(run)[0] == "DONE" and (run / "tokenizer.json").exists()
 
 
