@@ -7,14 +7,14 @@ resumed run (`resume=auto`) continues its W&B run (the id is kept in `<run_dir>/
 After the analysis, `publish_analysis` puts the geometry into each logger: the headline numbers
 (`analysis_numbers`: PC1 raw / row-norm, k95, drift, f_b, ρ, update and gradient alignment, ...)
 into the W&B run summary — the columns of a W&B runs table — and the analysis figures as W&B
-images; other Lightning loggers get the numbers through `log_metrics`. A sweep job's W&B config
+images, the time series a(t), ‖r(t)‖, f_b(t), ρ(t) and update |cos| as W&B tables with line plots;
+other Lightning loggers get the numbers through `log_metrics`. A sweep job's W&B config
 holds `swept`: only the keys its sweep varies, with typed values (`sweep_values`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import secrets
 import string
 from pathlib import Path
@@ -24,13 +24,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from backbone_lab.run_dir import RunDir
 from backbone_lab.durable import atomic_write_text
-
-
-def wandb_has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path.home() / ".netrc"
-    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+from backbone_lab.wandb_credentials import wandb_has_credentials  # noqa: F401 - re-exported (logger factories, tests)
 
 
 def run_id(save_dir: str | Path) -> str:
@@ -146,21 +140,103 @@ def analysis_figures(summary, run: RunDir) -> dict[str, Path]:
     return {f"analysis/figures/{Path(n).stem}": folder / n for n in names if (folder / n).exists()}
 
 
-def publish_analysis(loggers: list, summary, run: RunDir) -> None:
-    """Put a finished analysis into the loggers: numbers in the W&B run summary, figures as W&B
-    images (one history row), `log_metrics` of the numbers for any other Lightning logger."""
+SERIES_TITLES = {  # name -> (title, {column: what it is, with its unit})
+    "decomposition": ("Backbone decomposition over training", {
+        "a": "a(t) = ⟨θ(t) − θ(anchor), v_b⟩ (parameter units)",
+        "norm_r": "‖r(t)‖, transverse residual (parameter units)",
+        "backbone_frac": "f_b(t) = a²/‖Δθ‖² (0–1)"}),
+    "rotation": ("Rolling-backbone rotation", {"rho": "ρ(t), adjacent-window |cos| (0–1)"}),
+    "update_alignment": ("Update–backbone alignment", {"abs_cos": "|cos(u, v_b)| of consecutive checkpoint updates"}),
+}
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def analysis_series(summary, run: RunDir) -> dict[str, tuple[list[str], list[list[float]]]]:
+    """The analysis time series as tables, name -> (columns, rows), the first column the optimizer step:
+
+    - ``decomposition``: step, a(t), ‖r(t)‖, f_b(t) (analysis ``timeseries.csv``);
+    - ``rotation``: ρ between adjacent rolling windows at the mean of their centres (``rolling.csv``);
+    - ``update_alignment``: |cos(u, v_b)| of consecutive checkpoint updates of the analysis subset at
+      their midpoint (``update_alignment.csv``).
+    A table whose file the analysis did not write (a skipped stage) is left out."""
+    folder = Path(summary.out_dir) if summary.out_dir else run.analysis
+    out: dict[str, tuple[list[str], list[list[float]]]] = {}
+    ts = _csv_rows(folder / "timeseries.csv")
+    if ts:
+        out["decomposition"] = (["step", "a", "norm_r", "backbone_frac"],
+                                [[int(r["step"]), _number(r["a_t"]), _number(r["norm_r_t"]), _number(r["backbone_frac"])]
+                                 for r in ts])
+    roll = _csv_rows(folder / "rolling.csv")
+    rho = [[(_number(a["centre"]) + _number(b["centre"])) / 2, _number(a["rho_next"])] for a, b in zip(roll, roll[1:])]
+    if rho:
+        out["rotation"] = (["step", "rho"], rho)
+    subset = summary.subset
+    ua = [[int(r["step"]), _number(r["abs_cos"])] for r in _csv_rows(folder / "update_alignment.csv")
+          if r["variant"] == "consecutive" and (subset is None or r["subset"] == subset)]
+    if ua:
+        out["update_alignment"] = (["step", "abs_cos"], ua)
+    return out
+
+
+def _wandb_series(wandb, series: dict) -> dict:
+    """W&B tables of the series and one line plot per quantity (`analysis/series/...`, `analysis/plots/...`)."""
+    out = {}
+    for name, (columns, rows) in series.items():
+        table = wandb.Table(columns=columns, data=rows)
+        out[f"analysis/series/{name}"] = table
+        title, labels = SERIES_TITLES.get(name, (name, {}))
+        for col in columns[1:]:
+            out[f"analysis/plots/{name}/{col}"] = wandb.plot.line(table, columns[0], col,
+                                                                  title=f"{title}: {labels.get(col, col)}")
+    return out
+
+
+def publish_analysis(loggers: list, summary, run: RunDir, step: int | None = None) -> None:
+    """Put a finished analysis into the loggers: numbers in the W&B run summary; the time series
+    a(t), ‖r(t)‖, f_b(t), ρ(t), update |cos| as W&B tables with line plots and the figures as W&B
+    images (one history row at `trainer/global_step` = `step`, the run's step count, so the
+    run's last global step is its number of optimizer steps); `log_metrics` of the numbers for
+    any other Lightning logger."""
     numbers = analysis_numbers(summary)
     scalars = {k: v for k, v in numbers.items() if not isinstance(v, str)}
-    step = summary.steps[-1] if summary.steps else None
+    if step is None:
+        step = summary.steps[-1] if summary.steps else None
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             import wandb
 
             experiment = logger.experiment
             experiment.summary.update(numbers)
-            figures = analysis_figures(summary, run)
-            if figures:
-                experiment.log({key: wandb.Image(str(path), caption=path.name) for key, path in figures.items()})
+            row = _wandb_series(wandb, analysis_series(summary, run))
+            row.update({key: wandb.Image(str(path), caption=path.name) for key, path in analysis_figures(summary, run).items()})
+            if step is not None:
+                row["trainer/global_step"] = int(step)
+            if row:
+                experiment.log(row)
         elif scalars and hasattr(logger, "log_metrics"):
             logger.log_metrics(scalars, step=step)
             logger.save()
+
+
+def log_final_step(loggers: list, step: int) -> None:
+    """One W&B history row at `trainer/global_step` = `step` (the run's optimizer steps): Lightning
+    logs a step's training metrics at the count of steps *before* it (999 for the last step of a
+    1000-step run); `publish_analysis` does this when an analysis is published."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.log({"trainer/global_step": int(step)})

@@ -12,7 +12,7 @@ the training stack.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 
@@ -66,3 +66,7 @@ class TrainerConfig:
     """32-true | bf16-mixed | 16-mixed | ... (Lightning's names)."""
     deterministic: bool = True
     """Deterministic kernels (CPU runs are then bit-reproducible)."""
+    debug: dict[str, Any] = field(default_factory=dict)
+    """Lightning's debugging switches passed on to its `Trainer` (conf/debug/: fdr, profiler, overfit),
+    e.g. `{fast_dev_run: 3}`, `{profiler: simple}`, `{overfit_batches: 2}`; empty by default (an
+    empty node leaves a run's config identity unchanged)."""

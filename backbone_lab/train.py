@@ -257,7 +257,7 @@ def _safe_marker(run: RunDir, name: str, payload: dict) -> None:
 def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer, ckpt_path, rank: int) -> dict:
     from backbone_lab.analysis.summary import Summary
     from backbone_lab.data.datamodule import BackboneDataModule
-    from backbone_lab.loggers import publish_analysis
+    from backbone_lab.loggers import log_final_step, publish_analysis
 
     loop, snap = conf["train"], conf["snapshots"]
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -297,17 +297,21 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
     if rank != 0:
         return out
     out.update(_final_eval_numbers(run))
+    published = False
     if cfg.get("analyze", True) and snap.enabled:
         try:
             summary = Summary(_analyse(run.root, conf["analysis"]))
             out.update(summary.headline())
-            publish_analysis(trainer.loggers, summary, run)
+            publish_analysis(trainer.loggers, summary, run, step=int(trainer.global_step))
+            published = True
         except TrajectoryError as err:
             if out.get("status") != "diverged":
                 raise
             # diverged before enough snapshots for the analysis: still a clean, diverged run
             log.warning("no analysis of the diverged run: %s", err)
             out["analysis_skipped"] = str(err)
+    if not published:  # no analysis row at the final step: say where the run ended
+        log_final_step(trainer.loggers, int(trainer.global_step))
     return out
 
 

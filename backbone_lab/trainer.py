@@ -29,9 +29,19 @@ def build_trainer(trainer_cfg, loop: LoopConfig, callbacks: list, loggers: list,
     """Lightning's Trainer from the `trainer` node plus the loop's settings, rooted at the run
     folder (`trainer.default_root_dir`, where callbacks write); one-line ConfigError for
     settings Lightning rejects."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(trainer_cfg, DictConfig):  # the debugging switches are Trainer arguments of their own
+        node = trainer_cfg.get("debug")
+        debug = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+        trainer_cfg = OmegaConf.masked_copy(trainer_cfg, [k for k in trainer_cfg if k != "debug"])
+    else:
+        trainer_cfg = dict(trainer_cfg)
+        debug = dict(trainer_cfg.pop("debug", None) or {})
     try:
         return instantiate(
             trainer_cfg,
+            **debug,
             max_steps=loop.max_steps,
             accumulate_grad_batches=loop.accumulate,
             gradient_clip_val=loop.grad_clip or None,

@@ -95,7 +95,7 @@ def test_paper_like_cadence_drops_the_dense_extras_and_says_so(tmp_path):
     dropped = s.dropped_steps
     assert dropped["before the anchor step 1"] == [0]
     (reason,) = [r for r in dropped if r.startswith("off the base cadence 200")]
-    assert dropped[reason] == extras and "W10" in reason
+    assert dropped[reason] == extras and "uniform rows" in reason and "W10" not in reason
     report = (tmp_path / "run" / "analysis" / "report.md").read_text()
     assert f"{len(extras)} dropped (off the base cadence 200" in report and f"21 of {len(steps)} stored used" in report
     # every stored step on request: the dense rows come back
@@ -105,7 +105,7 @@ def test_paper_like_cadence_drops_the_dense_extras_and_says_so(tmp_path):
 def test_selection_rules_and_hint():
     sel = select_steps([0, 1, 25, 50, 75, 100, 125], anchor_step=None, cadence=None)
     assert sel.steps == [0, 25, 50, 75, 100, 125] and sel.dropped == {"off the base cadence 25 (denser extra steps; "
-                                                                     "uniform rows, W10; cadence=0 keeps them)": [1]}
+                                                                     "uniform rows; cadence=0 keeps them)": [1]}
     holes = select_steps([0, 10, 20, 40, 50, 70, 80], cadence=None)  # spacing 20 twice; 60 missing
     assert holes.cadence == 0 and len(holes.steps) == 7 and "multiples of 20 between 20 and 80 are missing: [60]" in holes.rule
     sel = select_steps([0, 5, 10, 15, 20, 23], exclude_steps=[10], max_step=20, cadence=5)

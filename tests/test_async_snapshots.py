@@ -214,7 +214,12 @@ class KillWhileSnapshotPending(L.Callback):
 
 
 def _cli(tmp: Path, *args, timeout=300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp / "out"), "PYTHONPATH": str(REPO / "tests")}
+    import torch
+
+    # the reference ran in this process: the subprocess computes with the same number of threads
+    # (a different intra-op split changes the last bits of the sums)
+    env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp / "out"), "PYTHONPATH": str(REPO / "tests"),
+           "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.run([sys.executable, "-m", "backbone_lab", "debug=tiny", *STEPS, *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 

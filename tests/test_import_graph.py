@@ -28,9 +28,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "backbone_lab"
 # bottom to top; a module's layer is that of the longest matching prefix (`x` covers `x.*`)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "durable", "run_dir", "run_markers", "run_identity", "run_lock", "metrics_csv",
-              "summary_print", "preemption", "typed_config", "loop_config")),
-    ("snapshot store", ("trajectory", "trajectory.layout", "trajectory.store", "trajectory.background_writer")),
-    ("analysis (numpy)", ("analysis", "analyze")),
+              "summary_print", "preemption", "typed_config", "loop_config", "wandb_credentials")),
+    ("snapshot store", ("trajectory", "trajectory.layout", "trajectory.store", "trajectory.background_writer",
+                        "trajectory.sketch_writer", "series")),
+    ("analysis (numpy)", ("analysis", "analyze", "series.cli")),
     ("comparison", ("compare",)),
     ("model, data, optimizers (torch)", ("model", "trunk", "cross_entropy", "objective", "optim", "data")),
     ("diagnostics", ("diagnostics",)),

@@ -10,29 +10,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from backbone_lab.analysis.config import parse_config  # noqa: F401 - the CLI's parser, also used by series.cli
+
 USAGE = "usage: python -m backbone_lab.analyze <run_dir | trajectory_dir> [key=value ...]   (keys: see docs/ANALYSIS.md)"
-
-
-def parse_config(overrides: Sequence[str]):
-    """AnalysisConfig from ``key=value`` strings (raises ValueError with a one-line message)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from backbone_lab.analysis.config import AnalysisConfig
-
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ValueError(f"override {bad[0]!r} is not key=value")
-    base = OmegaConf.structured(AnalysisConfig)
-    try:
-        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as e:
-        msg = str(e).strip().splitlines()[0]
-        if "Key" in msg and "not in" in msg:
-            key = getattr(e, "full_key", None) or msg
-            raise ValueError(f"unknown analysis key {key!r}; valid keys: {', '.join(AnalysisConfig.__dataclass_fields__)}") from None
-        raise ValueError(f"bad override: {msg}") from None
 
 
 def _progress_factory(enabled: bool):
@@ -63,6 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     run_dir, overrides = argv[0], argv[1:]
+    from backbone_lab.series.sources import is_series
+
+    if is_series(run_dir):  # a checkpoint series (step<N>/ folders, a list file): backbone_lab.series.cli
+        from backbone_lab.series.cli import main as series_main
+
+        return series_main(argv)
     from backbone_lab.analysis.run_analysis import run_analysis
     from backbone_lab.trajectory.store import TrajectoryError
 

@@ -6,6 +6,7 @@ resolved config is written into ``summary.json["config"]``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -139,3 +140,23 @@ class AnalysisConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def parse_config(overrides: Sequence[str]):
+    """AnalysisConfig from ``key=value`` strings (raises ValueError with a one-line message)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"override {bad[0]!r} is not key=value")
+    base = OmegaConf.structured(AnalysisConfig)
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        msg = str(e).strip().splitlines()[0]
+        if "Key" in msg and "not in" in msg:
+            key = getattr(e, "full_key", None) or msg
+            raise ValueError(f"unknown analysis key {key!r}; valid keys: {', '.join(AnalysisConfig.__dataclass_fields__)}") from None
+        raise ValueError(f"bad override: {msg}") from None

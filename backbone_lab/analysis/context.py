@@ -126,8 +126,12 @@ class AnalysisContext:
     @property
     def common(self) -> dict:
         """The selection every summary block repeats: subset, anchor_step, cadence, n_steps, dim."""
-        return {"subset": self.cfg.subset, "anchor_step": self.anchor, "cadence": self.cadence,
-                "n_steps": self.T, "dim": self.gram.dim}
+        common = {"subset": self.cfg.subset, "anchor_step": self.anchor, "cadence": self.cadence,
+                  "n_steps": self.T, "dim": self.gram.dim}
+        sketch = (getattr(self.reader, "meta", None) or {}).get("sketch")
+        if sketch:  # a sketched trajectory: dim is the sketch's (k per block), not the trunk's
+            common["sketch_k"] = int(sketch["k"])
+        return common
 
     # ------------------------------------------------------------------ eval metrics
     def eval_column(self, name: str) -> np.ndarray:

@@ -160,7 +160,7 @@ def stream_grams(
         the result is then the concatenated step list (not sorted) and ``meta["sources"]`` holds
         the per-row reader index.
     """
-    if isinstance(readers, TrajectoryReader):
+    if not isinstance(readers, (list, tuple)):  # one reader (a TrajectoryReader or a series.SeriesReader)
         readers = [readers]
         steps = [steps] if steps is not None else None
     readers = list(readers)

@@ -29,9 +29,31 @@ def pyplot():
 
 
 def run_title(common: dict) -> str:
-    """One line naming the selection: subset, anchor, cadence, T, D."""
+    """One line naming the selection: subset, anchor, cadence, T, D (kept for callers outside the
+    per-run figures; those use `run_caption` under a title in words)."""
+    dim = (f"sketched k={common['sketch_k']}/block ({common['dim']:,} numbers)" if common.get("sketch_k")
+           else f"D={common['dim']:,}")
     return (f"subset={common['subset']}  anchor={common['anchor_step']}  cadence={common['cadence']}  "
-            f"T={common['n_steps']}  D={common['dim']:,}")
+            f"T={common['n_steps']}  {dim}")
+
+
+def run_caption(common: dict) -> str:
+    """The selection in words for a figure's caption: subset, anchor, cadence, T, D."""
+    cadence = common["cadence"]
+    every = ("every step" if cadence == 1 else f"every {cadence} steps") if cadence else "(every stored step)"
+    dim = (f"sketched: k = {common['sketch_k']} per block, {common['dim']:,} numbers" if common.get("sketch_k")
+           else f"D = {common['dim']:,}")
+    return (f"{common['subset']} parameters ({dim}), drifts from step {common['anchor_step']}, "
+            f"{common['n_steps']} snapshots {every}")
+
+
+def title_and_caption(fig, title: str, common: dict | None = None, note: str | None = None) -> None:
+    """A figure's title in words (top) and its parameters / a note in a small grey caption (bottom
+    left). Leave room for both with `fig.subplots_adjust(top=..., bottom=...)`."""
+    fig.suptitle(title, fontsize=11)
+    caption = " · ".join(t for t in (run_caption(common) if common else None, note) if t)
+    if caption:
+        fig.text(0.01, 0.01, caption, ha="left", va="bottom", fontsize=7, color="0.4", wrap=True)
 
 
 def step_axis(ax, label: str = "optimizer step") -> None:
@@ -81,6 +103,23 @@ def positive(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Values with non-positive entries masked (NaN) for log axes."""
     v = np.asarray(values, dtype=np.float64)
     return np.where(v > 0, v, np.nan)
+
+
+def zoomed_limits(values, floor: float = 0.0, ceil: float = 1.0, min_span: float = 0.05) -> tuple[float, float]:
+    """(lo, hi) of an axis that shows `values` (a quantity bounded by [floor, ceil]) with a 10 %
+    margin, at least `min_span` wide, clipped to the bounds; the bounds themselves when the data
+    fill more than half of them."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return floor, ceil
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo > 0.5 * (ceil - floor):
+        return floor, ceil + 0.02 * (ceil - floor)
+    pad = max(0.1 * (hi - lo), (min_span - (hi - lo)) / 2, 0.005)
+    top = min(ceil + 0.005 * (ceil - floor), hi + pad)
+    bottom = max(floor, min(lo - pad, top - min_span))  # data near a bound: the span grows away from it
+    return bottom, max(top, bottom + min_span)
 
 
 def not_enough(ax, message: str) -> None:

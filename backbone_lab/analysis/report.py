@@ -60,11 +60,20 @@ def block_section(name: str, block: Any, out_dir: str | Path) -> str:
     return "\n".join(lines)
 
 
+def dim_text(s: Mapping[str, Any]) -> str:
+    """"D = …", or for a sketched trajectory the sketch's size and the trunk's D when known."""
+    sk = s.get("sketch")
+    if not sk:
+        return f"D = {s['dim']:,}"
+    trunk = ((s.get("trajectory") or {}).get("meta") or {}).get("series", {}).get("trunk_dim")
+    return f"sketched: k = {sk['k']:,} per block, {s['dim']:,} numbers" + (f" for D = {trunk:,}" if trunk else "")
+
+
 def header(s: Mapping[str, Any]) -> str:
     """Title, selection and dropped snapshots."""
     sel = s.get("selection") or {}
     lines = [f"# Backbone analysis — `{s['run_dir']}`\n",
-             f"Subset **{s['subset']}** (D = {s['dim']:,}), anchor step **{s['anchor_step']}**, cadence {s['cadence']}, "
+             f"Subset **{s['subset']}** ({dim_text(s)}), anchor step **{s['anchor_step']}**, cadence {s['cadence']}, "
              f"T = {s['n_steps']} snapshots ({s['steps'][0]}…{s['steps'][-1]}), stored dtype {s['trajectory']['dtype']}, "
              f"crc verified: {s['trajectory']['crc_verified']}.\n"]
     if sel:

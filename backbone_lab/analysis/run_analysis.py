@@ -29,6 +29,7 @@ from backbone_lab.analysis.gram import DriftGram, stream_grams
 from backbone_lab.analysis.registry import check_stage_names, resolve_stage
 from backbone_lab.analysis.report import write_report
 from backbone_lab.analysis.selection import select_steps
+from backbone_lab.analysis.sketched import DENSE_ONLY_STAGES, sketch_flag, sketch_record, sketch_section
 from backbone_lab.analysis.stage import Flag, Stage, numbers_table
 from backbone_lab.analysis.stages.diagnostic_hooks import DIAGNOSTICS, register_diagnostic, resolve_diagnostic  # noqa: F401
 from backbone_lab.analysis.summary import FORMAT, SUMMARY_NAME, VERSION, Summary, json_safe
@@ -91,7 +92,8 @@ def _write_grams(out_dir: Path, steps: list[int], gram: DriftGram, grams: dict[s
     atomic_write(out_dir / GRAMS_NAME, chunks())
 
 
-def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, progress: ProgressFn | None = None) -> dict:
+def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, progress: ProgressFn | None = None,
+                 reader=None) -> dict:
     """Analyse a run dir (or a bare trajectory folder); returns the summary dict (= summary.json).
 
     Args:
@@ -99,6 +101,8 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
             ``codewords.json``, ``diagnostics/``), or the trajectory folder itself.
         cfg: parameters (default ``AnalysisConfig()``).
         progress: optional callback(stage, done, total) for long streams.
+        reader: an open reader to analyse instead of ``<run_dir>/trajectory`` (a checkpoint
+            series, ``series.SeriesReader``); ``cfg.out_dir`` then names the output folder.
     Raises:
         TrajectoryError: missing/corrupt run dir or snapshot (one-line message).
         ValueError: an unknown stage, or a stage listed before one it needs.
@@ -107,11 +111,19 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     t_start = time.perf_counter()
     stages = resolve_stages(check_stage_names(cfg))
     run_dir = Path(run_dir)
-    traj_dir = resolve_trajectory_dir(run_dir)
-    reader = TrajectoryReader(traj_dir, verify=cfg.verify_crc, check_files=False)  # streamed steps are checked
-    out_dir = _out_dir(run_dir, traj_dir, cfg)
+    if reader is None:
+        traj_dir = resolve_trajectory_dir(run_dir)
+        reader = TrajectoryReader(traj_dir, verify=cfg.verify_crc, check_files=False)  # streamed steps are checked
+        out_dir = _out_dir(run_dir, traj_dir, cfg)
+        run = RunDir(run_dir if traj_dir != run_dir else traj_dir.parent)
+    else:
+        traj_dir = Path(reader.path)
+        out_dir = Path(cfg.out_dir) if cfg.out_dir else run_dir / "analysis"
+        run = RunDir(run_dir)
+    sketched = bool((reader.meta or {}).get("sketch"))
+    skipped = [st.name for st in stages if sketched and st.name in DENSE_ONLY_STAGES]
+    stages = [st for st in stages if st.name not in skipped]  # a sketch has no dense vectors
     out_dir.mkdir(parents=True, exist_ok=True)
-    run = RunDir(run_dir if traj_dir != run_dir else traj_dir.parent)
     metrics = read_columns(run.eval_metrics)
     selection = select_steps(reader.steps, cfg.anchor_step, cfg.cadence, cfg.exclude_steps, cfg.max_step)
 
@@ -145,6 +157,11 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     ctx.summary = summary
 
     sections, figures, tables, flags = [], [], [], []
+    sketch = sketch_record(reader.meta, len(selection.steps), skipped)
+    if sketch is not None:
+        summary["sketch"] = sketch
+        flags.append(("sketch", sketch_flag(sketch)))
+        sections.append(sketch_section(sketch))
     for st in stages:
         ctx.current = st.name
         res = st.run(ctx)

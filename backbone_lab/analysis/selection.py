@@ -151,9 +151,9 @@ def select_steps(stored: Sequence[int], anchor_step: int | None = None, cadence:
             cad = base
             sel = [s for s in after if s % cad == 0]
             extra = [s for s in after if s % cad]
-            drop(f"off the base cadence {cad} (denser extra steps; uniform rows, W10; cadence=0 keeps them)", extra)
+            drop(f"off the base cadence {cad} (denser extra steps; uniform rows; cadence=0 keeps them)", extra)
             rule = (f"base cadence {cad}: every multiple of {cad} is stored"
-                    + ("; the denser extra steps are left out so that rows are uniform in time (W10)" if extra else ""))
+                    + ("; the denser extra steps are left out so that rows are uniform in time" if extra else ""))
         else:
             cad, sel = 0, after
             rule = f"every stored step (no regular base cadence: {why_not})"

@@ -65,6 +65,15 @@ class SnapshotConfig:
     async_write: bool = True
     """Write snapshots from a background thread (training only copies the trunk to host
     memory); false = write on the training thread. The files are the same bytes either way."""
+    sketch_dim: int = 0
+    """0 = dense snapshots. k > 0: store instead a sparse-JL sketch of k numbers per block
+    (`backbone_lab.series.sketch`, computed on the training device; drift from the first snapshot,
+    float32): the analysis then reports sketched numbers with their bound. Single-process or
+    data-parallel (rank 0) runs; not with FSDP-sharded parameters."""
+    sketch_seed: int = 0
+    """Seed of the sketch's hash (the projection)."""
+    sketch_nnz: int = 4
+    """Non-zeros per coordinate of the sparse JL (sketch_dim must be a multiple)."""
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -76,6 +85,8 @@ class SnapshotConfig:
             raise ValueError(f"snapshots.extra_steps must be >= 0, got {list(self.extra_steps)}")
         if self.subset not in SUBSETS:
             raise ValueError(f"snapshots.subset={self.subset!r} is not one of {' | '.join(SUBSETS)}")
+        if self.sketch_dim < 0 or (self.sketch_dim and self.sketch_dim % self.sketch_nnz):
+            raise ValueError(f"snapshots.sketch_dim={self.sketch_dim} must be 0 or a positive multiple of sketch_nnz={self.sketch_nnz}")
         if self.dtype not in DTYPES:
             raise ValueError(f"snapshots.dtype={self.dtype!r} is not one of {' | '.join(DTYPES)}")
 
@@ -147,6 +158,9 @@ class TrajectorySnapshotCallback(L.Callback):
         sharded = any(hasattr(p, "to_local") for p in pl_module.model.parameters())
         self._sliced = world > 1 and (self.config.sliced is not False or sharded)
         self._rank, self._world = rank, world
+        if self.config.sketch_dim:
+            self._open_sketch(pl_module, rank, world, sharded)
+            return
         if world > 1 and not self._sliced and rank != 0:
             return  # rank 0 writes whole snapshots
         self._writer = TrajectoryWriter(
@@ -155,6 +169,25 @@ class TrajectorySnapshotCallback(L.Callback):
             rank=rank if self._sliced else 0, world_size=world if self._sliced else 1)
         self._sync_next = not self._writer.steps  # a new trajectory: its first snapshot makes the manifest
         if self.config.async_write:
+            self._background = BackgroundSnapshotWriter(self._writer)
+
+    def _open_sketch(self, pl_module: L.LightningModule, rank: int, world: int, sharded: bool) -> None:
+        """A sketched trajectory (`SketchingWriter`): rank 0 sketches; on the CPU in the background
+        writer thread (the training thread only copies the trunk), on a GPU on the device."""
+        from backbone_lab.series.sketch import SketchSpec
+        from backbone_lab.trajectory.sketch_writer import SketchingWriter
+
+        if sharded:
+            raise ValueError("snapshots.sketch_dim needs unsharded parameters (not FSDP); use dense sliced snapshots")
+        self._sliced = False
+        if rank != 0:
+            return  # data-parallel ranks hold identical weights
+        c = self.config
+        self._writer = SketchingWriter(self.directory, SketchSpec(c.sketch_dim, c.sketch_seed, c.sketch_nnz),
+                                       subset_layout(pl_module.model, c.subset), subset=c.subset, meta=self.meta)
+        self._sync_next = not self._writer.steps
+        on_gpu = any(p.is_cuda for p in pl_module.model.parameters())
+        if c.async_write and not on_gpu:
             self._background = BackgroundSnapshotWriter(self._writer)
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:

@@ -13,11 +13,27 @@ import numpy as np
 
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.powerlaw import windowed_correlations
-from backbone_lab.analysis.report import fmt
 from backbone_lab.analysis.stage import Flag, StageResult
 from backbone_lab.analysis.stages.fits import fit_windows
 
 MIN_CORR_POINTS = 5
+MIN_CI_POINTS = 8  # below this a Pearson r's bootstrap interval spans most of [-1, 1]: the table says "too few points"
+
+
+def correlation_cells(c: dict, nd: int = 2) -> tuple[str, str]:
+    """(estimate, 95 % interval) of one window for the report table, both rounded to `nd` decimals
+    so that the printed estimate never falls outside its printed interval by rounding; "too few
+    points" instead of an interval when n < `MIN_CI_POINTS`."""
+    r = c.get("r")
+    est = "—" if r is None else f"{r:+.{nd}f}"
+    if c["n"] < MIN_CI_POINTS:
+        return est, f"too few points (n < {MIN_CI_POINTS})"
+    if r is None:
+        return est, "—"
+    lo, hi = c.get("ci_low"), c.get("ci_high")
+    if lo is None or hi is None:
+        return est, "—"
+    return est, f"[{lo:+.{nd}f}, {hi:+.{nd}f}]"
 
 
 class CorrelationsStage:
@@ -45,13 +61,12 @@ class CorrelationsStage:
         if n_full < MIN_CORR_POINTS:
             flags.append(Flag("few_correlation_points", f"corr(p_ood, ‖r‖) over the whole run has only {n_full} points "
                                                         "(evaluations at analysed steps); its CI spans almost [-1, 1]"))
-        lines = ["## Correlation of p_ood with ‖r‖ (SPEC §5.7)\n"]
+        lines = ["## Correlation of p_ood with ‖r‖ (paper §4.6)\n"]
         if chance:
             lines.append(f"**Caveat:** {chance.message}.\n")
         lines.append("| window | corr(p_ood, ‖r‖) | 95 % CI | n |\n|---|---|---|---|")
         for name, c in by_window.items():
-            r = c.get("r")
-            lines.append(f"| {name} | {'—' if r is None else f'{r:+.3f}'} | "
-                         f"[{fmt(c.get('ci_low'), 2)}, {fmt(c.get('ci_high'), 2)}] | {c['n']} |")
+            est, interval = correlation_cells(c)
+            lines.append(f"| {name} | {est} | {interval} | {c['n']} |")
         lines.append("")
         return StageResult(summary=block, report="\n".join(lines), flags=flags)

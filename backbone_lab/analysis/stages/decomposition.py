@@ -42,7 +42,7 @@ class DecompositionStage:
         figures = [self.figure(ctx, dec, block)] if ctx.cfg.figures else []
         d = block
         report = (
-            "## Backbone decomposition (SPEC §5.3)\n\n"
+            "## Backbone decomposition (paper §3.3)\n\n"
             f"v_b = global {d['backbone_normalisation']} PC1, sign convention {d['sign_convention']} (flipped: {d['sign_flipped']}). "
             f"a(final) = {fmt(d['a_final'])}, ‖r(final)‖ = {fmt(d['norm_r_final'])}, ‖Δθ(final)‖ = {fmt(d['norm_delta_final'])}; "
             f"f_b final {fmt(100 * d['backbone_frac_final'], 1)} %, mean over steps {fmt(100 * (d['backbone_frac_mean'] or 0), 1)} %; "
@@ -77,13 +77,14 @@ class DecompositionStage:
             h2, l2 = ax2.get_legend_handles_labels()
             handles, labels = handles + h2, labels + l2
         ax.legend(handles, labels, loc="upper left", fontsize=7)
-        ax.set_title("backbone decomposition (sign: a(final) > 0)")
+        ax.set_title("along the backbone and transverse to it (sign: a(final) > 0)", fontsize=9)
         ax = axes[1]
         ax.plot(st[1:], 100 * dec.backbone_frac[1:], "-o", ms=2.5, color="#55A868")
         P.step_axis(ax)
         ax.set_ylabel("backbone fraction f_b = a²/‖Δθ‖² (%)")
         ax.set_ylim(0, 101)
-        ax.set_title(f"f_b final {100 * block['backbone_frac_final']:.1f} %, mean {100 * (block['backbone_frac_mean'] or 0):.1f} %")
-        fig.suptitle(P.run_title(ctx.common), fontsize=8)
-        fig.subplots_adjust(left=0.07, right=0.97, bottom=0.14, top=0.86, wspace=0.4)
+        ax.set_title(f"f_b final {100 * block['backbone_frac_final']:.1f} %, mean {100 * (block['backbone_frac_mean'] or 0):.1f} %",
+                     fontsize=9)
+        P.title_and_caption(fig, "Drift from the anchor: backbone a(t) and transverse residual ‖r(t)‖", ctx.common)
+        fig.subplots_adjust(left=0.07, right=0.97, bottom=0.19, top=0.84, wspace=0.4)
         return P.save(plt, fig, ctx.out_dir / "decomposition.png")

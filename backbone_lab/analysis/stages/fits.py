@@ -18,11 +18,23 @@ from backbone_lab.analysis.report import fmt
 from backbone_lab.analysis.stage import Flag, StageResult
 
 MIN_FIT_POINTS = 3
+ADEQUATE_R2 = 0.9  # a power law below this R² (log space) is drawn dashed and called a poor fit
+
+
+def adequate_fit(r2: float | None, n: int | None) -> bool:
+    """Whether a fit is good enough to be drawn as a result: R² ≥ `ADEQUATE_R2` on ≥ `MIN_FIT_POINTS`."""
+    # judged on the R² as printed (two decimals): a printed "R² = 0.90" is never called poor
+    return r2 is not None and n is not None and round(float(r2), 2) >= ADEQUATE_R2 and n >= MIN_FIT_POINTS
 
 
 def fit_windows(cfg: AnalysisConfig, last_step: int) -> list[tuple[int, int]]:
     """The (lo, hi] windows of the fits and correlations of a run ending at `last_step`."""
     return [tuple(w) for w in cfg.fit_windows] if cfg.fit_windows else default_windows(int(last_step))
+
+
+def r2_cell(r2: float | None, n: int | None) -> str:
+    """R² for the report table, marked "poor" when the fit is not adequate (`adequate_fit`)."""
+    return fmt(r2, 2) if adequate_fit(r2, n) or r2 is None else f"{fmt(r2, 2)} (poor)"
 
 
 class FitsStage:
@@ -40,20 +52,25 @@ class FitsStage:
         flags = [Flag("few_fit_points", f"power-law windows {thin} have fewer than {MIN_FIT_POINTS} points "
                                         "(two points fit exactly: R² = 1 means nothing)")] if thin else []
         figures = [self.figure(ctx, dec, by_window)] if ctx.cfg.figures else []
-        lines = ["## Power laws (SPEC §5.6)\n", "| window | γ_a | R²_a | n_a | γ_r | R²_r | n_r |\n|---|---|---|---|---|---|---|"]
+        lines = ["## Power laws (paper §4.5)\n", "| window | γ_a | R²_a | n_a | γ_r | R²_r | n_r |\n|---|---|---|---|---|---|---|"]
         for name, f in by_window.items():
-            lines.append(f"| {name} | {fmt(f['gamma_a'])} | {fmt(f['R2_a'])} | {f['n_a']} | {fmt(f['gamma_r'])} | {fmt(f['R2_r'])} | {f['n_r']} |")
-        lines.append("\n![loglog](loglog.png)\n" if figures else "")
+            lines.append(f"| {name} | {fmt(f['gamma_a'])} | {r2_cell(f['R2_a'], f['n_a'])} | {f['n_a']} | "
+                         f"{fmt(f['gamma_r'])} | {r2_cell(f['R2_r'], f['n_r'])} | {f['n_r']} |")
+        lines.append(f"\n_poor_: R² < {ADEQUATE_R2} or fewer than {MIN_FIT_POINTS} points — not a power law; "
+                     "dashed in the figure.\n")
+        lines.append("![loglog](loglog.png)\n" if figures else "")
         return StageResult(summary=block, report="\n".join(lines), figures=figures, flags=flags, data=windows)
 
     @staticmethod
     def figure(ctx: AnalysisContext, dec, fits: dict):
         plt = P.pyplot()
         st = np.asarray(ctx.steps)
-        fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.9))
-        for ax, y, key, lab in ((axes[0], np.abs(dec.a), "a", "|a(t)| (parameter units)"),
-                                (axes[1], dec.norm_r, "r", "‖r(t)‖ (parameter units)")):
+        fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.8))
+        dropped = []
+        for ax, y, key, lab in ((axes[0], np.abs(dec.a), "a", "|a(t)|, along the backbone (parameter units)"),
+                                (axes[1], dec.norm_r, "r", "‖r(t)‖, transverse (parameter units)")):
             m = (st > 0) & (y > 0)
+            dropped += [int(s) for s in st[~m]]
             ax.set_xlabel("optimizer step (log)")
             ax.set_ylabel(lab + " (log)")
             if m.sum() < 2:
@@ -61,15 +78,25 @@ class FitsStage:
                 continue
             ax.loglog(st[m], y[m], "ko", ms=3, alpha=0.6, label="data")
             for i, (name, f) in enumerate(fits.items()):
-                g, C = f.get(f"gamma_{key}"), f.get(f"C_{key}")
-                if g is None:
+                g, C, r2, n = f.get(f"gamma_{key}"), f.get(f"C_{key}"), f.get(f"R2_{key}"), f.get(f"n_{key}")
+                inside = m & (st > f["lo"]) & (st <= f["hi"])
+                if g is None or inside.sum() < 2:
                     continue
-                lo, hi = max(f["lo"], st[m][0]), min(f["hi"], st[m][-1])
-                t = np.geomspace(lo, hi, 50) if hi > lo else np.array([lo])
-                ax.loglog(t, C * t**g, lw=1.5, color=f"C{i}", label=f"{name}: γ={g:.2f} (R²={f[f'R2_{key}']:.2f}, n={f[f'n_{key}']})")
+                t = np.geomspace(st[inside].min(), st[inside].max(), 50)  # the line spans its data only
+                good = adequate_fit(r2, n)
+                ax.loglog(t, C * t**g, lw=2.0 if good else 1.0, ls="-" if good else "--", color=f"C{i}",
+                          alpha=1.0 if good else 0.8,
+                          label=f"{name}: γ = {g:.2f}, R² = {r2:.2f}, n = {n}" + ("" if good else " (poor fit)"))
             P.readable_log_ticks(ax, "x")
             P.readable_log_ticks(ax, "y")
-            ax.legend(fontsize=6, loc="best")
-        fig.suptitle("power-law fits  " + P.run_title(ctx.common), fontsize=8)
-        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.86, wspace=0.28)
+            ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+        axes[0].set_title("along the backbone")
+        axes[1].set_title("transverse residual")
+        note = (f"solid: R² ≥ {ADEQUATE_R2} on ≥ {MIN_FIT_POINTS} points; dashed: poor fits, shown for reference. "
+                f"Lines span the snapshots inside their window.")
+        if dropped:
+            note += f" Not on the log axes: step {', '.join(map(str, sorted(set(dropped))[:3]))}" + \
+                    (" …" if len(set(dropped)) > 3 else "") + " (zero distance from the anchor)."
+        P.title_and_caption(fig, "Power-law fits |a(t)| ∝ t^γ and ‖r(t)‖ ∝ t^γ per window", ctx.common, note)
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.39, top=0.88, wspace=0.28)
         return P.save(plt, fig, ctx.out_dir / "loglog.png")

@@ -36,7 +36,7 @@ class PCAData:
 
 def denominator_rule(top10: bool) -> str:
     if top10:
-        return ("row-normalised: top-10 sigma^2 (legacy W2, the reference's truncated SVD); "
+        return ("row-normalised: top-10 sigma^2 (legacy top10_denominator, the reference's truncated SVD); "
                 "raw: total sum of sigma^2 over all rows (the reference's full SVD)")
     return "total sum of sigma^2 over all rows"
 
@@ -67,7 +67,7 @@ class PCAStage:
         figures = [self.figure(ctx, p_raw, p_rn)] if cfg.figures else []
         pr, pn = block["raw"], block["rownorm"]
         report = "\n".join([
-            "## Uncentered PCA (SPEC §5.1)\n",
+            "## Uncentered PCA (paper §3.1, §4.1)\n",
             "| rows | PC1 % | PC2 % | k95 | k99 | n rows |\n|---|---|---|---|---|---|",
             f"| raw | {fmt(pr['pc1_pct'], 2)} | {fmt(pr['pc2_pct'], 2)} | {pr['k95']} | {pr['k99']} | {pr['n_rows']} |",
             f"| row-normalised | {fmt(pn['pc1_pct'], 2)} | {fmt(pn['pc2_pct'], 2)} | {pn['k95']} | {pn['k99']} | {pn['n_rows']} |",
@@ -80,23 +80,40 @@ class PCAStage:
     @staticmethod
     def figure(ctx: AnalysisContext, p_raw: RowPCA, p_rn: RowPCA):
         plt = P.pyplot()
-        fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+        fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.0))
         for ax, pr, lab in ((axes[0], p_raw, "raw drifts"), (axes[1], p_rn, "row-normalised drifts")):
             ex = pr.pca.explained
-            k = np.arange(1, len(ex) + 1)
-            ax.bar(k, P.positive(100 * ex), color="#4C72B0", label="explained")
-            ax.set_yscale("log")
-            ax.set_xlabel("component k")
-            ax.set_ylabel("explained variance σ_k²/Σσ² (%)")
-            P.integer_axis(ax, "x")
-            ax2 = ax.twinx()
-            ax2.plot(k, 100 * pr.pca.cumulative, "k.-", lw=1, ms=3, label="cumulative")
-            ax2.axhline(95, color="grey", ls=":", lw=0.8)
+            n_show = min(len(ex), shown_components(pr.pca.k99))
+            k = np.arange(1, n_show + 1)
+            ax2 = ax.twinx()  # the cumulative curve lies behind the bars (ax is drawn above ax2)
+            ax.set_zorder(ax2.get_zorder() + 1)
+            ax.patch.set_visible(False)
+            ax2.plot(k, 100 * pr.pca.cumulative[:n_show], "-", color="0.55", lw=1.2, marker=".", ms=4, label="cumulative (right axis)")
+            ax2.axhline(95, color="#C44E52", ls=":", lw=1)
+            ax2.text(n_show + 0.5, 94, "95 % ", color="#C44E52", fontsize=7, va="top", ha="right")
             ax2.set_ylim(0, 101)
-            ax2.set_ylabel("cumulative (%)")
+            ax2.set_ylabel("cumulative explained (%)")
             ax2.grid(False)
             ax2.spines["right"].set_visible(True)
-            ax.set_title(f"{lab}: PC1 {100 * ex[0]:.1f} %, k95={pr.pca.k95}, k99={pr.pca.k99}")
-        fig.suptitle("Uncentered PCA of drifts  " + P.run_title(ctx.common), fontsize=8)
-        fig.subplots_adjust(left=0.08, right=0.92, bottom=0.14, top=0.84, wspace=0.5)
+            ax.bar(k, P.positive(100 * ex[:n_show]), color="#4C72B0", width=0.7, label="per component (left axis)")
+            ax.annotate(f"{100 * ex[0]:.1f} %", (1, 100 * ex[0]), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7, color="#4C72B0")
+            ax.set_yscale("log")
+            ax.set_ylim(top=100 * ex[0] * 4)  # headroom for the PC1 label
+            ax.set_xlim(0.4, n_show + 0.6)
+            ax.set_xlabel("component k")
+            ax.set_ylabel("explained variance σ_k²/Σσ² (%, log)")
+            P.integer_axis(ax, "x")
+            h1, l1 = ax.get_legend_handles_labels()
+            h2, l2 = ax2.get_legend_handles_labels()
+            ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="center right")
+            ax.set_title(f"{lab}: PC1 {100 * ex[0]:.1f} %, k95 = {pr.pca.k95}, k99 = {pr.pca.k99}", fontsize=9)
+        note = "shown: components 1 to max(k99, 10); the others explain < 1 % together"
+        P.title_and_caption(fig, "How many directions the trajectory uses: uncentered PCA of the drifts", ctx.common, note)
+        fig.subplots_adjust(left=0.08, right=0.92, bottom=0.2, top=0.84, wspace=0.5)
         return P.save(plt, fig, ctx.out_dir / "spectrum.png")
+
+
+def shown_components(k99: int, least: int = 10) -> int:
+    """Components a spectrum figure shows: up to k99, at least `least` (the rest explain < 1 %)."""
+    return max(int(k99), least)

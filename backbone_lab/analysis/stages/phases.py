@@ -35,7 +35,7 @@ class PhasesStage:
 
     def run(self, ctx: AnalysisContext) -> StageResult:
         roll = ctx.maybe("rolling")
-        title = "## Phase backbones (SPEC §5.5)\n\n"
+        title = "## Phase backbones (paper §4.3–4.4)\n\n"
         try:
             boundary = ctx.cfg.phase_boundary if ctx.cfg.phase_boundary is not None else default_boundary(ctx.rows)
             ph = phase_backbones(ctx.gram, ctx.steps, ctx.anchor, boundary)
@@ -79,7 +79,8 @@ class PhasesStage:
             P.not_enough(ax, f"not enough snapshots: {len(roll.centre)} rolling window(s)")
         ax.set_ylabel("alignment with phase backbone (|cos|, 0–1)")
         P.step_axis(ax, "optimizer step (window centre)")
-        ax.set_title(f"phase backbones: |⟨v_E, v_L⟩| = {ph.overlap:.3f} ({ph.angle_deg:.1f}°)")
-        fig.suptitle(P.run_title(ctx.common), fontsize=8)
-        fig.subplots_adjust(left=0.11, right=0.97, bottom=0.14, top=0.86)
+        ax.set_title(f"|⟨v_E, v_L⟩| = {ph.overlap:.3f} ({ph.angle_deg:.1f}°)", fontsize=9)
+        P.title_and_caption(fig, "Early and late phase backbones seen from the rolling windows", ctx.common,
+                            f"v_E from steps ≤ {ph.boundary}, v_L after it")
+        fig.subplots_adjust(left=0.11, right=0.97, bottom=0.2, top=0.84)
         return P.save(plt, fig, ctx.out_dir / "phases.png")

@@ -25,7 +25,7 @@ class ReheatingStage:
         if not ctx.cfg.source_run:
             return StageResult()
         r = reheating_projection(ctx.cfg.source_run, ctx.traj_dir, ctx.cfg, progress=ctx.progress)
-        report = ("## Reheating projection (W16)\n\n"
+        report = ("## Reheating projection (paper §7)\n\n"
                   f"Source {r['source_run']} (anchor {r['source_anchor_step']}), a_source(final) = {fmt(r['source_a_final'])}; "
                   f"max |Δa|/a over the reheating run = {fmt(r['max_abs_a_rel_change'])}.\n")
         return StageResult(summary=r, report=report)

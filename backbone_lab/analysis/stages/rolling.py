@@ -39,7 +39,7 @@ class RollingStage:
         if len(rows) < W + 1:
             why = f"needs > {W} analysed steps after the anchor, have {len(rows)}"
             return StageResult(summary={"skipped": why},
-                               report=f"## Rolling backbone (SPEC §5.4)\n\nNot enough snapshots: rolling windows skipped ({why}).\n",
+                               report=f"## Rolling backbone (paper §4.2)\n\nNot enough snapshots: rolling windows skipped ({why}).\n",
                                flags=[Flag("rolling_skipped", f"no rolling windows: {why} (lower rolling_window?)")])
         roll = rolling_backbones(ctx.gram, rows, window=W, stride=cfg.rolling_stride)
         block = {**roll.summary(), **ctx.common}
@@ -54,7 +54,7 @@ class RollingStage:
                          [[int(roll.start[w]), int(roll.end[w]), float(roll.centre[w]), float(roll.pc1[w]),
                            float(roll.rho[w]) if w < len(roll.rho) else float("nan")] for w in range(len(roll.start))])
         figures = [self.figure(ctx, roll, block)] if cfg.figures else []
-        report = (f"## Rolling backbone (SPEC §5.4)\n\n"
+        report = (f"## Rolling backbone (paper §4.2)\n\n"
                   f"W = {block['window']}, re-anchored, row-normalised, {block['n_windows']} windows: mean ρ {fmt(block['rho_mean'])}, "
                   f"max {fmt(block['rho_max'])}, min {fmt(block['rho_min'])} at step {fmt(block['rho_argmin_step'], 0)}.\n\n"
                   + ("![rotation](rotation.png)\n" if figures else ""))
@@ -63,19 +63,25 @@ class RollingStage:
     @staticmethod
     def figure(ctx: AnalysisContext, roll: RollingResult, block: dict):
         plt = P.pyplot()
-        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
         if len(roll.rho) >= 2:
             ax.plot(roll.rho_step, roll.rho, "-o", ms=3, label="ρ(t) = |⟨v_roll(w), v_roll(w+1)⟩|")
-            ax.set_ylim(0, 1.02)
-            ax.legend(fontsize=7, loc="lower left")
+            lo, hi = P.zoomed_limits(roll.rho)
+            ax.set_ylim(lo, hi)
+            zoomed = lo > 0 or hi < 1
+            ax.legend(fontsize=8, loc="best")
         else:
+            zoomed = False
             P.not_enough(ax, f"not enough snapshots: {len(roll.start)} window(s) of W={roll.window} give {len(roll.rho)} ρ value(s)")
-        ax.set_ylabel("ρ, adjacent windows (|cos|, 0–1)")
-        ax.set_title(f"rolling backbone (W={roll.window}): mean ρ {fmt(block['rho_mean'])}, min {fmt(block['rho_min'])}")
-        ax2.plot(roll.centre, 100 * roll.pc1, "-s", ms=3, color="#8172B2")
+        ax.set_ylabel("ρ, adjacent windows (|cos|)\n" + ("axis zoomed to the data (range 0–1)" if zoomed else ""))
+        ax.set_title(f"mean ρ {fmt(block['rho_mean'])}, min {fmt(block['rho_min'])}", fontsize=9)
+        ax2.plot(roll.centre, 100 * roll.pc1, "-s", ms=3, color="#8172B2",
+                 label=f"PC1 of each window of {roll.window} snapshots (% of its variance)")
         ax2.set_ylabel("window PC1 (% variance)")
         ax2.set_ylim(0, 101)
+        ax2.legend(fontsize=8, loc="lower left")
         P.step_axis(ax2, "optimizer step (window centre)")
-        fig.suptitle(P.run_title(ctx.common), fontsize=8)
-        fig.subplots_adjust(left=0.12, right=0.97, bottom=0.11, top=0.9, hspace=0.15)
+        P.title_and_caption(fig, f"Rotation of the rolling backbone (windows of {roll.window} snapshots)", ctx.common)
+        fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.89, hspace=0.2)
         return P.save(plt, fig, ctx.out_dir / "rotation.png")
+

@@ -67,7 +67,7 @@ class SwitchingStage:
 
     @staticmethod
     def section(sw: dict, chance) -> str:
-        lines = ["## Switching directions (SPEC §5.12)\n"]
+        lines = ["## Switching directions (paper §8)\n"]
         if chance:
             lines.append(f"**Caveat:** {chance.message}.\n")
         lines.append(f"Peaks {sw['peaks']}; troughs {sw['troughs']}; {len(sw['switch_pairs'])} switch pairs.\n")

@@ -6,8 +6,8 @@ labelled at the interval end). v_b = the sign-fixed backbone of ``decomposition`
 floor is E|cos| of a random direction in D dims (``analysis.noise_floor``).
 
 Summary block ``update_alignment``; rows of ``update_alignment.csv`` (subset = the analysis
-subset); figure ``update_alignment.png`` (|cos| on a log axis with the noise floor, signed cos
-below). Flag ``early_is_whole_run``: the run ends at or before ``early_max_step``, so the "early"
+subset); figure ``update_alignment.png`` (|cos| on a log axis with the noise floor, the sign in the
+markers). Flag ``early_is_whole_run``: the run ends at or before ``early_max_step``, so the "early"
 mean is the mean of the whole run, not of an early phase.
 """
 
@@ -76,9 +76,9 @@ class UpdateAlignmentStage:
         figures = [self.figure(ctx, res_c, block)] if cfg.figures else []
         c = block["consecutive"]
         early = early_label(cfg.early_max_step, last)
-        report = ("## Update–backbone alignment (SPEC §5.8)\n\n"
+        report = ("## Update–backbone alignment (paper §4.8, §6.3)\n\n"
                   f"Consecutive checkpoints: mean |cos| {fmt(c['mean_abs_cos'])}, {early} {fmt(c.get('mean_abs_cos_early'))}, "
-                  f"sign change at {'none' if c['sign_flip_step'] is None else c['sign_flip_step']}; random-direction floor √(2/πD) = {block['noise_floor']['mean_abs_cos']:.2e} "
+                  + ("no sign change" if c["sign_flip_step"] is None else f"sign change at step {c['sign_flip_step']}") + f"; random-direction floor √(2/πD) = {block['noise_floor']['mean_abs_cos']:.2e} "
                   f"(×{fmt(c.get('mean_over_noise_floor'), 0)}).\n\n")
         if "fixed_lag" in block:
             fl = block["fixed_lag"]
@@ -91,25 +91,28 @@ class UpdateAlignmentStage:
     def figure(ctx: AnalysisContext, res: dict, block: dict):
         plt = P.pyplot()
         nf = block["noise_floor"]["mean_abs_cos"]
-        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+        fig, ax = plt.subplots(figsize=(7, 4.2))
         n = int(np.isfinite(res["abs_cos"]).sum())
         if n >= 2:
-            ax.semilogy(res["step"], P.positive(res["abs_cos"]), "-o", ms=3, label="|cos(u, v_b)|")
-            ax.axhline(nf, color="#C44E52", ls="--", lw=1, label=f"noise floor √(2/πD) = {nf:.1e}")
+            step, cos, a = np.asarray(res["step"]), np.asarray(res["cos"]), P.positive(res["abs_cos"])
+            ax.semilogy(step, a, "-", color="#4C72B0", lw=1, alpha=0.7)
+            pos, neg = cos > 0, cos < 0  # the sign is shown by the markers instead of a second, mostly empty panel
+            ax.semilogy(step[pos], a[pos], "o", ms=4, color="#4C72B0", label="|cos(u, v_b)|, update along +v_b")
+            if neg.any():
+                ax.semilogy(step[neg], a[neg], "o", ms=4, mfc="white", color="#DD8452", label="|cos(u, v_b)|, update against v_b")
+            ax.axhline(nf, color="#C44E52", ls="--", lw=1, label=f"random-direction floor √(2/πD) = {nf:.1e}")
             top = max(1.0, float(np.nanmax(res["abs_cos"])))
-            ax.set_ylim(min(nf, float(np.nanmin(P.positive(res["abs_cos"])))) / 3, top * 1.2)
+            ax.set_ylim(min(nf, float(np.nanmin(a))) / 3, top * 1.2)
             P.readable_log_ticks(ax, "y")
-            ax.legend(fontsize=7, loc="best")
-            ax2.plot(res["step"], res["cos"], "-o", ms=2.5, lw=1, color="#4C72B0")
-            ax2.axhline(0, color="k", lw=0.6)
-            ax2.set_ylim(-1.05, 1.05)
+            ax.legend(fontsize=8, loc="lower left")
         else:
             P.not_enough(ax, f"not enough snapshots: {n} update(s) between analysed checkpoints")
-            P.not_enough(ax2, "")
         ax.set_ylabel("|cos(u, v_b)| (log)")
-        ax2.set_ylabel("signed cos(u, v_b)")
-        P.step_axis(ax2, "optimizer step (update midpoint)")
-        ax.set_title("update–backbone alignment (consecutive checkpoints)")
-        fig.suptitle(P.run_title(ctx.common), fontsize=8)
-        fig.subplots_adjust(left=0.12, right=0.97, bottom=0.1, top=0.9, hspace=0.12)
+        P.step_axis(ax, "optimizer step (update midpoint)")
+        c = block["consecutive"]
+        ax.set_title(f"mean |cos| {fmt(c['mean_abs_cos'])}, "
+                     + ("no sign change" if c["sign_flip_step"] is None else f"sign change at step {c['sign_flip_step']}"), fontsize=9)
+        P.title_and_caption(fig, "Alignment of checkpoint updates with the backbone", ctx.common,
+                            "u = θ(s) − θ(s′), consecutive snapshots")
+        fig.subplots_adjust(left=0.12, right=0.97, bottom=0.17, top=0.86)
         return P.save(plt, fig, ctx.out_dir / "update_alignment.png")

@@ -24,7 +24,7 @@ class WindowsStage:
             missing = [x for x in w if x not in ctx.steps]
             wins.append({"steps": list(w), "skipped": f"steps {missing} not analysed (check cadence/exclude_steps)"} if missing
                         else window_geometry(ctx.gram, w))
-        lines = ["## Checkpoint windows (SPEC §5.13)\n", "| steps | PC1 % | k95 | k99 | drift | stability |\n|---|---|---|---|---|---|"]
+        lines = ["## Checkpoint windows (paper §5.2, Table 5)\n", "| steps | PC1 % | k95 | k99 | drift | stability |\n|---|---|---|---|---|---|"]
         for w in wins:
             label = f"[{w['steps'][0]}..{w['steps'][-1]}] ({len(w['steps'])})"
             if "skipped" in w:
