@@ -33,7 +33,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from backbone_lab.errors import ConfigError
+from backbone_lab.typed_config import typed_config
 
 
 def schemas() -> dict[str, type]:
@@ -66,13 +66,7 @@ def build(group: str, node) -> object:
     """The group's schema dataclass from a node (composed, or a plain dict / a run's saved
     config.yaml node): unknown keys, wrong types and values its `__post_init__` rejects raise a
     one-line `ConfigError` naming the key."""
-    schema = schemas()[group]
-    try:
-        values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
-    except Exception as err:  # noqa: BLE001 - OmegaConf wraps __post_init__'s ValueError
-        text = str(err).strip().splitlines()[0]
-        raise ConfigError(text if text.startswith(f"{group}.") else f"{group}: {text}") from None
+    return typed_config(schemas()[group], node, group)
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

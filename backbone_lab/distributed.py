@@ -2,7 +2,7 @@
 
 **Launching.** `python -m backbone_lab trainer=ddp_cpu` (or `trainer=ddp` on a GPU node) starts
 one process; `launch_local_workers` then starts ranks 1..W-1 as
-`python -m backbone_lab.distributed <run>/config.yaml <checkpoint or ->` with `LOCAL_RANK`,
+`python -m backbone_lab.worker <run>/config.yaml <checkpoint or ->` (`worker.py`) with `LOCAL_RANK`,
 `RANK`, `WORLD_SIZE`, `MASTER_ADDR/PORT` set, and sets the same variables for itself (rank 0), so
 Lightning sees "processes created externally" and never re-executes the command line (its own
 launcher would re-run a Hydra multirun as a whole sweep per rank, and re-resolve the
@@ -211,7 +211,7 @@ def launch_local_workers(world_size: int, config_path: Path, ckpt_path: Path | N
         log_path = log_dir / f"rank{rank}.log"
         with open_append(log_path, "ab") as log:
             p = subprocess.Popen(
-                [sys.executable, "-m", "backbone_lab.distributed", str(config_path), str(ckpt_path or "-")],
+                [sys.executable, "-m", "backbone_lab.worker", str(config_path), str(ckpt_path or "-")],
                 env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, pass_fds=(write_end,))
         os.close(write_end)
         p.log_path = log_path
@@ -278,25 +278,3 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
-
-
-def worker_main(argv: list[str]) -> int:
-    """Entry point of a launched rank: train on rank 0's saved config."""
-    start_heartbeat()
-    from omegaconf import OmegaConf
-
-    from backbone_lab.train import train
-
-    from backbone_lab.preemption import Preempted
-
-    config_path, ckpt = Path(argv[0]), argv[1]
-    cfg = OmegaConf.load(config_path)
-    try:
-        train(cfg, ckpt_path=None if ckpt == "-" else Path(ckpt))
-    except Preempted as err:  # rank 0 saved the checkpoint and writes the marker
-        return 128 + err.signum
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))

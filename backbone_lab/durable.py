@@ -33,13 +33,17 @@ from typing import BinaryIO
 
 import numpy as np
 
+from backbone_lab.errors import user_facing
+
 TEMP_SUFFIX = ".tmp"
 
 
+@user_facing
 class DiskFullError(OSError):
     """Not enough free space for a write; the message is one line naming the folder and the fix."""
 
 
+@user_facing
 class LinkedFolderError(OSError):
     """An output folder is a symbolic link; the message is one line naming it and the fix."""
 

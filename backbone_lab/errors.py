@@ -20,10 +20,18 @@ class RankFailure(Exception):
     CLI prints the line, naming the rank, and exits 1)."""
 
 
-def user_facing_errors() -> tuple[type[BaseException], ...]:
-    """Exception types the CLIs report as one line: ours, the data / store ones, a full disk."""
-    from backbone_lab.data.errors import DataError
-    from backbone_lab.durable import DiskFullError, LinkedFolderError
-    from backbone_lab.trajectory.store import TrajectoryError
+_USER_FACING: list[type[BaseException]] = [BackboneLabError]
 
-    return (BackboneLabError, DataError, TrajectoryError, DiskFullError, LinkedFolderError)
+
+def user_facing(cls: type[BaseException]) -> type[BaseException]:
+    """Class decorator: the CLIs report `cls` as one line (used by the data, store and disk errors,
+    which live in their own layers and are not subclasses of `BackboneLabError`)."""
+    if cls not in _USER_FACING:
+        _USER_FACING.append(cls)
+    return cls
+
+
+def user_facing_errors() -> tuple[type[BaseException], ...]:
+    """Exception types the CLIs report as one line: ours and every class marked `@user_facing`
+    (a class whose module was never imported cannot have been raised)."""
+    return tuple(_USER_FACING)

@@ -32,7 +32,7 @@ from backbone_lab.distributed import all_gather_rows
 from backbone_lab.model import GPT, ModelConfig
 from backbone_lab.optim import parameter_groups_by_kind, use_training_weights
 from backbone_lab.objective import LossParts, ObjectiveConfig, ScheduleConfig, composite_loss, lambda_at, lr_at
-from backbone_lab.trainer import LoopConfig
+from backbone_lab.loop_config import LoopConfig
 
 
 class DivergenceError(RuntimeError):

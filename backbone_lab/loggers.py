@@ -130,35 +130,11 @@ def _swept_keys(multirun_yaml: Path) -> set[str] | None:
 
 # --------------------------------------------------------------------------- the analysis
 def analysis_numbers(summary) -> dict[str, float | int | str]:
-    """The geometry of a run as flat `analysis/<name>` numbers (from the typed `Summary`).
-
-    PC1 raw / row-normalised (%), k95, drift ‖θ(final) − θ(anchor)‖, f_b (final and mean), ρ
-    (mean, min), the phase overlap |⟨v_E, v_L⟩|, update alignment of the analysis (global v_b,
-    all and early), gradient / update alignment recorded in training and their ratio, the noise
-    floor, snapshots used, and the analysis flags (comma-separated). Absent values are left out.
-    """
+    """The geometry of a run as flat `analysis/<name>` numbers: every number the analysis stages
+    declare (`analysis.stage.Number`, user stages included), by its one name, plus the snapshots
+    used and the analysis flags (comma-separated). Absent values are left out."""
     s = summary
-    numbers = {
-        "pc1_rownorm_pct": s.pc1_rownorm_pct,
-        "pc1_raw_pct": s.pc1_raw_pct,
-        "pc2_rownorm_pct": s.pc2_rownorm_pct,
-        "k95_rownorm": s.k95_rownorm,
-        "k95_raw": s.k95_raw,
-        "drift": s.drift_final,
-        "backbone_frac_final": s.backbone_frac_final,
-        "backbone_frac_mean": s.backbone_frac_mean,
-        "rho_mean": s.rho_mean,
-        "rho_min": s.rho_min,
-        "phase_overlap_vE_vL": s.phase_overlap,
-        "update_abs_cos": s.update_mean_abs_cos,
-        "update_abs_cos_early": s.update_mean_abs_cos_early,
-        "grad_abs_cos_recorded": s.grad_mean_abs_cos,
-        "update_abs_cos_recorded": s.update_abs_cos_recorded,
-        "update_over_grad": s.update_over_grad,
-        "noise_floor": s.noise_floor,
-        "snapshots_used": s.snapshots_used,
-        "reheat_max_abs_a_rel_change": s.reheat_max_abs_a_rel_change,
-    }
+    numbers = {**s.numbers(), "snapshots_used": s.snapshots_used}
     out: dict[str, float | int | str] = {
         f"analysis/{k}": v for k, v in numbers.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}

@@ -1,6 +1,13 @@
-"""The schemas of the `train` (`LoopConfig`) and `trainer` (`TrainerConfig`) groups, without
-Lightning (the CLI checks a command line against them before Lightning is imported); the Trainer
-is built in `backbone_lab.trainer`."""
+"""Schemas of the optimisation loop (`train` group) and of the hardware it runs on (`trainer` group).
+
+* `LoopConfig` (`conf/train/`): what is computed — steps, accumulation, clipping, evaluation /
+  checkpoint / logging cadence, the divergence bound, `torch.compile`.
+* `TrainerConfig` (`conf/trainer/`): where — accelerator, devices, nodes, strategy, precision; a
+  `_target_` node that `trainer.build_trainer` instantiates as Lightning's `Trainer`.
+
+Plain dataclasses (no Lightning import), so `config_schema` registers them without pulling in
+the training stack.
+"""
 
 from __future__ import annotations
 

@@ -37,10 +37,11 @@ from backbone_lab.model_config import MLPS, NORMS, POSITIONS, ModelConfig  # noq
 
 
 # ---------------------------------------------------------------------------- components
+NORM_CLASSES = {"LayerNorm": nn.LayerNorm, "RMSNorm": nn.RMSNorm}
+
+
 def make_norm(cfg: ModelConfig) -> nn.Module:
-    if cfg.norm == "LayerNorm":
-        return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
-    return nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+    return NORM_CLASSES[cfg.norm](cfg.d_model, eps=cfg.norm_eps)
 
 
 def rope_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +112,15 @@ class SwiGLUMLP(nn.Module):
 
 
 MLP_CLASSES = {"GELU": GeluMLP, "SwiGLU": SwiGLUMLP}
+
+# The one place a model family's components are looked up by name. `ModelConfig` (torch-free, in
+# model_config.py, so the CLI checks a command line before importing torch) accepts the names
+# NORMS / MLPS / POSITIONS; a new norm or MLP is one entry here and its name there (checked below
+# at import and by tests/test_model.py).
+COMPONENTS: dict[str, dict] = {"norm": NORM_CLASSES, "mlp": MLP_CLASSES, "positions": dict.fromkeys(POSITIONS)}
+for _field, _names in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS)):
+    if tuple(COMPONENTS[_field]) != tuple(_names):
+        raise ImportError(f"model.COMPONENTS[{_field!r}] = {tuple(COMPONENTS[_field])} but model_config accepts {_names}")
 
 
 class Block(nn.Module):

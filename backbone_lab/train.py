@@ -193,6 +193,13 @@ def already_complete(cfg: DictConfig, run: RunDir) -> dict | None:
     if differences(OmegaConf.load(run.config), cfg, extra=RESUME_ALSO_NEUTRAL):
         return None  # prepare_run_dir says how it differs
     return {**marker[1], "run_dir": str(run.root), "status": "already complete"}
+def _check_stage_names(analysis_cfg) -> None:
+    from backbone_lab.analysis.registry import check_stage_names
+
+    try:
+        check_stage_names(analysis_cfg)
+    except ValueError as err:
+        raise ConfigError(f"analysis: {err}") from None
 
 
 def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
@@ -204,6 +211,7 @@ def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
     check_run_settings(cfg)
     check_accelerator_present(cfg)
     conf = typed(cfg)
+    _check_stage_names(conf["analysis"])
     optimizer = instantiate(cfg.optimizer)
     check_optimizer(optimizer)
     if not cfg.get("run_dir"):

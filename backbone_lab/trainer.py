@@ -1,4 +1,7 @@
-"""The optimisation loop (`train` group) and the hardware it runs on (`trainer` group).
+"""Building Lightning's `Trainer` from the `train` and `trainer` groups, and the world-size checks.
+
+Their schemas live in `loop_config.py` (no Lightning import there; `trainer.LoopConfig` and
+`trainer.TrainerConfig` remain importable from here):
 
 * `LoopConfig` (`conf/train/`): what is computed — steps, accumulation, clipping, evaluation /
   checkpoint / logging cadence, the divergence bound, `torch.compile`.

@@ -156,7 +156,7 @@ def _run_train(overrides: list[str], run_dir: Path) -> float:
 
 def _diagnostics_seconds(run_dir: Path) -> float:
     """Wall time the callbacks spent measuring (sum of the CSVs' `seconds` column)."""
-    from backbone_lab.diagnostics.records import read_records
+    from backbone_lab.analysis.diagnostic_records import read_records
 
     total = 0.0
     for f in sorted((run_dir / "diagnostics").glob("*.csv")):

@@ -319,8 +319,8 @@ def run_rows(sweep: Path, peak: float | None) -> list[dict]:
         name, marker = read_marker(run_dir) or ("", {})
         r = compared.get(str(run_dir)) or {
             "run": run_dir.name, "state": {"DONE": "done", "FAILED": "failed"}.get(name, "unfinished"),
-            "final_val_loss": marker.get("final_val_loss"), "pc1_rownorm": marker.get("pc1_rownorm_pct"),
-            "drift": marker.get("drift_norm_final"), "best_p_ood": marker.get("best_p_ood")}
+            "final_val_loss": marker.get("final_val_loss"), "pc1_rownorm_pct": marker.get("pc1_rownorm_pct"),
+            "drift": marker.get("drift"), "best_p_ood": marker.get("best_p_ood")}
         steps = _num(marker.get("steps_done"))
         state = r["state"] + (f": {str(marker['error']).splitlines()[0][:200]}" if marker.get("error") else "")
         try:
@@ -329,7 +329,7 @@ def run_rows(sweep: Path, peak: float | None) -> list[dict]:
             tps, run_mfu = math.nan, None
         rows.append({"row": f"run: {r['run']} ({int(steps) if math.isfinite(steps) else '?'} steps)", "state": state,
                      "tokens_per_s": tps, "mfu": run_mfu,
-                     "val_loss": _num(r.get("final_val_loss")), "pc1_rownorm": _num(r.get("pc1_rownorm")),
+                     "val_loss": _num(r.get("final_val_loss")), "pc1_rownorm": _num(r.get("pc1_rownorm_pct")),
                      "k95_rownorm": _num(r.get("k95_rownorm")), "drift": _num(r.get("drift")),
                      "best_p_ood": _num(r.get("best_p_ood")), "run_dir": str(run_dir)})
     return rows

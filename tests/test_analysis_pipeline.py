@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from backbone_lab.analysis.config import AnalysisConfig
+from backbone_lab.analysis.registry import check_stage_names
 from backbone_lab.analysis.run_analysis import run_analysis
 from backbone_lab.analysis.selection import select_steps
 from backbone_lab.analysis.summary import Summary
@@ -204,9 +205,11 @@ def test_stage_order_and_unknown_names_fail_early(tmp_path):
     with pytest.raises(ValueError, match="needs \\['pca'\\] earlier"):
         run_analysis(run, AnalysisConfig(stages=["decomposition"], **FAST))
     with pytest.raises(ValueError, match="unknown stages"):
-        AnalysisConfig(stages=["pca", "no_such_stage"])
+        check_stage_names(AnalysisConfig(stages=["pca", "no_such_stage"]))
     with pytest.raises(ValueError, match="must not repeat"):
-        AnalysisConfig(extra_stages=["pca"])
+        check_stage_names(AnalysisConfig(extra_stages=["pca"]))
+    with pytest.raises(ValueError, match="unknown stages"):  # before any snapshot is read
+        run_analysis(tmp_path / "nowhere", AnalysisConfig(stages=["pca", "no_such_stage"]))
     with pytest.raises(ValueError, match="cannot be imported"):
         run_analysis(run, AnalysisConfig(stages=["pca", "no_such_module_xyz:Stage"], **FAST))
 
@@ -216,10 +219,21 @@ def test_summary_headline_and_absent_blocks(tmp_path):
     run = write_matrix(tmp_path / "run", steps, planted(len(steps)))
     s = Summary(run_analysis(run, AnalysisConfig(**FAST)))
     h = s.headline()
-    assert set(h) >= {"pc1_rownorm_pct", "pc1_raw_pct", "k95_raw", "drift_norm_final", "backbone_frac_final",
+    assert set(h) >= {"pc1_rownorm_pct", "pc1_raw_pct", "k95_raw", "drift", "backbone_frac_final",
                       "backbone_frac_mean", "rho_mean", "snapshots_used", "snapshots_dropped", "report"}
-    assert h["pc1_rownorm_pct"] == s["pca"]["rownorm"]["pc1_pct"] and h["drift_norm_final"] == s["decomposition"]["norm_delta_final"]
+    assert h["pc1_rownorm_pct"] == s["pca"]["rownorm"]["pc1_pct"] and h["drift"] == s["decomposition"]["norm_delta_final"]
+    assert set(h) - {"snapshots_used", "snapshots_dropped", "analysis_flags", "report"} == {
+        name for name, num in s.declarations().items() if num.headline and s.value(name) is not None}
     assert h["report"].endswith("analysis/report.md")
+    # one declaration per number: the older accessor names answer the same number
+    assert s.drift_final == s.drift == s.value("drift_norm_final") == s["decomposition"]["norm_delta_final"]
+    assert s.update_mean_abs_cos == s.update_abs_cos is not None and s.k95_raw == s["pca"]["raw"]["k95"]
+    assert s.update_abs_cos == s["update_alignment"]["fixed_lag"]["mean_abs_cos"]
+    # a summary.json written before the numbers table existed answers from the built-in declarations
+    old = Summary({k: v for k, v in s.items() if k != "numbers"})
+    assert old.numbers() == s.numbers() and old.headline() == h
+    with pytest.raises(AttributeError, match="no_such_number"):
+        s.no_such_number
     empty = Summary()
     assert empty.pc1_raw_pct is None and empty.update_mean_abs_cos is None and empty.headline() == {"report": "report.md"}
     (tmp_path / "x").mkdir()

@@ -180,9 +180,9 @@ def test_beta2_and_reheating_tables(tmp_path):
     runs = discover_runs([tmp_path / "b"])
     t = beta2_table(runs)
     assert [r["beta2"] for r in t] == [0.99, 0.0]
-    assert t[0]["paper_pc1_rownorm"] == 68.75 and t[1]["paper_drift"] == 161931.0
+    assert t[0]["paper_pc1_rownorm_pct"] == 68.75 and t[1]["paper_drift"] == 161931.0
     assert "p_probe" not in t[0]["paper_note"]  # 0.20 is what the reference ran
-    assert t[0]["early_corr"] == 0.5 and t[0]["mean_abs_cos"] == 0.2
+    assert t[0]["early_corr"] == 0.5 and t[0]["update_abs_cos"] == 0.2
 
     src = make_run(tmp_path / "src", _merge(BASE))
     for i, lr in enumerate((1e-3, 3e-4)):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from backbone_lab.diagnostics.records import read_records
+from backbone_lab.analysis.diagnostic_records import read_records
 from backbone_lab.train import train
 from conftest import TINY_OVERRIDES, compose_config
 
@@ -132,7 +132,7 @@ def test_offline_fisher_reproduces_online_at_final_step(diag_run):
 
 
 def test_figures(diag_run, tmp_path):
-    from backbone_lab.diagnostics.figures import plot_alignment, plot_fisher
+    from backbone_lab.analysis.diagnostic_figures import plot_alignment, plot_fisher
 
     _, run = diag_run
     assert plot_alignment(run, tmp_path / "fig2.png").stat().st_size > 1000

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from backbone_lab.diagnostics import reference_direction as rd
-from backbone_lab.diagnostics.records import RecordWriter, read_records
+from backbone_lab.analysis.diagnostic_records import RecordWriter, read_records
 from backbone_lab.trajectory.store import TrajectoryReader, TrajectoryWriter
 
 SHAPES = {"blocks.0.attn.qkv.weight": (6, 4), "blocks.0.mlp.w_up.weight": (5, 4)}

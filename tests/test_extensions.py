@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 import textwrap
+
+import pytest
 from pathlib import Path
 
 from backbone_lab.run_markers import read_marker
@@ -66,21 +68,28 @@ def test_a_data_source_is_one_function_and_one_yaml(tmp_path, monkeypatch):
         def fables(config):
             rng = random.Random(config.synthetic_seed)
             animals = ["fox", "crow", "hare", "tortoise", "lion", "mouse", "ant", "grasshopper"]
+            place = config.options["place"]   # a key only this source knows: data.options
             def story():
                 a, b = rng.sample(animals, 2)
-                return (f"Once a {a} met a {b} near the river. The {a} said hello and the {b} smiled. "
+                return (f"Once a {a} met a {b} near the {place}. The {a} said hello and the {b} smiled. "
                         f"They shared some bread and walked home together before the sun went down.")
             return [story() for _ in range(300)], [story() for _ in range(40)]
     ''')
     _write(tmp_path / "conf" / "data" / "fables.yaml", """
         defaults: [synthetic, _self_]   # the embedded default's probe and tokenizer settings
         source: my_corpus:fables
+        options: {place: river}
     """)
     monkeypatch.syspath_prepend(str(tmp_path))
-    run = _train(tmp_path, "data=fables")
+    run = _train(tmp_path, "data=fables", "data.options.place=forest")
     from omegaconf import OmegaConf
 
     assert OmegaConf.load(run / "config.yaml").data.source == "my_corpus:fables"
+    assert OmegaConf.load(run / "config.yaml").data.options.place == "forest"
+    from backbone_lab.data.config import DataConfig
+
+    with pytest.raises(ValueError, match=r"data.options \['place'\] are for a user source"):
+        DataConfig(source="synthetic", options={"place": "river"})
     assert read_marker(run)[0] == "DONE" and (run / "tokenizer.json").exists()
 
 
@@ -110,3 +119,60 @@ def test_the_cli_finds_user_files_through_the_search_path(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert TrajectoryReader(tmp_path / "out" / "runs" / "wide").tensors[0]["shape"] == [288, 96]
+
+
+def test_a_metric_is_one_stage_file(tmp_path, monkeypatch):
+    """A metric declared once, in one stage file outside the package, is computed, in the DONE
+    headline, a Summary attribute, a compare runs-table column, a claim metric and a W&B key."""
+    import csv
+
+    from backbone_lab.analysis.summary import Summary
+    from backbone_lab.compare import compare
+    from test_wandb_geometry import offline_run
+
+    _write(tmp_path / "drift_metric.py", '''
+        """cos(Δθ(final), v_b): how much of the final drift lies on the backbone."""
+        from backbone_lab.analysis.stage import Number, StageResult
+
+
+        class DriftAlignment:
+            name = "drift_alignment"
+            requires = ("decomposition",)
+            numbers = (Number("drift_cos_final", "cos_final", "cos", "cos(Δθ(final), v_b)", headline=True),)
+
+            def run(self, ctx):
+                dec = ctx.need("decomposition")
+                return StageResult(summary={"cos_final": float(dec.a[-1] / dec.norm_delta[-1])})
+    ''')
+    claims = _write(tmp_path / "my_claims.yaml", """
+        format: backbone_lab.claims
+        version: 1
+        claims:
+          - id: drift_mostly_on_backbone
+            statement: "most of the final drift lies along the backbone"
+            metric: drift_cos_final
+            expect: {at_least: 0.5}
+          - id: drift_all_on_backbone
+            statement: "all of the final drift lies along the backbone"
+            metric: drift_cos_final
+            expect: {at_least: 1.5}
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    run = _train(tmp_path, "analysis.extra_stages=[drift_metric:DriftAlignment]", "logger=wandb", "logger.wandb.mode=offline")
+
+    summary = json.loads((run / "analysis" / "summary.json").read_text())
+    dec = summary["decomposition"]
+    value = summary["drift_alignment"]["cos_final"]
+    assert value == pytest.approx(dec["a_final"] / dec["norm_delta_final"]) and 0 < value <= 1   # computed
+    assert Summary.read(run).drift_cos_final == value
+    assert json.loads((run / "DONE").read_text())["drift_cos_final"] == value                    # DONE headline
+    assert offline_run(run)["summary"]["analysis/drift_cos_final"] == pytest.approx(value)      # W&B
+
+    info = compare([run], tmp_path / "cmp", plots=False, claim_files=[claims], paper_claims=False)
+    with open(tmp_path / "cmp" / "runs.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["drift_cos_final"]) == pytest.approx(value)                                 # compare
+    verdicts = {c["claim"]: c["verdict"] for c in info["claims"]}                                  # claims
+    assert verdicts == {"drift_mostly_on_backbone": "holds", "drift_all_on_backbone": "does not hold"}

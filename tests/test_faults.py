@@ -495,7 +495,7 @@ def _launched_ranks(parent: int) -> list[int]:
             cmd = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == parent and b"backbone_lab.distributed" in cmd:
+        if ppid == parent and b"backbone_lab.worker" in cmd:
             pids.append(int(entry.name))
     return pids
 

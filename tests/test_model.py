@@ -85,6 +85,8 @@ def test_flatten_order_is_shared_by_params_and_grads():
 
 
 def test_bad_config_is_rejected_clearly():
+    import re
+
     import pytest
 
     with pytest.raises(ValueError, match="divisible"):
@@ -93,3 +95,24 @@ def test_bad_config_is_rejected_clearly():
         ModelConfig(norm="BatchNorm")
     with pytest.raises(ValueError, match="vocab_size is not set"):
         GPT(ModelConfig())
+
+
+def test_component_names_come_from_one_table():
+    """`ModelConfig` accepts exactly the names of `model.COMPONENTS`, and the model builds the
+    class that table names (a new norm or MLP is one entry there)."""
+    import re
+
+    import pytest
+
+    from backbone_lab.model import COMPONENTS
+
+    base = dict(vocab_size=40, n_layer=1, d_model=16, n_head=2, d_ff=32, seq_len=8)
+    for norm, cls in COMPONENTS["norm"].items():
+        model = GPT(ModelConfig(**base, norm=norm))
+        assert type(model.ln_f) is cls and type(model.blocks[0].ln1) is cls
+    for mlp, cls in COMPONENTS["mlp"].items():
+        assert type(GPT(ModelConfig(**base, mlp=mlp)).blocks[0].mlp) is cls
+    for positions in COMPONENTS["positions"]:
+        ModelConfig(**base, positions=positions)
+    with pytest.raises(ValueError, match=re.escape("model.mlp='ReLU' is not one of GELU | SwiGLU")):
+        ModelConfig(**base, mlp="ReLU")

@@ -133,7 +133,7 @@ def test_analysis_numbers_come_from_the_summary():
     n = analysis_numbers(s)
     assert n["analysis/pc1_rownorm_pct"] == 71.4 and n["analysis/k95_rownorm"] == 9 and n["analysis/drift"] == 137.0
     assert n["analysis/rho_min"] == 0.7 and n["analysis/update_over_grad"] == 25.0
-    assert n["analysis/grad_abs_cos_recorded"] == 0.01 and n["analysis/flags"] == "p_ood_at_chance"
+    assert n["analysis/grad_abs_cos"] == 0.01 and n["analysis/flags"] == "p_ood_at_chance"
     assert "analysis/backbone_frac_final" not in n  # absent values are left out
 
 
@@ -157,7 +157,7 @@ def test_offline_wandb_run_shows_the_geometry(tmp_path, monkeypatch):
     s = wb["summary"]
     assert s["analysis/pc1_rownorm_pct"] == pytest.approx(summary["pca"]["rownorm"]["pc1_pct"])
     for key in ("pc1_raw_pct", "k95_rownorm", "k95_raw", "drift", "backbone_frac_mean", "rho_mean", "update_abs_cos",
-                "grad_abs_cos_recorded", "update_over_grad", "noise_floor"):
+                "grad_abs_cos", "update_over_grad", "noise_floor"):
         assert f"analysis/{key}" in s, key
     images = {k: v for row in wb["history"] for k, v in row.items() if k.startswith("analysis/figures/")}
     assert "analysis/figures/spectrum" in images and images["analysis/figures/spectrum"]["_type"] == "image-file"

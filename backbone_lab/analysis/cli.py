@@ -12,35 +12,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from backbone_lab.analysis.config import parse_config  # noqa: F401 - the CLI's parser, also used by series.cli
+
 USAGE = ("usage: python -m backbone_lab.analyze <run_dir | trajectory_dir> [--overwrite] [key=value ...]   "
          "(keys: see docs/ANALYSIS.md)")
-
-
-def parse_config(overrides: Sequence[str]):
-    """AnalysisConfig from ``key=value`` strings (raises ValueError with a one-line message)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from backbone_lab.analysis.config import AnalysisConfig
-
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ValueError(f"override {bad[0]!r} is not key=value")
-    base = OmegaConf.structured(AnalysisConfig)
-    try:
-        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as e:
-        msg = str(e).strip().splitlines()[0]
-        if "Key" in msg and "not in" in msg:
-            from backbone_lab.did_you_mean import nearest
-
-            key = getattr(e, "full_key", None) or msg
-            best = nearest(str(key), AnalysisConfig.__dataclass_fields__)
-            hint = f"did you mean {best}? " if best else ""
-            raise ValueError(f"unknown analysis key {key!r}; {hint}valid keys: "
-                             f"{', '.join(AnalysisConfig.__dataclass_fields__)}") from None
-        raise ValueError(f"bad override: {msg}") from None
 
 
 def _progress_factory(enabled: bool):

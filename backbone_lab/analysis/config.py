@@ -6,10 +6,10 @@ resolved config is written into ``summary.json["config"]``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from backbone_lab.analysis.registry import DEFAULT_STAGES, is_known
 
 VALID_NORMALISATIONS = ("rownorm", "raw")
 VALID_DEVICES_PREFIX = ("numpy", "cpu", "cuda", "mps")
@@ -147,12 +147,6 @@ class AnalysisConfig:
             for w in self.window_sets:
                 if len(w) < 2 or sorted(w) != list(w):
                     errs.append(f"window {w} must list >= 2 increasing steps")
-        names = self.stage_names()
-        unknown = [s for s in names if not is_known(str(s))]
-        if unknown:
-            errs.append(f"unknown stages {unknown} (built-in: {', '.join(DEFAULT_STAGES)}; or package.module:object)")
-        if len(set(names)) != len(names):
-            errs.append("stages + extra_stages must not repeat a name")
         if self.chance_p_ood is not None and not 0 <= self.chance_p_ood < 1:
             errs.append("chance_p_ood must be in [0, 1)")
         if self.fit_windows is not None:
@@ -162,9 +156,30 @@ class AnalysisConfig:
         if errs:
             raise ValueError("invalid analysis config: " + "; ".join(errs))
 
-    def stage_names(self) -> list[str]:
-        """The stages to run, in order: ``stages`` (default: all built-in) then ``extra_stages``."""
-        return [*(DEFAULT_STAGES if self.stages is None else self.stages), *self.extra_stages]
-
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def parse_config(overrides: Sequence[str]):
+    """AnalysisConfig from ``key=value`` strings (raises ValueError with a one-line message)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"override {bad[0]!r} is not key=value")
+    base = OmegaConf.structured(AnalysisConfig)
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        msg = str(e).strip().splitlines()[0]
+        if "Key" in msg and "not in" in msg:
+            from backbone_lab.did_you_mean import nearest
+
+            key = getattr(e, "full_key", None) or msg
+            best = nearest(str(key), AnalysisConfig.__dataclass_fields__)
+            hint = f"did you mean {best}? " if best else ""
+            raise ValueError(f"unknown analysis key {key!r}; {hint}valid keys: "
+                             f"{', '.join(AnalysisConfig.__dataclass_fields__)}") from None
+        raise ValueError(f"bad override: {msg}") from None

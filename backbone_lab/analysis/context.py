@@ -179,7 +179,7 @@ class AnalysisContext:
         res = self.results.get(name)
         if res is None:
             raise ValueError(f"analysis stage {self.current!r} needs stage {name!r} earlier in stages "
-                             f"(configured: {self.cfg.stage_names()})")
+                             f"(stages={self.cfg.stages or 'every built-in'}, extra_stages={self.cfg.extra_stages})")
         return res.data
 
     def maybe(self, name: str) -> Any:

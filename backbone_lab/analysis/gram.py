@@ -305,7 +305,11 @@ def stream_grams(
 
 
 def gram_from_matrix(theta: np.ndarray, steps: Sequence[int] | None = None, ref_index: int = 0, subset: str = "dense") -> DriftGram:
-    """DriftGram of an in-memory (T, D) snapshot matrix (tests, small problems)."""
+    """DriftGram of an in-memory (T, D) snapshot matrix: rows are θ(steps[i]), anchored at row ``ref_index``.
+
+    Public API for trajectories that fit in memory (notebooks, planted problems); runs on disk go
+    through `stream_grams`.
+    """
     theta = np.asarray(theta, dtype=np.float64)
     X = theta - theta[ref_index]
     steps = np.arange(theta.shape[0]) if steps is None else np.asarray(steps, dtype=np.int64)

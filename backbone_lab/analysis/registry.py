@@ -11,16 +11,18 @@
    mapping, if any, is embedded in the report section). Its summary key is the object's ``name``
    attribute, else the function / class name.
 
-Built-in stages are imported only when resolved, so this module imports nothing heavy.
+Built-in stages are imported only when resolved, so this module imports nothing heavy. The stage
+names of a config are checked here (`check_stage_names`), not in ``AnalysisConfig``: the config
+sits below the stages (they read it), the registry above them (it imports them by name).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
-from backbone_lab.analysis.stage import Stage, StageResult
+from backbone_lab.analysis.load_object import load_object
+from backbone_lab.analysis.stage import Stage, StageResult, numbers_table
 
 _STAGES = "backbone_lab.analysis.stages"
 BUILTIN_STAGES: dict[str, str] = {  # name -> module:object, in the default order
@@ -59,23 +61,6 @@ def register_stage(name: str) -> Callable:
 def is_known(spec: str) -> bool:
     """Whether `spec` can name a stage without importing anything (built-in, registered, or a path)."""
     return spec in BUILTIN_STAGES or spec in _REGISTERED or ":" in spec
-
-
-def load_object(path: str) -> Any:
-    """``package.module:attr`` -> the attribute (one-line ValueError when it cannot be imported)."""
-    mod, _, attr = path.partition(":")
-    if not mod or not attr:
-        raise ValueError(f"{path!r} is not module:object")
-    try:
-        obj = importlib.import_module(mod)
-    except ImportError as e:
-        raise ValueError(f"{path!r} cannot be imported ({e})") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"{path!r}: module {mod!r} has no {attr!r}") from None
-    return obj
 
 
 class FunctionStage:
@@ -117,3 +102,42 @@ def resolve_stage(spec: str) -> Stage:
         return as_stage(load_object(spec), spec.rpartition(":")[2])
     raise ValueError(f"unknown analysis stage {spec!r}; built-in: {', '.join(BUILTIN_STAGES)}; "
                      f"registered: {sorted(_REGISTERED) or 'none'}; or give package.module:object")
+
+
+def stage_names(cfg) -> list[str]:
+    """The stages an ``AnalysisConfig`` runs, in order: ``stages`` (None: every built-in stage) then
+    ``extra_stages``."""
+    return [*(DEFAULT_STAGES if cfg.stages is None else cfg.stages), *cfg.extra_stages]
+
+
+def check_stage_names(cfg) -> list[str]:
+    """`stage_names(cfg)` after a check that needs no import: every name is built-in, registered or
+    a ``module:object`` path, and none repeats (one-line ValueError otherwise; run before any work)."""
+    names = stage_names(cfg)
+    errs = []
+    unknown = [s for s in names if not is_known(str(s))]
+    if unknown:
+        errs.append(f"unknown stages {unknown} (built-in: {', '.join(DEFAULT_STAGES)}; or package.module:object)")
+    if len(set(names)) != len(names):
+        errs.append("stages + extra_stages must not repeat a name")
+    if errs:
+        raise ValueError("invalid analysis config: " + "; ".join(errs))
+    return names
+
+
+def builtin_numbers() -> dict[str, dict]:
+    """name -> ``numbers`` table row of every number the built-in stages declare (their classes are
+    imported, not run): what `Summary` answers for a summary.json written without a ``numbers``
+    table, and the rows of docs/ANALYSIS.md's key table."""
+    return numbers_table(load_object(path) for path in BUILTIN_STAGES.values())
+
+
+def numbers_markdown(table: dict[str, dict]) -> str:
+    """The declared numbers as the markdown table of docs/ANALYSIS.md (one row per number)."""
+    rows = ["| name | summary.json key | unit | headline | meaning |", "|---|---|---|---|---|"]
+    for name, row in table.items():
+        keys = " else ".join(f"`{p}`" for p in row["paths"])
+        also = f" (older names: {', '.join(f'`{a}`' for a in row['aliases'])})" if row.get("aliases") else ""
+        about = row["about"].replace("|", "\\|")
+        rows.append(f"| `{name}` | {keys} | {row['unit']} | {'yes' if row['headline'] else ''} | {about}{also} |")
+    return "\n".join(rows) + "\n"

@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from backbone_lab.durable import atomic_write_text
-from backbone_lab.analysis.summary import REPORT_NAME
+from backbone_lab.run_dir import RunDir
+
+
+REPORT_NAME = RunDir(".").report.name  # report.md
 
 
 def fmt(x: Any, nd: int = 3) -> str:

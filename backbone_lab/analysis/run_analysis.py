@@ -26,12 +26,12 @@ import numpy as np
 from backbone_lab.analysis.config import AnalysisConfig
 from backbone_lab.analysis.context import AnalysisContext, read_codeword_count
 from backbone_lab.analysis.gram import DriftGram, stream_grams
-from backbone_lab.analysis.registry import resolve_stage
+from backbone_lab.analysis.registry import check_stage_names, resolve_stage
 from backbone_lab.analysis.report import write_report
 from backbone_lab.analysis.selection import select_steps
 from backbone_lab.analysis.shrinkage import AnchorInner, project_out_anchor
 from backbone_lab.analysis.sketched import DENSE_ONLY_STAGES, sketch_flag, sketch_record, sketch_section
-from backbone_lab.analysis.stage import Flag, Stage
+from backbone_lab.analysis.stage import Flag, Stage, numbers_table
 from backbone_lab.analysis.stages.diagnostic_hooks import DIAGNOSTICS, register_diagnostic, resolve_diagnostic  # noqa: F401
 from backbone_lab.analysis.summary import FORMAT, SUMMARY_NAME, VERSION, Summary, json_safe
 from backbone_lab.analysis.tables import merge_tables, write_table
@@ -57,6 +57,7 @@ def resolve_stages(names: Sequence[str]) -> list[Stage]:
         seen.append(st.name)
     if len(set(seen)) != len(seen):
         raise ValueError(f"two stages share a summary name: {seen}")
+    numbers_table(stages)  # two stages declaring one number name fail here, before the stream
     return stages
 
 
@@ -115,7 +116,7 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
     """
     cfg = cfg or AnalysisConfig()
     t_start = time.perf_counter()
-    stages = resolve_stages(cfg.stage_names())
+    stages = resolve_stages(check_stage_names(cfg))
     run_dir = Path(run_dir)
     if reader is None:
         traj_dir = resolve_trajectory_dir(run_dir)
@@ -188,6 +189,7 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
         flags += [(st.name, f) for f in res.flags]
     summary["flags"] = _merge_flags(flags)
     summary["stages"] = [st.name for st in stages if st.name in summary]  # the stage blocks, in order
+    summary["numbers"] = numbers_table(stages)  # the declared numbers: name -> stage, paths, unit, about, headline
 
     for table in merge_tables(tables):
         write_table(out_dir, table)

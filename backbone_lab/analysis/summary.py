@@ -2,15 +2,19 @@
 
 Every key is documented in docs/ANALYSIS.md. ``Summary`` is a thin, read-only wrapper around the
 JSON dict: it is a ``Mapping`` (``s["pca"]["raw"]``), reads and writes the file (atomically), and
-names the headline numbers once, so readers (training's DONE marker, the comparison report) never
-spell key paths themselves:
+answers every number the stages declare (``analysis.stage.Number``) by its one name, so readers
+(training's DONE marker, the comparison, the W&B summary, the claims) never spell key paths:
 
     s = Summary.read(RunDir(run).summary)
-    s.pc1_rownorm_pct, s.k95_raw, s.drift_final, s.backbone_frac_mean, s.rho_mean
+    s.pc1_rownorm_pct, s.k95_raw, s.drift, s.backbone_frac_mean, s.rho_mean   # declared numbers
+    s.value("drift"), s.numbers(), s.declarations()                           # the same, by name
     s.snapshots_used, s.snapshots_dropped, s.flags
     s.headline()          # what the DONE marker records
 
-Accessors return None when a block is absent (an analysis without that stage, an old file).
+The declarations come from summary.json's ``numbers`` table (written by the analysis, user stages
+included), else from the built-in stages. Older names stay answered (``s.drift_final``,
+``s.update_mean_abs_cos``: a declaration's ``aliases``). Accessors return None when a block is
+absent (an analysis without that stage, an old file).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from backbone_lab.analysis.stage import Number
 from backbone_lab.durable import atomic_write_json
 from backbone_lab.run_dir import RunDir
 
@@ -57,11 +62,27 @@ def _number(x: Any) -> float | None:
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
 
 
+_COUNT_UNITS = ("components", "step", "steps", "count")
+_BUILTIN: dict[str, dict] | None = None
+
+
+def _builtin_table() -> dict[str, dict]:
+    """The built-in stages' ``numbers`` table (imported once, on first use)."""
+    global _BUILTIN
+    if _BUILTIN is None:
+        from backbone_lab.analysis.registry import builtin_numbers
+
+        _BUILTIN = builtin_numbers()
+    return _BUILTIN
+
+
 class Summary(Mapping[str, Any]):
     """A run's analysis summary (the parsed summary.json), with typed accessors."""
 
     def __init__(self, data: Mapping[str, Any] | None = None):
         self._data: dict[str, Any] = dict(data or {})
+        self._decl: dict[str, Number] | None = None
+        self._alias: dict[str, str] = {}
 
     # ------------------------------------------------------------------ file
     @classmethod
@@ -172,106 +193,58 @@ class Summary(Mapping[str, Any]):
     def flag_codes(self) -> list[str]:
         return [f["code"] for f in self.flags]
 
-    # ------------------------------------------------------------------ headline numbers
-    @property
-    def pc1_rownorm_pct(self) -> float | None:
-        """PC1 explained variance of the row-normalised drifts (%, paper §4.1)."""
-        return _number(self.get_path("pca.rownorm.pc1_pct"))
+    # ------------------------------------------------------------------ declared numbers
+    def declarations(self) -> dict[str, Number]:
+        """name -> `Number` (full paths) of every number this summary can answer: the ``numbers``
+        table the analysis wrote (built-in and user stages), over the built-in stages' declarations
+        (for files written before the table existed)."""
+        if self._decl is None:
+            table = dict(_builtin_table())
+            table.update(self._data.get("numbers") or {})
+            self._decl = {name: Number.from_entry(name, row)[1] for name, row in table.items()}
+            self._alias = {a: name for name, num in self._decl.items() for a in num.aliases}
+        return self._decl
+
+    def declaration(self, name: str) -> Number | None:
+        """The declaration of `name` (or of an older alias of it); None when nothing declares it."""
+        decl = self.declarations()
+        return decl.get(name) or decl.get(self._alias.get(name, ""))
+
+    def value(self, name: str) -> Any:
+        """A declared number by name (or alias): the first of its paths present; None when absent.
+        Floats come back as float (JSON ints of a float number included), counts as int."""
+        num = self.declaration(name)
+        if num is None:
+            raise KeyError(f"no number named {name!r} is declared (known: {', '.join(sorted(self.declarations()))})")
+        for path in num.paths(""):
+            v = self.get_path(path)
+            if v is not None:
+                return v if isinstance(v, int) and not isinstance(v, bool) and num.unit in _COUNT_UNITS else _number(v)
+        return None
+
+    def numbers(self, headline_only: bool = False) -> dict[str, Any]:
+        """name -> value of every declared number (None when absent), in declaration order."""
+        return {name: self.value(name) for name, num in self.declarations().items() if num.headline or not headline_only}
+
+    def __getattr__(self, name: str) -> Any:
+        # the declared numbers as attributes: s.pc1_rownorm_pct, s.drift (alias s.drift_final), ...
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self.declaration(name) is None:
+            raise AttributeError(f"{type(self).__name__!r} has no attribute or declared number {name!r}")
+        return self.value(name)
+
+    # ------------------------------------------------------------------ null baseline (not numbers)
+    def null_band(self, metric: str) -> dict | None:
+        """{observed, mean, lo, hi, beyond} of a statistic against the isotropic random walk (None: no null)."""
+        m = self.get_path(f"null_baseline.metrics.{metric}")
+        return dict(m) if isinstance(m, Mapping) else None
 
     @property
-    def pc1_raw_pct(self) -> float | None:
-        """PC1 explained variance of the raw drifts (%)."""
-        return _number(self.get_path("pca.raw.pc1_pct"))
-
-    @property
-    def pc2_rownorm_pct(self) -> float | None:
-        return _number(self.get_path("pca.rownorm.pc2_pct"))
-
-    @property
-    def k95_rownorm(self) -> int | None:
-        return self.get_path("pca.rownorm.k95")
-
-    @property
-    def k95_raw(self) -> int | None:
-        return self.get_path("pca.raw.k95")
-
-    @property
-    def drift_final(self) -> float | None:
-        """‖θ(final) − θ(anchor)‖ of the analysis subset (parameter units)."""
-        return _number(self.get_path("decomposition.norm_delta_final"))
-
-    @property
-    def a_final(self) -> float | None:
-        return _number(self.get_path("decomposition.a_final"))
-
-    @property
-    def backbone_frac_final(self) -> float | None:
-        """f_b at the last analysed step (fraction, not %)."""
-        return _number(self.get_path("decomposition.backbone_frac_final"))
-
-    @property
-    def backbone_frac_mean(self) -> float | None:
-        """Mean f_b over the steps after the anchor (fraction; the paper's "68–72 %")."""
-        return _number(self.get_path("decomposition.backbone_frac_mean"))
-
-    @property
-    def rho_min(self) -> float | None:
-        """Smallest rolling-window |<v_b(t), v_b(t+1)>| (SPEC §5.4)."""
-        return _number(self.get_path("rolling.rho_min"))
-
-    @property
-    def phase_overlap(self) -> float | None:
-        """|<v_E, v_L>|: early vs late phase backbones (SPEC §5.5)."""
-        return _number(self.get_path("phases.abs_overlap_vE_vL"))
-
-    @property
-    def update_abs_cos_recorded(self) -> float | None:
-        """Mean |cos(update, v_b)| the in-training diagnostics recorded."""
-        return _number(self.get_path("training_diagnostics.update_mean_abs_cos"))
-
-    @property
-    def noise_floor(self) -> float | None:
-        """E|cos| of a random direction with the backbone in D dims (the alignment noise floor)."""
-        return _number(self.get_path("update_alignment.noise_floor.mean_abs_cos"))
-
-    @property
-    def rho_mean(self) -> float | None:
-        """Mean ρ between adjacent rolling windows (None when the rolling stage was skipped)."""
-        return _number(self.get_path("rolling.rho_mean"))
-
-    # ------------------------------------------------------------------ alignment
-    def _update_block(self) -> dict:
-        ua = self._block("update_alignment")
-        return ua.get("fixed_lag") or ua.get("consecutive") or {}
-
-    @property
-    def update_mean_abs_cos(self) -> float | None:
-        """Mean |cos(u, v_b)| of the fixed-lag updates (else consecutive checkpoints), SPEC §5.8."""
-        return _number(self._update_block().get("mean_abs_cos"))
-
-    @property
-    def update_mean_abs_cos_early(self) -> float | None:
-        """Same over the updates ending at ≤ early_max_step."""
-        return _number(self._update_block().get("mean_abs_cos_early"))
-
-    @property
-    def update_lag(self) -> int | None:
-        """Lag of the fixed-lag updates (None: consecutive checkpoints)."""
-        return self._update_block().get("lag")
-
-    @property
-    def update_sign_flip_step(self) -> int | None:
-        return self._update_block().get("sign_flip_step")
-
-    @property
-    def grad_mean_abs_cos(self) -> float | None:
-        """Mean per-batch gradient |cos(g, v_b)| recorded during training (diagnostics callbacks)."""
-        return _number(self.get_path("training_diagnostics.grad_mean_abs_cos"))
-
-    @property
-    def update_over_grad(self) -> float | None:
-        """Recorded update |cos| / gradient |cos| (the paper's "20–30×" gap, §9.2)."""
-        return _number(self.get_path("training_diagnostics.update_over_grad"))
+    def beyond_null(self) -> bool | None:
+        """Whether the row-normalised PC1 % is above the random walk's 97.5 % quantile (None: no null)."""
+        b = self._data.get("beyond_null")
+        return b if isinstance(b, bool) else None
 
     def correlation_r(self, window: str) -> float | None:
         """corr(p_ood, ‖r‖) of a window label (``full``, ``0-2000``, ...); None when absent."""
@@ -292,70 +265,17 @@ class Summary(Mapping[str, Any]):
         """a(t) of the reheating run in the source backbone frame, aligned with `reheat_steps`."""
         return list(self.get_path("reheating.a") or [])
 
-    @property
-    def reheat_max_abs_a_rel_change(self) -> float | None:
-        return _number(self.get_path("reheating.max_abs_a_rel_change"))
-
-    @property
-    def reheat_source_pc1_pct(self) -> float | None:
-        return _number(self.get_path("reheating.source_pc1_pct"))
-
-    # ------------------------------------------------------------------ null baseline, controls
-    def null_band(self, metric: str) -> dict | None:
-        """{observed, mean, lo, hi, beyond} of a statistic against the isotropic random walk (None: no null)."""
-        m = self.get_path(f"null_baseline.metrics.{metric}")
-        return dict(m) if isinstance(m, Mapping) else None
-
-    @property
-    def beyond_null(self) -> bool | None:
-        """Whether the row-normalised PC1 % is above the random walk's 97.5 % quantile (None: no null)."""
-        b = self._data.get("beyond_null")
-        return b if isinstance(b, bool) else None
-
-    @property
-    def update_oos_mean_abs_cos(self) -> float | None:
-        """Mean update |cos| against the rolling backbone ending before the update (out of sample)."""
-        return _number(self.get_path("update_alignment.rolling_reference.out_of_sample.mean_abs_cos"))
-
-    @property
-    def update_insample_mean_abs_cos(self) -> float | None:
-        """Same against the window ending at the update's step (in sample, the paper's legacy construction)."""
-        return _number(self.get_path("update_alignment.rolling_reference.in_sample_legacy.mean_abs_cos"))
-
-    @property
-    def update_over_grad_out_of_sample(self) -> float | None:
-        """Out-of-sample update |cos| / recorded gradient |cos| (both references end before the step)."""
-        return _number(self.get_path("training_diagnostics.update_over_grad_out_of_sample"))
-
-    @property
-    def shrinkage_cos(self) -> float | None:
-        """|cos(v_b, θ(anchor))| (≈ 1: the backbone is weight decay shrinking θ(anchor))."""
-        return _number(self._data.get("shrinkage_cos"))
-
-    @property
-    def val_loss_drop(self) -> float | None:
-        """First minus last evaluated val loss (nats/token; None without evaluations)."""
-        return _number((self._data.get("learning") or {}).get("drop"))
-
     # ------------------------------------------------------------------ DONE marker
     @property
     def report_path(self) -> str:
         return str(Path(self.out_dir or "") / REPORT_NAME)
 
     def headline(self) -> dict:
-        """A few numbers for training's DONE marker and console (the full summary stays in analysis/)."""
-        out = {
-            "pc1_rownorm_pct": self.pc1_rownorm_pct,
-            "pc1_raw_pct": self.pc1_raw_pct,
-            "k95_raw": self.k95_raw,
-            "drift_norm_final": self.drift_final,
-            "backbone_frac_final": self.backbone_frac_final,
-            "backbone_frac_mean": self.backbone_frac_mean,
-            "rho_mean": self.rho_mean,
-            "beyond_null": self.beyond_null,
-            "snapshots_used": self.snapshots_used,
-            "snapshots_dropped": self.snapshots_dropped,
-            "analysis_flags": self.flag_codes or None,
-            "report": self.report_path,
-        }
+        """The headline numbers (declared ``headline=True``) plus the selection, the flags and the
+        report path: training's DONE marker and console (the full summary stays in analysis/)."""
+        out = {**self.numbers(headline_only=True),
+               "snapshots_used": self.snapshots_used,
+               "snapshots_dropped": self.snapshots_dropped,
+               "analysis_flags": self.flag_codes or None,
+               "report": self.report_path}
         return {k: v for k, v in out.items() if v is not None}

@@ -11,7 +11,7 @@ val loss of the SGD+momentum control).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -82,11 +82,3 @@ def matched_step(eval_steps: Sequence[int], val_loss: Sequence[float], target: f
     i = np.nonzero(ok)[0][np.argmin(np.abs(vl[ok] - target))]
     return int(st[i])
 
-
-def compare_windows(grams: Mapping[str, DriftGram], windows: Sequence[tuple[str, str, Sequence[int]]], sub_window: int = 5) -> list[dict]:
-    """Table 5-style rows: for each (label, run name, steps) the window geometry of that run."""
-    rows = []
-    for label, run, steps in windows:
-        g = grams[run]
-        rows.append({"label": label, "run": run, **window_geometry(g, steps, sub_window=sub_window)})
-    return rows

@@ -35,13 +35,17 @@ def compare(paths, out_dir=None, plots: bool = True, claim_files=(), paper_claim
 
     from backbone_lab.compare.claim_file import load_claims
     from backbone_lab.compare.claim_file import paper_claims as shipped_claims
+    from backbone_lab.compare.claim_metrics import declare_numbers
 
-    claims = (shipped_claims() if paper_claims else []) + [c for f in claim_files for c in load_claims(f)]
     paths = [str(p) for p in paths]
-    runs = discover_runs(paths)
+    runs = discover_runs(paths)  # reads summaries only: cheap, and the claims may name their numbers
     if not runs:
         raise FileNotFoundError(f"no runs (folders with config.yaml or a DONE/FAILED marker) under {', '.join(paths)}")
     _probe(runs)
+    for run in runs:  # numbers declared by the runs' own (user) stages are claim metrics too
+        if run.ok and isinstance(run.summary.get("numbers"), dict):
+            declare_numbers(run.summary["numbers"])
+    claims = (shipped_claims() if paper_claims else []) + [c for f in claim_files for c in load_claims(f)]
     if out_dir is None:
         out_dir = default_out_dir(paths, runs)
     info = write_report(runs, Path(out_dir), paths, plots=plots, claims=claims, wandb_mode=wandb_mode)

@@ -8,7 +8,11 @@ to get it (e.g. "no gradient alignment recorded: train with callbacks=alignment"
 claims check turns into a *not testable here* verdict.
 
 Values are floats; ``per_block_pc1_raw_pct`` is a list (one value per block: a band then holds
-for every block). Add a metric with `@metric(name, unit, about)`.
+for every block). Every number an analysis stage declares (`analysis.stage.Number`) is a metric
+under its own name, unit and description without a line here — the built-in stages' at import,
+a user stage's once `declare_numbers` has read a run's summary.json (`compare` does, before the
+claim files are checked). Only a metric that computes something (a ratio, a difference, a
+lookup across runs) is written here, with `@metric(name, unit, about)`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backbone_lab.compare.runs import Run, eval_best, eval_last, load_run, val_loss_drop
+from backbone_lab.analysis.stages.training_diagnostics import NO_DIAGNOSTICS
+from backbone_lab.compare.runs import Run, eval_best, eval_last, load_run
 from backbone_lab.compare.tables import early_correlation, matched_pairs, matched_windows_table
 from backbone_lab.run_dir import RunDir
 
@@ -59,10 +64,34 @@ def metric(name: str, unit: str, about: str, null_key: str = ""):
     analysis' null baseline when that differs from `name`)."""
 
     def deco(fn):
+        if name in METRICS:
+            raise ValueError(f"claim metric {name!r} is defined twice")
         METRICS[name] = Metric(name, unit, about, fn, null_key or name)
         return fn
 
     return deco
+
+
+def _declared_lookup(name: str, absent: str) -> Callable:
+    def lookup(run: Run, ctx: ClaimContext):
+        try:
+            v = run.summary.value(name)
+        except KeyError:  # the run's analysis has no stage declaring it
+            v = None
+        if v is None and absent:
+            raise NotMeasured(absent)
+        return v
+
+    return lookup
+
+
+def declare_numbers(table: dict[str, dict]) -> None:
+    """Make every number of a ``numbers`` table (summary.json's, or the built-in stages') a claim
+    metric: a plain lookup by its one name. A name already defined stays as it is."""
+    for name, row in (table or {}).items():
+        if name not in METRICS:
+            METRICS[name] = Metric(name, str(row.get("unit", "")), str(row.get("about", "")),
+                                   _declared_lookup(name, str(row.get("absent", ""))), name)
 
 
 class ClaimContext:
@@ -114,31 +143,6 @@ def _needs(block_value: Any, why: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- trajectory PCA
-@metric("pc1_rownorm_pct", "%", "PC1 explained variance of the row-normalised, uncentered trunk drift (paper §4.1)")
-def _pc1_rownorm(run, ctx):
-    return run.summary.pc1_rownorm_pct
-
-
-@metric("pc1_raw_pct", "%", "PC1 explained variance of the raw, uncentered trunk drift")
-def _pc1_raw(run, ctx):
-    return run.summary.pc1_raw_pct
-
-
-@metric("k95_rownorm", "components", "components for 95 % of the row-normalised drift energy")
-def _k95_rownorm(run, ctx):
-    return run.summary.k95_rownorm
-
-
-@metric("k95_raw", "components", "components for 95 % of the raw drift energy")
-def _k95_raw(run, ctx):
-    return run.summary.k95_raw
-
-
-@metric("drift", "parameter units", "‖θ(final) − θ(anchor)‖ on the trunk")
-def _drift(run, ctx):
-    return run.summary.drift_final
-
-
 @metric("backbone_frac_mean_pct", "%", "mean over snapshots of f_b = a(t)² / ‖Δθ(t)‖² (paper §3.3's 68–72 %)")
 def _fb_mean(run, ctx):
     v = run.summary.backbone_frac_mean
@@ -154,21 +158,6 @@ def _per_block(run, ctx):
 
 
 # ----------------------------------------------------------------------------- rolling / phases
-@metric("rho_min", "abs cos", "smallest ρ between adjacent rolling-window backbones (paper §4.2: > 0.7 everywhere)")
-def _rho_min(run, ctx):
-    return _needs(run.get("rolling.rho_min"), "no rolling-window analysis (fewer snapshots than a window)")
-
-
-@metric("rho_mean", "abs cos", "mean ρ between adjacent rolling-window backbones (paper §4.2: 0.80)")
-def _rho_mean(run, ctx):
-    return _needs(run.summary.rho_mean, "no rolling-window analysis (fewer snapshots than a window)")
-
-
-@metric("phase_overlap", "abs cos", "|⟨v_E, v_L⟩| of the phase backbones before / after the phase boundary (paper §4.3: 0.32)")
-def _phase_overlap(run, ctx):
-    return _needs(run.get("phases.abs_overlap_vE_vL"), "no phase backbones (phases stage skipped: too few rows per phase)")
-
-
 @metric("phase_pc1_gain", "percentage points", "PC1 % of the late phase minus PC1 % of the early phase (paper §4.3: 81 − 60)")
 def _phase_gain(run, ctx):
     early, late = run.get("phases.pc1_early_pct"), run.get("phases.pc1_late_pct")
@@ -178,33 +167,12 @@ def _phase_gain(run, ctx):
 
 
 # ----------------------------------------------------------------------------- alignment
-_NO_DIAGNOSTICS = ("no gradient alignment recorded in training: train with callbacks=alignment "
-                   "(the CPU twins' default) or callbacks=diagnostics")
-
-
-@metric("update_abs_cos_early", "abs cos", "mean |cos(u, v_b)| of the fixed-lag updates ending by early_max_step (analysis, global v_b; paper §4.8: 0.15–0.32)")
-def _upd_early(run, ctx):
-    return run.summary.update_mean_abs_cos_early
-
-
-@metric("update_abs_cos", "abs cos", "mean |cos(u, v_b)| of all fixed-lag updates (analysis, global v_b; paper §6.3)")
-def _upd(run, ctx):
-    return run.summary.update_mean_abs_cos
-
-
-@metric("grad_abs_cos", "abs cos", "mean per-batch gradient |cos(g, v_b)| recorded in training (rolling v_b; paper §9.2: 0.008–0.012)")
-def _grad(run, ctx):
-    return _needs(run.summary.grad_mean_abs_cos, _NO_DIAGNOSTICS)
-
-
-@metric("update_over_grad", "×", "recorded Δ-step update |cos| / per-batch gradient |cos| with the same rolling v_b (paper §9.2: 20–30×)")
-def _gap(run, ctx):
-    return _needs(run.summary.update_over_grad, _NO_DIAGNOSTICS)
+_NO_DIAGNOSTICS = NO_DIAGNOSTICS
 
 
 @metric("grad_over_noise_floor", "×", "per-batch gradient |cos| / the random-direction floor √(2/(πD))")
 def _grad_floor(run, ctx):
-    g = _needs(run.summary.grad_mean_abs_cos, _NO_DIAGNOSTICS)
+    g = _needs(run.summary.grad_abs_cos, _NO_DIAGNOSTICS)
     floor = run.get("training_diagnostics.noise_floor")
     return None if not floor else g / floor
 
@@ -244,12 +212,6 @@ def _best(run, ctx):
 @metric("final_val_loss", "nats/token", "validation L_LM at the last evaluation")
 def _val(run, ctx):
     return eval_last(run, "val_loss")
-
-
-@metric("val_loss_drop", "nats/token", "first minus last validation L_LM (summary `learning.drop`, else eval_metrics.csv)")
-def _drop(run, ctx):
-    v = val_loss_drop(run)
-    return None if math.isnan(v) else v
 
 
 # ----------------------------------------------------------------------------- matched windows (Table 5)
@@ -304,3 +266,15 @@ def _transverse(run, ctx):
     if not cos:
         raise NotMeasured("no projection on the source backbone (analysis.source_run unset)")
     return 1 - max(c * c for c in cos)
+
+
+def _declare_builtin_numbers() -> None:
+    from backbone_lab.analysis.registry import builtin_numbers
+
+    clash = sorted(set(builtin_numbers()) & set(METRICS))
+    if clash:  # one declaration per number: a stage's number is not written again here
+        raise ValueError(f"claim metrics {clash} are declared by an analysis stage already")
+    declare_numbers(builtin_numbers())
+
+
+_declare_builtin_numbers()

@@ -91,7 +91,7 @@ def headline_figure(runs: list[Run], out_dir: Path) -> str | None:
     else:
         P.not_enough(a_spec, "not enough snapshots for a spectrum")
 
-    drift = [_val(x.drift_final) for x in s]
+    drift = [_val(x.drift) for x in s]
     if _bars(a_drift, drift, colors, labels, "a drift"):
         if P.log_if_wide(a_drift, drift):
             a_drift.set_ylabel("‖θ(final) − θ(anchor)‖ (parameter units, log)")
@@ -99,9 +99,9 @@ def headline_figure(runs: list[Run], out_dir: Path) -> str | None:
             a_drift.set_ylabel("‖θ(final) − θ(anchor)‖ (parameter units)")
     a_drift.set_title("drift from the anchor (trunk)", fontsize=9)
 
-    grad = [_val(x.grad_mean_abs_cos) for x in s]
+    grad = [_val(x.grad_abs_cos) for x in s]
     upd_rec = [_val(x.update_abs_cos_recorded) for x in s]
-    upd = [_val(x.update_mean_abs_cos) for x in s]
+    upd = [_val(x.update_abs_cos) for x in s]
     a_align.set_title("gradient vs update alignment with the backbone", fontsize=9)
     if np.isfinite(np.array(grad + upd_rec + upd)).any():
         i = np.arange(len(s))

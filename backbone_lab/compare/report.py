@@ -17,7 +17,7 @@ from backbone_lab.compare.group_figure import group_figure
 from backbone_lab.compare.headline_figure import headline_figure
 from backbone_lab.compare.plots import overlay_figures
 from backbone_lab.compare.runs import Run
-from backbone_lab.compare.seed_groups import groups_table, with_seed_means
+from backbone_lab.compare.seed_groups import GROUPS_CSV_COLUMNS, groups_table, with_seed_means
 from backbone_lab.compare.seed_stats import INTERVAL_METHOD
 from backbone_lab.durable import atomic_write_text, output_folder
 
@@ -100,7 +100,6 @@ def build_tables(runs: list[Run]) -> dict[str, list[dict]]:
     return {k: v for k, v in out.items() if v}
 
 
-GROUPS_CSV_COLUMNS = ("group", "metric", "n", "mean", "ci_low", "ci_high", "note")
 CLAIM_COLUMNS = ("claim", "section", "verdict", "seeds", "ours", "expected", "effect", "null", "paper_band", "paper", "why")
 
 

@@ -19,6 +19,8 @@ from backbone_lab.compare.grouping import seed_group_key
 from backbone_lab.compare.runs import Run
 from backbone_lab.compare.seed_stats import ONE_SEED, seed_interval
 
+GROUPS_CSV_COLUMNS = ("group", "metric", "n", "mean", "ci_low", "ci_high", "note")  # groups.csv
+
 GROUP_COLUMNS = ("group", "metric", "n", "mean", "ci_low", "ci_high", "note")
 # the headline numbers per group (claim metric names; absent ones are skipped)
 GROUP_METRICS = ("final_val_loss", "val_loss_drop", "best_p_ood", "pc1_rownorm_pct", "pc1_raw_pct", "k95_rownorm",

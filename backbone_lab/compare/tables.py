@@ -49,7 +49,9 @@ def _paper(ref: PaperRef | None, run: Run, keys: Sequence[str]) -> tuple[dict, s
 
 
 def headline(run: Run) -> dict[str, Any]:
-    """Numbers of one run used by several tables."""
+    """Numbers of one run used by several tables: its evaluations, then the headline numbers the
+    analysis stages declare (`analysis.stage.Number`, user stages included; NaN when absent), by
+    their one name."""
     s = run.summary
     best, best_step = eval_best(run, "p_ood")
     return {
@@ -58,18 +60,7 @@ def headline(run: Run) -> dict[str, Any]:
         "final_p_ood": eval_last(run, "p_ood"),
         "best_p_ood": best,
         "best_p_ood_step": best_step,
-        "pc1_rownorm": _nan(s.pc1_rownorm_pct),
-        "pc1_raw": _nan(s.pc1_raw_pct),
-        "k95_rownorm": _nan(s.k95_rownorm),
-        "k95_raw": _nan(s.k95_raw),
-        "drift": _nan(s.drift_final),
-        "backbone_frac_mean": _nan(s.backbone_frac_mean),
-        "rho_mean": _nan(s.rho_mean),
-        "update_abs_cos": _nan(s.update_mean_abs_cos),
-        "grad_abs_cos": _nan(s.grad_mean_abs_cos),
-        "update_abs_cos_recorded": _nan(s.update_abs_cos_recorded),
-        "update_over_grad": _nan(s.update_over_grad),
-        "noise_floor": _nan(s.noise_floor),
+        **{name: _nan(v) for name, v in s.numbers(headline_only=True).items()},
         "anchor_step": _nan(s.anchor_step),
         "snapshots_used": _nan(s.snapshots_used),
         "beyond_null": run.get("beyond_null"),  # PC1 dominance outside the null band (None: no null in the analysis)
@@ -304,9 +295,9 @@ def beta2_table(runs: list[Run]) -> list[dict]:
         h, s = headline(r), r.summary
         row: dict[str, Any] = {
             "beta2": b2, "run": r.label or r.name, "state": r.state,
-            "pc1_rownorm": h["pc1_rownorm"], "pc1_raw": h["pc1_raw"], "drift": h["drift"],
-            "best_p_ood": h["best_p_ood"], "mean_abs_cos": _nan(s.update_mean_abs_cos),
-            "early_abs_cos": _nan(s.update_mean_abs_cos_early), "early_corr": early_correlation(r),
+            "pc1_rownorm_pct": h["pc1_rownorm_pct"], "pc1_raw_pct": h["pc1_raw_pct"], "drift": h["drift"],
+            "best_p_ood": h["best_p_ood"], "update_abs_cos": h["update_abs_cos"],
+            "update_abs_cos_early": _nan(s.update_abs_cos_early), "early_corr": early_correlation(r),
             "update_lag": _nan(s.update_lag),
         }
         paper_vals = next((v for k, v in BETA2.items() if math.isclose(k, b2, abs_tol=1e-9)), None)

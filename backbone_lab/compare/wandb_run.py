@@ -51,7 +51,7 @@ def publish_compare(out_dir: Path, runs: list[Run], tables: dict[str, list[dict]
                      name=f"compare/{'+'.join(names) or out_dir.parent.name}", group=names[0] if len(names) == 1 else None,
                      config={"inputs": inputs, "n_runs": len(runs), "experiments": names}, reinit="finish_previous")
     try:
-        from backbone_lab.compare.report import GROUPS_CSV_COLUMNS
+        from backbone_lab.compare.seed_groups import GROUPS_CSV_COLUMNS
 
         payload: dict[str, Any] = {}
         for name, rows in tables.items():

@@ -7,7 +7,7 @@ import math
 import re
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from .codewords import CODEWORD_RULES
 
@@ -24,6 +24,10 @@ class DataConfig:
     source: str = "synthetic"
     """synthetic (the project's own stories) | local (train_files via `datasets`) | tinystories (the hub)
     | package.module:function (a user source: function(config) -> (train_texts, val_texts))."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """A user source's own keys (`data.options.<key>`, read as `config.options[...]`): a key only
+    one source knows goes here, not into this schema. Built-in sources take none. Empty (the
+    default) leaves a run's identity as it was (empty nodes are not part of the fingerprint)."""
     train_files: list[str] = field(default_factory=list)
     """local: text (stories separated by blank lines) or JSON files."""
     val_files: list[str] = field(default_factory=list)
@@ -111,6 +115,9 @@ class DataConfig:
             pair = getattr(self, name)
             if len(pair) != 2 or not 0 <= pair[0] <= pair[1]:
                 raise ValueError(f"data.{name} must be [low, high] with 0 <= low <= high, got {list(pair)}")
+        if self.options and self.source in SOURCES:
+            raise ValueError(f"data.options {sorted(self.options)} are for a user source (package.module:function); "
+                             f"data.source={self.source} takes none")
         if self.source == "local" and not self.train_files:
             raise ValueError("data=local needs data.train_files=[path, ...]")
 

@@ -90,10 +90,17 @@ def finish_lm(sums) -> float:
 
 
 def evaluate_probe(model: torch.nn.Module, loader, device) -> dict[str, float]:
-    """Exact-match accuracy and NLLs of a probe eval set on one process (see `finish_probe`)."""
+    """Exact-match accuracy and NLLs of a probe eval set on one process (see `finish_probe`).
+
+    Public API: evaluate any model (a notebook, a loaded checkpoint) outside the training loop;
+    the training loop uses the rank-aware `probe_sums` + all-reduce + `finish_probe` instead.
+    """
     return finish_probe(probe_sums(model, loader, device).tolist())
 
 
 def evaluate_lm(model: torch.nn.Module, loader, device, max_batches: int | None = None) -> float:
-    """Token-weighted mean CE over all non-ignored targets of ``loader`` on one process."""
+    """Token-weighted mean CE over all non-ignored targets of ``loader`` on one process.
+
+    Public API, the LM counterpart of `evaluate_probe`.
+    """
     return finish_lm(lm_sums(model, loader, device, max_batches).tolist())

@@ -57,9 +57,6 @@ class TokenStore:
     def n_tokens(self) -> int:
         return int(self.offsets[-1])
 
-    def doc_len(self, i: int) -> int:
-        return int(self.offsets[i + 1] - self.offsets[i])
-
     def doc(self, i: int) -> np.ndarray:
         """Token ids of document ``i`` as int64, shape (len_i,)."""
         if not 0 <= i < self.n_docs:

@@ -69,14 +69,6 @@ def alignment_stats(g: torch.Tensor, v: torch.Tensor, prefix: str = "") -> dict[
     return {prefix + k: v for k, v in out.items()}
 
 
-def perpendicular_fraction_direct(g: torch.Tensor, v: torch.Tensor) -> float:
-    """‖g − ⟨g, v̂⟩v̂‖/‖g‖ computed explicitly (a D-vector; for tests of the closed form)."""
-    g64, v64 = g.reshape(-1).double(), v.reshape(-1).double()
-    vh = v64 / v64.norm()
-    r = g64 - torch.dot(g64, vh) * vh
-    return float(r.norm() / g64.norm())
-
-
 def monte_carlo_abs_cos(D: int, n: int = 2000, seed: int = 0) -> tuple[float, float]:
     """(mean, standard error) of |cos| between a fixed unit vector and n Gaussian vectors in D dims."""
     rng = np.random.default_rng(seed)

@@ -39,7 +39,7 @@ from backbone_lab.run_dir import RunDir
 from backbone_lab.run_identity import plain as _plain
 from backbone_lab.diagnostics import alignment as al
 from backbone_lab.diagnostics import fisher as fi
-from backbone_lab.diagnostics.records import FILES, RecordWriter
+from backbone_lab.analysis.diagnostic_records import FILES, RecordWriter
 from backbone_lab.diagnostics.reference_direction import (
     ReferenceConfig, ReferenceDirections, ReferenceProvider, load_direction, switching_direction,
 )

@@ -49,7 +49,7 @@ from backbone_lab import trunk
 from backbone_lab.run_identity import plain as _plain
 from backbone_lab.diagnostics import alignment as al
 from backbone_lab.diagnostics import fisher as fi
-from backbone_lab.diagnostics.records import FILES, RecordWriter
+from backbone_lab.analysis.diagnostic_records import FILES, RecordWriter
 from backbone_lab.diagnostics.reference_direction import (
     ReferenceConfig, ReferenceProvider, load_direction, switching_direction,
 )
@@ -172,11 +172,11 @@ def build_model_at(run_dir: str | Path, step: int, reader=None, device: str = "c
 def _default_batches(run_dir: Path, run_cfg: dict, c: dict, device: str) -> Callable[[str], object]:
     """Fixed training examples of the run's own data config (rebuilds the datamodule once)."""
     from backbone_lab.data.datamodule import BackboneDataModule
+    from backbone_lab.data.config import DataConfig
     from backbone_lab.data.examples import collate
+    from backbone_lab.typed_config import typed_config
 
-    from backbone_lab.config_schema import build
-
-    dm = BackboneDataModule(build("data", run_cfg["data"]), seq_len=int(run_cfg["model"]["seq_len"]), seed=int(run_cfg["seed"]))
+    dm = BackboneDataModule(typed_config(DataConfig, run_cfg["data"], "data"), seq_len=int(run_cfg["model"]["seq_len"]), seed=int(run_cfg["seed"]))
     dm.setup("fit")
     ds = getattr(dm, "train_examples", None) or dm.train_set
     ep, start = int(c["examples"]["epoch"]), int(c["examples"]["start"])
@@ -382,7 +382,7 @@ def analysis_hook(ctx: dict) -> dict:
     the figures `fig2_alignment.png` / `fig3_fisher.png` next to them, and returns a small
     JSON-able summary for summary.json.
     """
-    from backbone_lab.diagnostics.figures import plot_alignment, plot_fisher
+    from backbone_lab.analysis.diagnostic_figures import plot_alignment, plot_fisher
 
     run_dir = Path(ctx["run_dir"])
     out_dir = Path(ctx.get("out_dir") or RunDir(run_dir).analysis) / "diagnostics"

@@ -117,7 +117,7 @@ def analyse_series(series: str, opts: SeriesOptions, cfg, progress=None) -> dict
 
 
 def main(argv: Sequence[str]) -> int:
-    from backbone_lab.analysis.cli import parse_config
+    from backbone_lab.analysis.config import parse_config
     from backbone_lab.analysis.summary import Summary
     from backbone_lab.trajectory.store import TrajectoryError
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from backbone_lab.errors import user_facing
 from backbone_lab.durable import atomic_write, atomic_write_json, ensure_free_space
 from backbone_lab.trajectory import layout as L
 
@@ -52,6 +53,7 @@ _ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
 _NP_STORAGE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
 
 
+@user_facing
 class TrajectoryError(ValueError):
     """A trajectory directory or snapshot is missing, truncated, corrupt or inconsistent.
 

@@ -26,7 +26,7 @@ from backbone_lab.analysis.gram import coeff_rows
 from backbone_lab.analysis.pca import pca_rows
 from backbone_lab.analysis.report import fmt
 from backbone_lab.analysis.shrinkage import AnchorInner, anchor_inner_products, shrinkage_cos
-from backbone_lab.analysis.stage import StageResult
+from backbone_lab.analysis.stage import Number, StageResult
 
 
 def learning_record(metrics: dict | None) -> dict | None:
@@ -44,6 +44,12 @@ def learning_record(metrics: dict | None) -> dict | None:
 
 class ControlsStage:
     name = "controls"
+    numbers = (
+        Number("shrinkage_cos", "shrinkage_cos", "abs cos",
+               "|cos(v_b, θ(anchor))|: ≈ 1 when the backbone is weight decay shrinking θ(anchor), e.g. an SGD control that does not learn"),
+        Number("val_loss_drop", "learning.drop", "nats/token", "first minus last evaluated validation loss (did the run learn?)",
+               absent="no eval_metrics.csv"),
+    )
     requires = ("decomposition",)
 
     def run(self, ctx: AnalysisContext) -> StageResult:

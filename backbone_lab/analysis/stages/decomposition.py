@@ -14,7 +14,7 @@ from backbone_lab.analysis import plotting as P
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.decomposition import Decomposition, decompose
 from backbone_lab.analysis.report import fmt
-from backbone_lab.analysis.stage import CsvTable, StageResult
+from backbone_lab.analysis.stage import CsvTable, Number, StageResult
 
 TIMESERIES_CSV = "timeseries.csv"
 EVAL_COLUMNS = ("p_ood", "p_in", "val_loss", "train_loss", "lr", "lambda")
@@ -23,6 +23,13 @@ EVAL_COLUMNS = ("p_ood", "p_in", "val_loss", "train_loss", "lr", "lambda")
 class DecompositionStage:
     name = "decomposition"
     requires = ("pca",)
+    numbers = (
+        Number("drift", "norm_delta_final", "parameter units", "‖θ(final) − θ(anchor)‖ of the analysis subset", headline=True,
+               aliases=("drift_final", "drift_norm_final")),
+        Number("a_final", "a_final", "parameter units", "backbone coordinate a(final) = ⟨Δθ(final), v_b⟩ (paper Eq. 7)"),
+        Number("backbone_frac_final", "backbone_frac_final", "fraction", "f_b = a² / ‖Δθ‖² at the last analysed step (paper Eq. 9)", headline=True),
+        Number("backbone_frac_mean", "backbone_frac_mean", "fraction", "mean f_b over the steps after the anchor (the paper's 68–72 %)", headline=True),
+    )
 
     def run(self, ctx: AnalysisContext) -> StageResult:
         main = ctx.need("pca").main

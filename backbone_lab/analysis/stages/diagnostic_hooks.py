@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from backbone_lab.analysis.context import AnalysisContext
-from backbone_lab.analysis.registry import load_object
+from backbone_lab.analysis.load_object import load_object
 from backbone_lab.analysis.report import figure_link
 from backbone_lab.analysis.stage import StageResult
 

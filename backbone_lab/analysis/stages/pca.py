@@ -21,7 +21,7 @@ from backbone_lab.analysis import plotting as P
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.pca import RowPCA, pca_rows
 from backbone_lab.analysis.report import fmt
-from backbone_lab.analysis.stage import CsvTable, StageResult
+from backbone_lab.analysis.stage import CsvTable, Number, StageResult
 
 N_REPORTED = 20  # singular values / fractions kept in summary.json
 N_DIRECTIONS = 10  # principal directions kept as coefficients
@@ -43,6 +43,13 @@ def denominator_rule(top10: bool) -> str:
 
 class PCAStage:
     name = "pca"
+    numbers = (
+        Number("pc1_rownorm_pct", "rownorm.pc1_pct", "%", "PC1 share of the row-normalised uncentered drift energy (paper §4.1)", headline=True),
+        Number("pc1_raw_pct", "raw.pc1_pct", "%", "PC1 share of the raw uncentered drift energy (paper §4.1)", headline=True),
+        Number("pc2_rownorm_pct", "rownorm.pc2_pct", "%", "PC2 share of the row-normalised drift energy (paper §4.1)"),
+        Number("k95_rownorm", "rownorm.k95", "components", "components for 95 % of the row-normalised drift energy", headline=True),
+        Number("k95_raw", "raw.k95", "components", "components for 95 % of the raw drift energy", headline=True),
+    )
 
     def run(self, ctx: AnalysisContext) -> StageResult:
         cfg, gram, common = ctx.cfg, ctx.gram, ctx.common

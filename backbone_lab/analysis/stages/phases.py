@@ -17,7 +17,7 @@ from backbone_lab.analysis import plotting as P
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.phases import PhaseResult, default_boundary, phase_backbones
 from backbone_lab.analysis.report import fmt
-from backbone_lab.analysis.stage import CsvTable, Flag, StageResult
+from backbone_lab.analysis.stage import CsvTable, Flag, Number, StageResult
 from backbone_lab.analysis.stages.rolling import ROLLING_CSV
 
 MIN_PHASE_ROWS = 3
@@ -25,6 +25,13 @@ MIN_PHASE_ROWS = 3
 
 class PhasesStage:
     name = "phases"
+    numbers = (
+        Number("phase_overlap", "abs_overlap_vE_vL", "abs cos",
+               "|⟨v_E, v_L⟩| of the phase backbones before / after the phase boundary (paper §4.3: 0.32)",
+               aliases=("phase_overlap_vE_vL",), absent="no phase backbones (phases stage skipped: too few rows per phase)"),
+        Number("phase_pc1_early_pct", "pc1_early_pct", "%", "PC1 share of the early phase's row-normalised drift (paper §4.3: 60 %)"),
+        Number("phase_pc1_late_pct", "pc1_late_pct", "%", "PC1 share of the late phase's row-normalised drift (paper §4.3: 81 %)"),
+    )
 
     def run(self, ctx: AnalysisContext) -> StageResult:
         roll = ctx.maybe("rolling")

@@ -9,11 +9,17 @@ from __future__ import annotations
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.reheating import reheating_projection
 from backbone_lab.analysis.report import fmt
-from backbone_lab.analysis.stage import StageResult
+from backbone_lab.analysis.stage import Number, StageResult
 
 
 class ReheatingStage:
     name = "reheating"
+    numbers = (
+        Number("reheat_max_abs_a_rel_change", "max_abs_a_rel_change", "fraction",
+               "max |a(t) − a_src(final)| / a_src(final) while reheating, in the source run's backbone frame (paper §7.1)",
+               absent="no projection on the source backbone (analysis.source_run unset)"),
+        Number("reheat_source_pc1_pct", "source_pc1_pct", "%", "PC1 share of the source run's row-normalised drift"),
+    )
 
     def run(self, ctx: AnalysisContext) -> StageResult:
         if not ctx.cfg.source_run:

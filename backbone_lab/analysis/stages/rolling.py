@@ -17,7 +17,7 @@ from backbone_lab.analysis import plotting as P
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.report import fmt
 from backbone_lab.analysis.rolling import RollingResult, rolling_backbones
-from backbone_lab.analysis.stage import CsvTable, Flag, StageResult
+from backbone_lab.analysis.stage import CsvTable, Flag, Number, StageResult
 
 ROLLING_CSV = "rolling.csv"
 MIN_RHO_PAIRS = 5
@@ -26,6 +26,12 @@ MIN_WINDOW_ROWS = 4
 
 class RollingStage:
     name = "rolling"
+    numbers = (
+        Number("rho_mean", "rho_mean", "abs cos", "mean ρ between adjacent rolling-window backbones (paper §4.2: 0.80)", headline=True,
+               absent="no rolling-window analysis (fewer snapshots than a window)"),
+        Number("rho_min", "rho_min", "abs cos", "smallest ρ between adjacent rolling-window backbones (paper §4.2: > 0.7 everywhere)",
+               absent="no rolling-window analysis (fewer snapshots than a window)"),
+    )
 
     def run(self, ctx: AnalysisContext) -> StageResult:
         cfg, rows = ctx.cfg, ctx.rows

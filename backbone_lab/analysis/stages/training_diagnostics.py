@@ -2,7 +2,7 @@
 
 The diagnostics callbacks record, during training, per-batch gradient and accumulated-update
 cosines with the backbone and Fisher Rayleigh quotients (docs/DIAGNOSTICS.md). This stage draws
-``fig2_alignment.png`` / ``fig3_fisher.png`` (``backbone_lab.diagnostics.figures``) and sums up
+``fig2_alignment.png`` / ``fig3_fisher.png`` (``backbone_lab.analysis.diagnostic_figures``) and sums up
 the alignment gap the paper quotes ("updates 20–30× more aligned than gradients", §9.2).
 
 Summary block ``training_diagnostics`` (only when the run has a diagnostics folder): ``source``,
@@ -28,7 +28,11 @@ import numpy as np
 
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.report import fmt
-from backbone_lab.analysis.stage import StageResult
+from backbone_lab.analysis.stage import Number, StageResult
+
+
+NO_DIAGNOSTICS = ("no gradient alignment recorded in training: train with callbacks=alignment "
+                  "(the CPU twins' default) or callbacks=diagnostics")
 
 
 def _mean(records: dict, key: str) -> tuple[float | None, int]:
@@ -48,13 +52,26 @@ def _in_sample_fraction(records: dict) -> float | None:
 
 class TrainingDiagnosticsStage:
     name = "training_diagnostics"
+    numbers = (
+        Number("grad_abs_cos", "grad_mean_abs_cos", "abs cos",
+               "mean per-batch gradient |cos(g, v_b)| recorded in training (rolling v_b; paper §9.2: 0.008–0.012)", headline=True,
+               aliases=("grad_mean_abs_cos", "grad_abs_cos_recorded"), absent=NO_DIAGNOSTICS),
+        Number("update_abs_cos_recorded", "update_mean_abs_cos", "abs cos",
+               "mean Δ-step update |cos(u, v_b)| recorded in training (rolling v_b)", headline=True, absent=NO_DIAGNOSTICS),
+        Number("update_over_grad", "update_over_grad", "×",
+               "recorded update |cos| / per-batch gradient |cos| with the same v_b (paper §9.2: 20–30×; legacy: the update's reference contains it)",
+               headline=True, absent=NO_DIAGNOSTICS),
+        Number("update_over_grad_out_of_sample", "update_over_grad_out_of_sample", "×",
+               "out-of-sample update |cos| / per-batch gradient |cos|: both references end before the step measured",
+               headline=True, absent=NO_DIAGNOSTICS),
+    )
 
     def run(self, ctx: AnalysisContext) -> StageResult:
         source = ctx.run.diagnostics
         if not source.is_dir():
             return StageResult()
-        from backbone_lab.diagnostics.figures import plot_alignment, plot_fisher
-        from backbone_lab.diagnostics.records import FILES, read_records
+        from backbone_lab.analysis.diagnostic_figures import plot_alignment, plot_fisher
+        from backbone_lab.analysis.diagnostic_records import FILES, read_records
 
         figures: dict[str, Path] = {}
         if ctx.cfg.figures:

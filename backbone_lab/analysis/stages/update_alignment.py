@@ -25,7 +25,7 @@ from backbone_lab.analysis import plotting as P
 from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.noise_floor import noise_floor_record
 from backbone_lab.analysis.report import fmt
-from backbone_lab.analysis.stage import CsvTable, Flag, StageResult
+from backbone_lab.analysis.stage import CsvTable, Flag, Number, StageResult
 from backbone_lab.analysis.update_alignment import (
     alignment_summary, consecutive_pairs, lag_pairs, rolling_reference_alignment, update_alignment,
 )
@@ -47,6 +47,24 @@ def early_label(early_max: int, last_step: int) -> str:
 class UpdateAlignmentStage:
     name = "update_alignment"
     requires = ("decomposition",)
+    numbers = (
+        Number("update_abs_cos", ("fixed_lag.mean_abs_cos", "consecutive.mean_abs_cos"), "abs cos",
+               "mean |cos(u, v_b)| of the fixed-lag updates, else of consecutive snapshots (global v_b; paper §6.3)",
+               headline=True, aliases=("update_mean_abs_cos",)),
+        Number("update_abs_cos_early", ("fixed_lag.mean_abs_cos_early", "consecutive.mean_abs_cos_early"), "abs cos",
+               "the same over the updates ending by early_max_step (paper §4.8: 0.15–0.32)", aliases=("update_mean_abs_cos_early",)),
+        Number("update_lag", ("fixed_lag.lag", "consecutive.lag"), "steps", "lag of the fixed-lag updates (absent: consecutive snapshots)"),
+        Number("update_sign_flip_step", ("fixed_lag.sign_flip_step", "consecutive.sign_flip_step"), "step",
+               "first step where the signed cos(u, v_b) changes sign for good (paper §4.8: ≈5,100)"),
+        Number("noise_floor", "noise_floor.mean_abs_cos", "abs cos", "E|cos| of a random direction with v_b in D dimensions, √(2/(πD))",
+               headline=True),
+        Number("update_oos_abs_cos", "rolling_reference.out_of_sample.mean_abs_cos", "abs cos",
+               "mean |cos(u, v_roll)| against the rolling backbone of a window that ends before the update (out of sample)",
+               aliases=("update_oos_mean_abs_cos",)),
+        Number("update_insample_abs_cos", "rolling_reference.in_sample_legacy.mean_abs_cos", "abs cos",
+               "the same against the window ending at the update's step, which contains it (in sample: the paper's construction)",
+               aliases=("update_insample_mean_abs_cos",)),
+    )
 
     def run(self, ctx: AnalysisContext) -> StageResult:
         cfg, gram = ctx.cfg, ctx.gram

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backbone_lab.diagnostics.records import FILES, read_records
+from backbone_lab.analysis.diagnostic_records import FILES, read_records
 from backbone_lab.run_dir import RunDir
 
 
