@@ -1,4 +1,4 @@
-"""Start a run from another run's weights (reheating, SPEC §4.3): weights only, fresh optimizer.
+"""Start a run from another run's weights (reheating, PAPER_MAP §4.3): weights only, fresh optimizer.
 
 `init_from=<run_dir>` takes the source run's final weights (`checkpoints/last.ckpt`, which is
 always the final step); `init_step=S` takes step S from a full checkpoint of that step

@@ -1,9 +1,9 @@
 """LightningModule: the composite loss, its λ schedule, the lr schedule and parameter groups.
 
-Thin glue around `backbone_lab.model` and `backbone_lab.objective` (SPEC §3):
+Thin glue around `backbone_lab.model` and `backbone_lab.objective` (PAPER_MAP §3):
 * micro-batch loss L = L_LM + λ(t) L_probe; Lightning divides it by the accumulation factor (and
   DDP averages over ranks), so the step gradient is the plain average of the micro-batch
-  composite losses (SPEC §3.1) — whatever the split between ranks and accumulation;
+  composite losses (PAPER_MAP §3.1) — whatever the split between ranks and accumulation;
 * λ(t) and lr(t) are functions of the optimizer step t = global_step + 1 (1-based);
 * parameter groups by shape, not by name (nanoGPT; `optim.parameter_groups_by_kind`): matrices
   decay, vectors (norm weights and biases) do not; the trunk matrices the model declares form

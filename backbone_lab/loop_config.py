@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 @dataclass
 class LoopConfig:
-    """The optimisation loop (SPEC §3)."""
+    """The optimisation loop (PAPER_MAP §3)."""
 
     max_steps: int = 1000
     """Optimizer steps."""

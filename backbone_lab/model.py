@@ -1,4 +1,4 @@
-"""A pre-norm decoder, readable top to bottom (SPEC §1, paper §2.1), with litgpt-style families.
+"""A pre-norm decoder, readable top to bottom (PAPER_MAP §1, paper §2.1), with litgpt-style families.
 
     tok_emb (+ pos_emb) -> n_layer x [x + Attn(Norm1(x)); x + MLP(Norm2(x))] -> Norm_f -> lm_head
 
@@ -6,7 +6,7 @@
 (registered as the `model` group's schema) and `GPT(config)` takes it as is. A family differs
 only in the names of its components:
 
-| field        | GPT (the paper's, SPEC §1)  | Llama-style                    |
+| field        | GPT (the paper's, PAPER_MAP §1)  | Llama-style                    |
 |--------------|-----------------------------|--------------------------------|
 | `norm`       | `LayerNorm` (with bias)     | `RMSNorm`                      |
 | `mlp`        | `GELU`: w_up -> GELU -> w_down | `SwiGLU`: w_down(silu(w_gate x) * w_up x) |
@@ -15,11 +15,11 @@ only in the names of its components:
 
 Common to all: one fused `qkv` projection (no bias) split into q, k, v; attention through
 `F.scaled_dot_product_attention`; no biases outside the norms; every Linear/Embedding weight
-~ N(0, init_std^2), norm weights 1 and biases 0, no GPT-2 1/sqrt(2L) scaling (SPEC §1.1).
+~ N(0, init_std^2), norm weights 1 and biases 0, no GPT-2 1/sqrt(2L) scaling (PAPER_MAP §1.1).
 With the paper's fields the module tree, the order of construction and hence the initialisation
 are exactly the authors' (51,045,888 parameters; `tests/test_golden_paper_model.py`).
 
-**The model declares its trunk** (`parameter_roles`): the trunk of SPEC §1.3 is every weight
+**The model declares its trunk** (`parameter_roles`): the trunk of PAPER_MAP §1.3 is every weight
 matrix (ndim >= 2) inside a block — for GPT the four matrices qkv, out_proj, w_up, w_down, for
 Llama also w_gate. Snapshots, the analysis and the diagnostics read these roles; nothing
 matches parameter names.
@@ -85,7 +85,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class GeluMLP(nn.Module):
-    """w_up -> exact (erf) GELU -> w_down (GPT, SPEC §1)."""
+    """w_up -> exact (erf) GELU -> w_down (GPT, PAPER_MAP §1)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -172,7 +172,7 @@ class GPT(nn.Module):
     def parameter_roles(self) -> dict[str, tuple[int | None, bool]]:
         """`name -> (block index or None, in the trunk)` for every parameter, in canonical order
         (`named_parameters()`: module-definition order, a tied weight once). The trunk is every
-        weight matrix inside a block (SPEC §1.3)."""
+        weight matrix inside a block (PAPER_MAP §1.3)."""
         block_of = {id(p): i for i, block in enumerate(self.blocks) for p in block.parameters()}
         return {name: (block_of.get(id(p)), id(p) in block_of and p.ndim >= 2)
                 for name, p in self.named_parameters()}
@@ -193,7 +193,7 @@ class GPT(nn.Module):
 
 
 def expected_num_parameters(cfg: ModelConfig) -> int:
-    """Closed-form parameter count of the GPT family (SPEC §1.2): V·d + seq·d + L·(4d² + 2·d·d_ff + 4d) + 2d."""
+    """Closed-form parameter count of the GPT family (PAPER_MAP §1.2): V·d + seq·d + L·(4d² + 2·d·d_ff + 4d) + 2d."""
     d = cfg.d_model
     per_block = 3 * d * d + d * d + 2 * d * cfg.d_ff + 4 * d
     return cfg.padded_vocab_size * d + cfg.seq_len * d + cfg.n_layer * per_block + 2 * d

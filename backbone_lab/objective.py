@@ -1,4 +1,4 @@
-"""The composite training objective and its schedules (paper Eq. 1, SPEC §3, §3.1).
+"""The composite training objective and its schedules (paper Eq. 1, PAPER_MAP §3, §3.1).
 
     L = L_LM + λ(t) · L_probe
 
@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from backbone_lab.cross_entropy import IGNORE_INDEX, token_cross_entropy
-from backbone_lab.objective_config import ObjectiveConfig, ScheduleConfig  # noqa: F401 - the schemas live there (torch-free)
+from backbone_lab.objective_config import (  # noqa: F401 - the schemas (and their checks) live there, torch-free
+    ObjectiveConfig, ScheduleConfig, validate_lambda_schedule)
 
 
 @dataclass
@@ -37,7 +38,7 @@ class LossParts:
 
 
 def _token_losses(logits, targets, probe_mask, chunked: bool = True):
-    """Per-token CE (B, T) float32 and the LM / probe position masks (B, T) of SPEC §3.1.
+    """Per-token CE (B, T) float32 and the LM / probe position masks (B, T) of PAPER_MAP §3.1.
 
     `chunked=False` always upcasts the logits (`F.cross_entropy(logits.float())`): the chunked
     autograd function has no forward-mode / vmap rule, which `torch.func` transforms need.
@@ -56,7 +57,7 @@ def _token_losses(logits, targets, probe_mask, chunked: bool = True):
 def composite_loss(
     logits: torch.Tensor, targets: torch.Tensor, probe_mask: torch.Tensor, lam: float
 ) -> LossParts:
-    """Composite loss of one micro-batch (SPEC §3.1).
+    """Composite loss of one micro-batch (PAPER_MAP §3.1).
 
     logits (B, T, V) float; targets (B, T) int64 with -100 = ignore; probe_mask (B, T) bool.
     Token means divide by max(count, 1), so a micro-batch without probe tokens has L_probe = 0.
@@ -71,7 +72,7 @@ def composite_loss(
 def per_sample_composite_loss(
     logits: torch.Tensor, targets: torch.Tensor, probe_mask: torch.Tensor, lam: float
 ) -> torch.Tensor:
-    """Composite loss of each sequence on its own, shape (B,) (for per-sample Fisher, SPEC §5.10).
+    """Composite loss of each sequence on its own, shape (B,) (for per-sample Fisher, PAPER_MAP §5.10).
 
     Sequence i's loss is L_LM(i) + λ L_probe(i) with the token means taken within sequence i.
     Runs under `torch.func` (jvp / vmap, `diagnostics.fisher`), hence the plain fp32 upcast.
@@ -85,7 +86,7 @@ def per_sample_composite_loss(
 def lambda_at(step: int, schedule: Sequence[Sequence[float]]) -> float:
     """λ in force at optimizer step `step` for a schedule [(start_step, λ), ...] sorted by start.
 
-    The paper's schedule [(0, 2.0), (4000, 4.0)] gives λ(3999) = 2.0 and λ(4000) = 4.0 (SPEC §8).
+    The paper's schedule [(0, 2.0), (4000, 4.0)] gives λ(3999) = 2.0 and λ(4000) = 4.0 (PAPER_MAP §8).
     """
     if not schedule:
         raise ValueError("lambda schedule is empty; give at least one (start_step, lambda) pair")
@@ -96,27 +97,8 @@ def lambda_at(step: int, schedule: Sequence[Sequence[float]]) -> float:
     return lam
 
 
-def validate_lambda_schedule(schedule: Sequence[Sequence[float]]) -> list[tuple[int, float]]:
-    pairs = []
-    for item in schedule:
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise ValueError(f"objective.lambda_schedule entries must be [start_step, lambda], got {item!r}")
-        try:
-            pairs.append((int(item[0]), float(item[1])))
-        except (TypeError, ValueError):
-            raise ValueError(f"objective.lambda_schedule entry {list(item)!r} is not [integer step, number]") from None
-        if not math.isfinite(pairs[-1][1]) or pairs[-1][1] < 0:
-            raise ValueError(f"objective.lambda_schedule: lambda must be a finite number >= 0, got {item[1]!r}")
-    starts = [s for s, _ in pairs]
-    if not pairs or starts != sorted(starts) or starts[0] > 1:
-        raise ValueError(
-            f"lambda schedule {pairs} must be non-empty, sorted by start step and start at step 0 or 1"
-        )
-    return pairs
-
-
 def lr_at(step: int, peak_lr: float, warmup: int, total: int, floor: float = 0.1) -> float:
-    """Learning rate at optimizer step `step` (1-based), SPEC §3.
+    """Learning rate at optimizer step `step` (1-based), PAPER_MAP §3.
 
     lr·t/warmup for t < warmup, then lr·max(½(1 + cos(π r)), floor) with
     r = min(1, (t − warmup)/(total − warmup)). The floor is a clamp, not a rescaled cosine.

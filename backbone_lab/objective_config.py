@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Optional
 
 
@@ -17,14 +18,12 @@ class ObjectiveConfig:
     the last entry with start_step <= t (the paper: [[0, 2.0], [4000, 4.0]])."""
 
     def __post_init__(self) -> None:
-        from backbone_lab.objective import validate_lambda_schedule  # run when typed, after the CLI's check
-
         self.lambda_schedule = [list(p) for p in validate_lambda_schedule(self.lambda_schedule)]
 
 
 @dataclass
 class ScheduleConfig:
-    """Learning-rate schedule: linear warmup, then cosine to a floor (SPEC §3; `conf/schedule/`)."""
+    """Learning-rate schedule: linear warmup, then cosine to a floor (PAPER_MAP §3; `conf/schedule/`)."""
 
     warmup: int = 100
     """Warmup steps (lr·t/warmup for t < warmup)."""
@@ -40,3 +39,22 @@ class ScheduleConfig:
             raise ValueError(f"schedule.total must be >= 1 or null, got {self.total}")
         if not 0.0 <= self.floor <= 1.0 or not math.isfinite(self.floor):
             raise ValueError(f"schedule.floor must be in [0, 1], got {self.floor}")
+
+
+def validate_lambda_schedule(schedule: Sequence[Sequence[float]]) -> list[tuple[int, float]]:
+    pairs = []
+    for item in schedule:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(f"objective.lambda_schedule entries must be [start_step, lambda], got {item!r}")
+        try:
+            pairs.append((int(item[0]), float(item[1])))
+        except (TypeError, ValueError):
+            raise ValueError(f"objective.lambda_schedule entry {list(item)!r} is not [integer step, number]") from None
+        if not math.isfinite(pairs[-1][1]) or pairs[-1][1] < 0:
+            raise ValueError(f"objective.lambda_schedule: lambda must be a finite number >= 0, got {item[1]!r}")
+    starts = [s for s, _ in pairs]
+    if not pairs or starts != sorted(starts) or starts[0] > 1:
+        raise ValueError(
+            f"lambda schedule {pairs} must be non-empty, sorted by start step and start at step 0 or 1"
+        )
+    return pairs

@@ -1,4 +1,4 @@
-"""Canonical parameter subsets and the one flatten function (SPEC §1.3, bug W8).
+"""Canonical parameter subsets and the one flatten function (PAPER_MAP §1.3, bug W8).
 
 The model declares which parameters form the trunk and which block holds each one
 (`GPT.parameter_roles`); this module turns those roles into subsets, layouts and flat vectors:
@@ -12,7 +12,7 @@ Canonical order = the order of `model.named_parameters()` (module-definition ord
 the subset. `named_parameters()` lists a tied weight once (unlike `state_dict()`), so the same
 names serve parameters and gradients. Every vector the project builds from a model — snapshot,
 gradient, update, Fisher direction — goes through `flatten`, so parameter and gradient
-coordinates can never be paired in different orders (the reference's Fisher bug, SPEC W8).
+coordinates can never be paired in different orders (the reference's Fisher bug, PAPER_MAP W8).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The authors' training loop, rebuilt from SPEC §1 and §3: the baseline of the GPU benchmark.
+"""The authors' training loop, rebuilt from PAPER_MAP §1 and §3: the baseline of the GPU benchmark.
 
-What makes it "authors' style" (each item is what the paper's runs did, per the SPEC):
+What makes it "authors' style" (each item is what the paper's runs did, per PAPER_MAP §3–§4):
 
 * attention written out: scores = QKᵀ/√head_dim, a registered lower-triangular mask buffer
   (`attn.bias`, 1×1×T×T) filled with −inf above the diagonal, softmax, then ·V — no fused
@@ -73,8 +73,8 @@ class AuthorsBlock(nn.Module):
 
 
 class AuthorsGPT(nn.Module):
-    """Pre-norm GPT of SPEC §1.1: learned positions, tied head, N(0, 0.02²) init; parameter
-    names as SPEC §1.3 lists them (the same as `backbone_lab.model.GPT`'s)."""
+    """Pre-norm GPT of PAPER_MAP §1.1: learned positions, tied head, N(0, 0.02²) init; parameter
+    names as PAPER_MAP §1.3 lists them (the same as `backbone_lab.model.GPT`'s)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -97,7 +97,7 @@ class AuthorsGPT(nn.Module):
 
 
 def composite_loss_by_indexing(logits, targets, probe_mask, lam: float) -> torch.Tensor:
-    """L_LM + λ L_probe (SPEC §3.1) as a plain loop writes it: means over boolean-indexed tokens,
+    """L_LM + λ L_probe (PAPER_MAP §3.1) as a plain loop writes it: means over boolean-indexed tokens,
     each guarded by a host-side `.any()`."""
     token_ce = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
                                ignore_index=-100, reduction="none").view(targets.shape)
@@ -109,7 +109,7 @@ def composite_loss_by_indexing(logits, targets, probe_mask, lam: float) -> torch
 
 
 def warmup_cosine_lr(step: int, peak: float, warmup: int, total: int, floor: float = 0.1) -> float:
-    """SPEC §3's schedule, computed by hand each step."""
+    """PAPER_MAP §3's schedule, computed by hand each step."""
     if step < warmup:
         return peak * step / warmup
     r = min(1.0, (step - warmup) / max(1, total - warmup))

@@ -5,7 +5,7 @@ Five variants in one process on the paper config (8 × 512, 16 heads, d_ff 2048,
 optimizer step as in the paper, ~10 % probe rows), the same objective and clipping:
 
   a  authors' style — naive masked-softmax attention, fp32, AdamW(foreach=False), plain loop
-     (benchmarks/authors_style.py, rebuilt from SPEC §1 and §3); the baseline of every ratio
+     (benchmarks/authors_style.py, rebuilt from PAPER_MAP §1 and §3); the baseline of every ratio
   b  BackboneLitModule through a Lightning Trainer, fp32 with TF32 off (the paper's arithmetic)
   c  the same with TF32 matmuls on                     (labelled TF32: not fp32 arithmetic)
   d  the same in bf16-mixed                            (trainer=gpu, as shipped)
@@ -50,8 +50,8 @@ from mfu import flops_per_token, mfu, peak_tflops  # noqa: E402
 from rounds import Failed, Spread, failure, interleaved, succeeded  # noqa: E402
 from step_timer import StepTimer  # noqa: E402
 
-PAPER_BATCH = 64          # sequences per micro-batch (SPEC §3)
-PAPER_ACCUMULATE = 2      # micro-batches per optimizer step (SPEC §3)
+PAPER_BATCH = 64          # sequences per micro-batch (PAPER_MAP §3)
+PAPER_ACCUMULATE = 2      # micro-batches per optimizer step (PAPER_MAP §3)
 GOAL_SPEEDUP = 3.0        # bf16 path vs the authors'-style loop
 GOAL_MFU_H100 = 0.35
 EXIT_SOME_FAILED = 3      # some variants failed; the others' figures are in the JSON

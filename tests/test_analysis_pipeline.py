@@ -44,7 +44,7 @@ def planted(T: int, D: int = 64, seed: int = 0) -> np.ndarray:
     return X.astype(np.float32).astype(np.float64)
 
 
-# ----------------------------------------------------------------------------- SPEC §5.1 / W2
+# ----------------------------------------------------------------------------- PAPER_MAP §5.1 / W2
 def test_legacy_top10_changes_only_the_rownorm_fractions(tmp_path):
     """The reference normalises its truncated row-norm SVD by the top 10 σ² but uses the full SVD
     for raw fractions: top10_denominator=true must leave raw untouched (independent numpy SVD)."""

@@ -47,7 +47,7 @@ def test_synthetic_deterministic_varied_and_prefix_stable():
 def test_filter_texts_rules():
     texts = ["", "   \n", "short text", "x" * 40, "y" * 39, "z" * 100]
     assert filter_texts(texts) == ["x" * 40, "z" * 100]
-    assert filter_texts(texts, max_texts=4) == ["x" * 40]  # first records, then filters (SPEC §2.1)
+    assert filter_texts(texts, max_texts=4) == ["x" * 40]  # first records, then filters (PAPER_MAP §2.1)
 
 
 def test_synthetic_corpus_split_and_hash():

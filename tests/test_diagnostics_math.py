@@ -129,7 +129,7 @@ def test_fisher_quotients_anisotropy_and_names():
 
 # ----------------------------------------------------------------------------- W8 guard
 def test_flatten_pairs_grad_and_update_per_named_tensor():
-    """⟨flatten(grad), flatten(Δθ)⟩ = Σ_named ⟨grad_i, Δθ_i⟩ (SPEC W8 fix)."""
+    """⟨flatten(grad), flatten(Δθ)⟩ = Σ_named ⟨grad_i, Δθ_i⟩ (PAPER_MAP W8 fix)."""
     model = tiny_gpt()
     batch = make_batch()
     theta0 = {k: v.detach().clone() for k, v in trunk.named_subset(model).items()}

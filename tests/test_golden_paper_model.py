@@ -1,4 +1,4 @@
-"""Golden regression of the paper preset itself (51,045,888 parameters, SPEC §1.2): the
+"""Golden regression of the paper preset itself (51,045,888 parameters, PAPER_MAP §1.2): the
 initialisation and the first AdamW steps on fixed random tokens, recorded before any refactor of
 the model file. Any change to module order, init, attention, MLP, norms or the tied head moves
 these numbers. Regenerate only deliberately: `python tests/test_golden_paper_model.py --write`.

@@ -28,15 +28,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "backbone_lab"
 # bottom to top; a module's layer is that of the longest matching prefix (`x` covers `x.*`)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "durable", "run_dir", "run_markers", "run_identity", "run_lock", "metrics_csv",
-              "summary_print", "preemption", "typed_config", "loop_config", "wandb_credentials")),
+              "summary_print", "preemption", "typed_config", "loop_config", "wandb_credentials", "did_you_mean",
+              "model_config", "objective_config")),
     ("snapshot store", ("trajectory", "trajectory.layout", "trajectory.store", "trajectory.background_writer",
                         "trajectory.sketch_writer", "series")),
     ("analysis (numpy)", ("analysis", "analyze", "series.cli")),
     ("comparison", ("compare",)),
-    ("model, data, optimizers (torch)", ("model", "trunk", "cross_entropy", "objective", "optim", "data")),
+    ("model, data, optimizers (torch)", ("model", "trunk", "cross_entropy", "objective", "optim", "data", "mfu")),
     ("diagnostics", ("diagnostics",)),
     ("training glue (Lightning)", ("distributed", "fsdp", "checkpoint_io", "init_from", "trainer", "lit_module",
-                                   "callbacks", "trajectory.callback", "loggers", "input_checks")),
+                                   "callbacks", "trajectory.callback", "trajectory.snapshot_config", "loggers", "input_checks")),
     ("composition and entry points", ("config_schema", "train", "worker", "sweep", "__main__", "")),
 ]
 

@@ -1,4 +1,4 @@
-"""Model shape, parameter counts and the canonical trunk (SPEC §1, §8)."""
+"""Model shape, parameter counts and the canonical trunk (PAPER_MAP §1, §8)."""
 
 import torch
 
@@ -64,7 +64,7 @@ def test_trunk_order_is_module_order_with_natural_block_sort():
 
 
 def test_flatten_order_is_shared_by_params_and_grads():
-    """<flatten(grad), flatten(dtheta)> equals the per-tensor sum (guards SPEC bug W8)."""
+    """<flatten(grad), flatten(dtheta)> equals the per-tensor sum (guards the reference bug PAPER_MAP W8)."""
     torch.manual_seed(1)
     model = GPT(ModelConfig(vocab_size=40, n_layer=2, d_model=16, n_head=2, d_ff=48, seq_len=8))
     before = {n: p.detach().clone() for n, p in trunk.named_subset(model).items()}

@@ -1,4 +1,4 @@
-"""Composite loss and schedules (SPEC §3, §3.1, §8)."""
+"""Composite loss and schedules (PAPER_MAP §3, §3.1, §8)."""
 
 import math
 
@@ -10,7 +10,7 @@ from backbone_lab.objective import composite_loss, lambda_at, lr_at, per_sample_
 
 
 def test_lr_schedule_matches_reference_values():
-    # SPEC §8: values in the reference's committed CSV
+    # PAPER_MAP §8: values in the reference's committed CSV
     assert lr_at(1, 1e-3, 1500, 10000) == pytest.approx(6.667e-7, rel=1e-3)
     assert lr_at(200, 1e-3, 1500, 10000) == pytest.approx(1.333e-4, rel=1e-3)
     assert lr_at(1500, 1e-3, 1500, 10000) == pytest.approx(1e-3)

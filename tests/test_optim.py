@@ -1,4 +1,4 @@
-"""SGDW (SPEC §4.1 run C′): decoupled weight decay applied by hand after each step."""
+"""SGDW (PAPER_MAP §4.1 run C′): decoupled weight decay applied by hand after each step."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def test_parameter_groups_split_by_shape_and_place():
     model = tiny_gpt()
     matrix, trunk, vector = parameter_groups_by_kind(model)
     assert [g["kind"] for g in (trunk, matrix, vector)] == ["trunk", "matrix", "vector"]
-    # trunk = exactly the canonical trunk (SPEC §1.3), in canonical order
+    # trunk = exactly the canonical trunk (PAPER_MAP §1.3), in canonical order
     assert [id(p) for p in trunk["params"]] == [id(p) for p in named_subset(model, "trunk").values()]
     assert [id(p) for p in matrix["params"]] == [id(model.tok_emb.weight), id(model.pos_emb.weight)]  # head tied
     assert all(p.ndim == 1 for p in vector["params"]) and vector["weight_decay"] == 0.0

@@ -1,6 +1,6 @@
 """The paper experiments reproduce the paper's protocol by default where our clean defaults differ:
-EOS padding counts in the loss (SPEC §2.2) and per-block PCA covers each block with its LayerNorms
-(Table 2's subset, SPEC §1.3), while the whole-trunk analyses stay trunk-only."""
+EOS padding counts in the loss (PAPER_MAP §2.2) and per-block PCA covers each block with its LayerNorms
+(Table 2's subset, PAPER_MAP §1.3), while the whole-trunk analyses stay trunk-only."""
 
 from __future__ import annotations
 

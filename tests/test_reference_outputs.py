@@ -1,7 +1,7 @@
 """Golden data from outside the project: the reference's committed analysis outputs.
 
 Fed the reference CSVs / singular values, the analysis library must reproduce the committed fits,
-correlations and explained variances (SPEC §8), and the beta2 summary table (SPEC §4.2).
+correlations and explained variances (PAPER_MAP §8), and the beta2 summary table (PAPER_MAP §4.2).
 Data: ``tests/assets/reference_outputs.json``, the numbers these tests read from the paper authors'
 public repository (skydancerosel/mini_gpt; each block names the file it comes from).
 """
@@ -45,7 +45,7 @@ def test_regime_fits(seed):
 
 
 def test_correlations_seed42_and_271():
-    # SPEC §5.7 / paper §4.6. Points with ||r|| > 0 (the anchor excluded) except where noted.
+    # PAPER_MAP §5.7 / paper §4.6. Points with ||r|| > 0 (the anchor excluded) except where noted.
     want = {42: {"full": 0.607, "6000-10000": -0.734, "4000-10000": 0.428, "0-2000": 0.870},
             271: {"full": 0.45, "0-4000": 0.76, "4000-10000": 0.28, "6000-10000": -0.79}}
     for seed, w in want.items():
@@ -81,7 +81,7 @@ def test_singular_values_pc1(seed, pc1, legacy, pc2):
 
 
 def test_peak_trough_detection_seed42():
-    """SPEC §3.3 markers (prominence 0.03) from the committed p_ood series."""
+    """PAPER_MAP §3.3 markers (prominence 0.03) from the committed p_ood series."""
     ts = series(REF["main_runs"]["42"])
     pk, tr = detect_extrema(ts["probe_ood_acc"], prominence=0.03, k=3)
     steps = ts["step"].astype(int)
@@ -116,7 +116,7 @@ def test_beta2_summary(beta2):
             assert corr[win]["r"] is None  # p_ood constant in the window (beta2 = 0)
         else:
             assert corr[win]["r"] == pytest.approx(ref[key], rel=1e-9)
-    # drift, best p_ood, update alignment means (SPEC §5.8 variant 2: 200-step lag, early <= 2000)
+    # drift, best p_ood, update alignment means (PAPER_MAP §5.8 variant 2: 200-step lag, early <= 2000)
     assert ts["norm_delta_t"][ts["step"] == 4000][0] == pytest.approx(ref["drift_magnitude"], rel=1e-12)
     assert np.nanmax(ts["probe_ood_acc"]) == pytest.approx(ref["best_pood"])
     u = ts["update_abs_cos_vb"]

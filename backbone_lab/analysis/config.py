@@ -1,4 +1,4 @@
-"""``AnalysisConfig``: every parameter of the default analysis, validated (SPEC §5, W10).
+"""``AnalysisConfig``: every parameter of the default analysis, validated (PAPER_MAP §5, W10).
 
 Every output records the parameters it used (subset, anchor, normalisation, cadence, ...): the
 resolved config is written into ``summary.json["config"]``.
@@ -36,32 +36,32 @@ class AnalysisConfig:
     top10_denominator: bool = False
     """Legacy reference mode: explained variance over the top 10 σ² only (W2). Off = exact."""
     rolling_window: int = 10
-    """Checkpoints per rolling window (SPEC §5.4)."""
+    """Checkpoints per rolling window (PAPER_MAP §5.4)."""
     rolling_stride: int = 1
     phase_boundary: Optional[int] = None
     """Phase boundary for v_E / v_L. None = 4000 if stored (with ≥ 2 steps each side), else mid-run."""
     fit_windows: Optional[list[list[int]]] = None
-    """Power-law / correlation windows (lo, hi]; None = SPEC §5.6 windows (10k runs) or run quarters."""
+    """Power-law / correlation windows (lo, hi]; None = PAPER_MAP §5.6 windows (10k runs) or run quarters."""
     corr_bootstrap: int = 2000
     """Bootstrap resamples for correlation CIs (0 = none)."""
     corr_block: int = 1
     """Moving-block length for the bootstrap (1 = pairs bootstrap)."""
     corr_exclude_zero_r: bool = True
-    """Drop the anchor point (‖r‖ = 0) from correlations (SPEC §5.7). False = reference beta2 /
+    """Drop the anchor point (‖r‖ = 0) from correlations (PAPER_MAP §5.7). False = reference beta2 /
     paper seed-42 "0–4k +0.856" convention."""
     seed: int = 0
     update_lag: Optional[int] = None
-    """Lag of fixed-lag updates u(s) = θ(s) − θ(s − lag) (SPEC §5.8 variant 2); None = cadence."""
+    """Lag of fixed-lag updates u(s) = θ(s) − θ(s − lag) (PAPER_MAP §5.8 variant 2); None = cadence."""
     early_max_step: int = 2000
     """'Early' updates for the alignment summary: step ≤ this."""
     per_block: bool = True
     """Also accumulate per-block Grams in the same pass (Table 2 PCA, per-block update alignment, c(w))."""
     per_block_ln: Optional[bool] = None
-    """Per-block subset incl. LayerNorm (SPEC block incl. LN). None = when the store has LN tensors."""
+    """Per-block subset incl. LayerNorm (the paper's per-block subset incl. LN, PAPER_MAP §5.2). None = when the store has LN tensors."""
     legacy_unsigned_blocks: bool = False
     """Per-block update alignment without sign fix (reference variant 1 artefact, W9)."""
     switching: bool = True
-    """Switching-direction analysis when eval_metrics has p_ood (SPEC §5.12)."""
+    """Switching-direction analysis when eval_metrics has p_ood (PAPER_MAP §5.12)."""
     switch_prominence: float = 0.03
     switch_neighbourhood: int = 3
     eval_noise_sigma: Optional[float] = None
@@ -69,7 +69,7 @@ class AnalysisConfig:
     switch_top_k: int = 6
     """E_{2:k} transverse-energy upper index (paper: 6)."""
     window_sets: Optional[list[list[int]]] = None
-    """Checkpoint windows [s0, s1, ...] for SPEC §5.13 window geometry within this run
+    """Checkpoint windows [s0, s1, ...] for PAPER_MAP §5.13 window geometry within this run
     (anchor s0, row-normalised PC1 %, k95, k99, drift, sub-window stability)."""
     chunk_mb: int = 64
     """Float64 working block size of the streamed Gram (MiB)."""

@@ -33,7 +33,7 @@ ProgressFn = Callable[[str, int, int], None]
 # p_ood at chance level: best value <= max(CHANCE_FACTOR / n_codewords, CHANCE_FLOOR). Guessing one of
 # n codewords scores 1/n; the *best* of many noisy evaluations of that (256 probes: SE ≈ 0.5/n for
 # n = 64) reaches 2-3/n. 3/n = 0.047 for 64 codewords (the tiny SGD twin's "near chance" rule uses
-# 0.05); the floor 0.02 is the paper's "p_ood < 0.02" for 512 codewords and 2,000 probes (SPEC §4.1).
+# 0.05); the floor 0.02 is the paper's "p_ood < 0.02" for 512 codewords and 2,000 probes (PAPER_MAP §4.1).
 CHANCE_FACTOR = 3.0
 CHANCE_FLOOR = 0.02
 

@@ -1,11 +1,11 @@
-"""Backbone–residual decomposition (paper §3.3 Def. 2, Eqs. 6–9; SPEC §5.3, W9).
+"""Backbone–residual decomposition (paper §3.3 Def. 2, Eqs. 6–9; PAPER_MAP §5.3, W9).
 
 θ(t) = θ(a) + a(t) v_b + r(t),  a(t) = <θ(t) − θ(a), v_b>,  r(t) ⟂ v_b,
 f_b(t) = a(t)² / ‖θ(t) − θ(a)‖².
 
 All quantities come from the drift Gram: with v_b = Xᵀc, a(t) = (G c)_t − (G c)_a and
 ‖r(t)‖² = K_tt − a(t)², K the Gram re-anchored at a. The sign of v_b is fixed so that
-a(final) > 0 (the convention is recorded; SPEC W9).
+a(final) > 0 (the convention is recorded; PAPER_MAP W9).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def decompose(
         coeffs: (T,) coefficients of v_b (normalised here to unit length).
         steps: increasing steps to report (typically the anchor and all later analysed steps).
         anchor_step: θ(anchor) is subtracted (paper: θ(1) / θ(0)).
-        fix_sign_final: enforce a(last of ``steps``) > 0 (SPEC W9).
+        fix_sign_final: enforce a(last of ``steps``) > 0 (PAPER_MAP W9).
     """
     idx = gram.indices(steps)
     ai = gram.index(anchor_step)

@@ -1,4 +1,4 @@
-"""Streamed T×T Gram matrices of trajectory drifts (SPEC §5.0 "efficient algorithm", W1).
+"""Streamed T×T Gram matrices of trajectory drifts (PAPER_MAP §5.0 "efficient algorithm", W1).
 
 Everything downstream (PCA, a(t), ‖r(t)‖, rolling windows, phase backbones, update alignment,
 switching directions, reheating projections) is computed from one float64 Gram

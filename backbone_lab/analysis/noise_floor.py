@@ -1,4 +1,4 @@
-"""The random-direction noise floor of a cosine in D dimensions (SPEC §5.8, §5.9).
+"""The random-direction noise floor of a cosine in D dimensions (PAPER_MAP §5.8, §5.9).
 
 For u uniform on the sphere in D dimensions and any fixed unit v, E|cos(u, v)| =
 Γ(D/2) / (√π Γ((D+1)/2)) ≈ √(2/(πD)) (large D). Paper trunk (D = 25,165,824): 1.59e-4; one block

@@ -1,4 +1,4 @@
-"""Exact uncentered PCA from a Gram matrix (SPEC §5.0, §5.1, paper §3.1 Eqs. 3–4, W2).
+"""Exact uncentered PCA from a Gram matrix (PAPER_MAP §5.0, §5.1, paper §3.1 Eqs. 3–4, W2).
 
 For a row matrix X (n × D) with Gram K = XXᵀ: eigh(K) = U Λ Uᵀ gives the singular values
 σ_k = √λ_k and left singular vectors U of X; the right singular vectors (principal directions)
@@ -69,7 +69,7 @@ def uncentered_pca(K: np.ndarray, top10_denominator: bool = False) -> PCAResult:
     Args:
         K: Gram matrix of the rows (raw or row-normalised).
         top10_denominator: legacy reference mode, explained fractions over the top 10 σ² only
-            (SPEC W2; inflates PC1, e.g. 71.43 % instead of 69.26 %).
+            (PAPER_MAP W2; inflates PC1, e.g. 71.43 % instead of 69.26 %).
     """
     K = np.asarray(K, dtype=np.float64)
     K = 0.5 * (K + K.T)

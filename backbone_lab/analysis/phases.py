@@ -1,4 +1,4 @@
-"""Phase backbones v_E, v_L and their alignment with the rolling backbone (paper §4.3–4.4; SPEC §5.5).
+"""Phase backbones v_E, v_L and their alignment with the rolling backbone (paper §4.3–4.4; PAPER_MAP §5.5).
 
 v_E: rows θ(t) − θ(anchor) for anchor < t ≤ boundary; v_L: rows θ(t) − θ(boundary) for
 boundary < t ≤ last; both row-normalised uncentered PC1 (trunk in the paper, boundary 4000).
@@ -43,7 +43,7 @@ class PhaseResult:
 
 def default_boundary(steps: Sequence[int], preferred: int = 4000) -> int:
     """``preferred`` if it is an analysed step with ≥ 2 steps on each side, else the step closest
-    to the middle of the run (SPEC §5.5 uses 4000 for 10k-step runs)."""
+    to the middle of the run (PAPER_MAP §5.5 uses 4000 for 10k-step runs)."""
     st = np.asarray(steps)
     if preferred in st:
         i = int(np.where(st == preferred)[0][0])

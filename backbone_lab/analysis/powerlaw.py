@@ -1,4 +1,4 @@
-"""Power-law fits and correlations (paper §4.5–4.6, §6.2; SPEC §5.6, §5.7, W13).
+"""Power-law fits and correlations (paper §4.5–4.6, §6.2; PAPER_MAP §5.6, §5.7, W13).
 
 * ``fit_power_law``: OLS of ln y = γ ln t + ln C in natural-log space over points lo < t ≤ hi with
   t > 0 and y > 0 (t = raw step number, no per-window origin); R² in log space; n reported.
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# SPEC §5.6 windows (lo, hi] of the main 10k runs
+# PAPER_MAP §5.6 windows (lo, hi] of the main 10k runs
 MAIN_WINDOWS: tuple[tuple[int, int], ...] = ((0, 2000), (2000, 4000), (0, 4000), (4000, 6000), (4000, 10000), (6000, 10000))
 
 
@@ -66,7 +66,7 @@ def pearson(x: Sequence[float], y: Sequence[float], n_boot: int = 2000, seed: in
     Args:
         n_boot: bootstrap resamples (0 disables the CI).
         block: moving-block length (1 = ordinary pair bootstrap; >1 respects autocorrelation of
-            time series, SPEC W13).
+            time series, PAPER_MAP W13).
     Returns {r, n, ci_low, ci_high, n_boot, block}; r None if < 3 points or a constant series.
     """
     x = np.asarray(x, dtype=np.float64)
@@ -102,7 +102,7 @@ def windowed_correlations(
     exclude_zero_r: bool = True,
 ) -> dict:
     """corr(p, ‖r‖) over points with finite p and ‖r‖ > 0: ``full`` and per window (lo, hi]
-    (windows with < 3 points are None) — SPEC §5.7.
+    (windows with < 3 points are None) — PAPER_MAP §5.7.
 
     ``exclude_zero_r=False`` keeps the anchor point (‖r‖ = 0, t > 0) like the reference's beta2
     script does for every window and as the paper's seed-42 "0–4k: +0.856" requires (the
@@ -120,7 +120,7 @@ def windowed_correlations(
 
 
 def default_windows(last_step: int) -> list[tuple[int, int]]:
-    """SPEC §5.6 windows for runs reaching 10k; otherwise quarters/halves of the run."""
+    """PAPER_MAP §5.6 windows for runs reaching 10k; otherwise quarters/halves of the run."""
     if last_step >= 10000:
         return list(MAIN_WINDOWS)
     q = [int(round(last_step * f)) for f in (0.25, 0.5, 0.75)]

@@ -1,4 +1,4 @@
-"""Reheating projection onto the source run's backbone (paper §7; SPEC §4.3, W16).
+"""Reheating projection onto the source run's backbone (paper §7; PAPER_MAP §4.3, W16).
 
 The paper claims a(t) "stays largely unchanged" during reheating but no reference script computes
 it. Here the reheating run's snapshots θ_h(t) (its own trajectory dir, step counter restarting)

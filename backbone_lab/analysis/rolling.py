@@ -1,10 +1,10 @@
-"""Rolling-window backbones and adjacent-window alignment (paper §4.2; SPEC §5.4, §5.2 c(w)).
+"""Rolling-window backbones and adjacent-window alignment (paper §4.2; PAPER_MAP §5.4, §5.2 c(w)).
 
-Default (SPEC §5.4, paper ρ(t)): windows of W consecutive analysed checkpoints, stride 1;
+Default (PAPER_MAP §5.4, paper ρ(t)): windows of W consecutive analysed checkpoints, stride 1;
 inside a window re-anchor at its first checkpoint (W−1 drift rows), row-normalise, uncentered
 PCA, v_roll(w) = PC1; ρ(w) = |<v_roll(w), v_roll(w+1)>|.
 
-Variant c(w) (SPEC §5.2, the "≈0.997" statement): windows of W drift rows measured from the
+Variant c(w) (PAPER_MAP §5.2, the "≈0.997" statement): windows of W drift rows measured from the
 global anchor (not re-anchored), raw (not row-normalised); |cos| between consecutive windows
 and |<v_roll(w), v_b>| with the global backbone.
 
@@ -87,8 +87,8 @@ def rolling_backbones(
         steps: analysed checkpoints (paper: 200..10000, the global anchor excluded).
         window: W checkpoints per window (paper 10); with ``reanchor`` a window has W−1 drift rows,
             without it W rows measured from ``anchor_step``.
-        reanchor: re-anchor each window at its first checkpoint (SPEC §5.4) or measure from the
-            global anchor (SPEC §5.2 c(w) variant; needs ``anchor_step``).
+        reanchor: re-anchor each window at its first checkpoint (PAPER_MAP §5.4) or measure from the
+            global anchor (PAPER_MAP §5.2 c(w) variant; needs ``anchor_step``).
     """
     idx = gram.indices(steps)
     st = np.asarray(steps, dtype=np.int64)
@@ -134,7 +134,7 @@ def per_block_cw(
     window: int = 10,
     stride: int = 1,
 ) -> dict[str, dict]:
-    """SPEC §5.2 c(w) per block: raw, not re-anchored windows from the global anchor.
+    """PAPER_MAP §5.2 c(w) per block: raw, not re-anchored windows from the global anchor.
 
     Returns per block: consecutive-window |cos| (mean/min/max) and, when ``backbones`` (unit
     coefficient vectors per block) are given, |<v_roll(w), v_b>| statistics.

@@ -1,4 +1,4 @@
-"""Which stored snapshots the analysis uses, and why the others are left out (SPEC §5.0, W10).
+"""Which stored snapshots the analysis uses, and why the others are left out (PAPER_MAP §5.0, W10).
 
 Rows of the drift matrix are weighted by how often a run stored snapshots, so a denser cadence
 in part of a run (the β2 runs' 600–2000 every 50 on top of every 200) over-weights that part in

@@ -1,4 +1,4 @@
-"""Where a signed series (an update or gradient cosine C(t)) changes sign (SPEC §5.8, W9).
+"""Where a signed series (an update or gradient cosine C(t)) changes sign (PAPER_MAP §5.8, W9).
 
 With a sign-fixed backbone C(t) ∝ a(t+Δ) − a(t), so the change of sign marks the peak of the
 backbone coordinate a(t); only this crossing is meaningful (the reference's "−v_b early / +v_b

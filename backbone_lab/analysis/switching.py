@@ -1,4 +1,4 @@
-"""Switching directions between p_ood peaks and troughs (paper §8 Eqs. 10–12; SPEC §5.12, W11).
+"""Switching directions between p_ood peaks and troughs (paper §8 Eqs. 10–12; PAPER_MAP §5.12, W11).
 
 * Peak/trough detection on the p_ood series with the reference's prominence rule.
 * Switch pairs (peak, first later trough), optional tiers from the eval noise σ.
@@ -22,7 +22,7 @@ from backbone_lab.analysis.gram import DriftGram
 
 
 def detect_extrema(values: Sequence[float], prominence: float = 0.03, k: int = 3) -> tuple[list[int], list[int]]:
-    """Indices of peaks and troughs (SPEC §5.12).
+    """Indices of peaks and troughs (PAPER_MAP §5.12).
 
     i is a peak if v_i > both neighbours and v_i − max(min(v_{i−k..i−1}), min(v_{i+1..i+k})) ≥
     prominence; a trough if v_i < both neighbours and min(max(left k), max(right k)) − v_i ≥

@@ -1,8 +1,8 @@
-"""Update–backbone alignment (paper §4.8, §6.3, §10.3; SPEC §5.8).
+"""Update–backbone alignment (paper §4.8, §6.3, §10.3; PAPER_MAP §5.8).
 
 For updates u = θ(s) − θ(s') between stored checkpoints and a unit backbone v = Xᵀc:
 signed C = <u, v>/‖u‖ and |C|, all from the drift Gram (<u, v> = (G c)_s − (G c)_{s'},
-‖u‖² = G_ss − 2G_ss' + G_s's'). Variants (SPEC §5.8), chosen by the caller:
+‖u‖² = G_ss − 2G_ss' + G_s's'). Variants (PAPER_MAP §5.8), chosen by the caller:
 
 1. per-block raw global backbone, consecutive-checkpoint updates, label = integer midpoint;
    legacy "no sign fix" reproduces the reference's sign artefact (W9);

@@ -1,4 +1,4 @@
-"""Window geometry and matched-validation-loss comparison across runs (paper §5.2 Table 5; SPEC §5.13).
+"""Window geometry and matched-validation-loss comparison across runs (paper §5.2 Table 5; PAPER_MAP §5.13).
 
 For a list of checkpoint steps [s_0, …, s_n]: anchor at s_0, drift rows θ(s_i) − θ(s_0),
 row-normalise, uncentered PCA → PC1 %, k95, k99; window drift ‖θ(s_n) − θ(s_0)‖; PC1 stability
@@ -59,7 +59,7 @@ def window_geometry(gram: DriftGram, window_steps: Sequence[int], sub_window: in
 def window_backbone(gram: DriftGram, window_steps: Sequence[int], row_normalise: bool = True) -> np.ndarray:
     """Unit PC1 of a window (anchor = first step), sign-fixed so the last row projects positively.
 
-    Coefficients over ``gram``'s rows; feed to ``update_alignment`` for SPEC §5.8 variant 3
+    Coefficients over ``gram``'s rows; feed to ``update_alignment`` for PAPER_MAP §5.8 variant 3
     (e.g. the SGD-control window [600, 2000] evaluated at t ∈ {1000, 1600, 2200, 3000, 3800}).
     """
     st = [int(s) for s in window_steps]

@@ -1,4 +1,4 @@
-"""Evaluation at step 1 and every `every` steps (SPEC §2.7, §3.2).
+"""Evaluation at step 1 and every `every` steps (PAPER_MAP §2.7, §3.2).
 
 One pass per fixed set: LM validation loss on fixed crops, and for each probe set (in-distribution
 gaps, OOD gaps) exact-match accuracy, probe NLL and the LM loss of the non-answer tokens.

@@ -1,4 +1,4 @@
-"""Explicit stopping rules (SPEC §4.1 C′ early stop, W15; divergence by drift blow-up).
+"""Explicit stopping rules (PAPER_MAP §4.1 C′ early stop, W15; divergence by drift blow-up).
 
 Both are ordinary Lightning callbacks, declared in the experiment that uses them (never hidden
 in the training loop):
@@ -38,7 +38,7 @@ class EarlyStopRule(L.Callback):
         val_loss_above: condition "latest val loss > value" (None = not checked).
         best_p_ood_below: condition "best p_ood so far < value" (None = not checked).
         only_for: apply only when `optimizer` (pass `${optimizer._target_}`) is one of these
-            targets — lets one rule ride along a sweep over optimizers (SPEC §4.1: C′ only).
+            targets — lets one rule ride along a sweep over optimizers (PAPER_MAP §4.1: C′ only).
         optimizer: the run's optimizer target (for `only_for`).
     """
 

@@ -1,6 +1,6 @@
 """The paper's numbers (``paper_values.json``) and the protocol a run must follow to be compared.
 
-The numbers live in a data file (sources in its ``about`` fields: SPEC §4.1–4.3, §5.13); this
+The numbers live in a data file (sources in its ``about`` fields: PAPER_MAP §4.1–4.3, §5.13); this
 module loads them into lookup tables and says, as config keys of *our* runs, which settings a
 run needs for a paper value to be shown beside it (``PaperRef``): model, data, optimizer,
 schedule, steps, seed. *Noted* settings that differ (the paper's val loss included EOS padding,

@@ -165,7 +165,7 @@ def write_report(runs: list[Run], out_dir: Path, inputs: list[str], plots: bool 
             lines += ["`paper_*` columns: the paper's values, shown only where the run's resolved config matches "
                       "the paper protocol for that row (model, data, optimizer, schedule, steps, seed); "
                       "`paper_note` lists settings that still differ (e.g. the paper's val loss included EOS padding, "
-                      "SPEC W6; the reference's beta2 sweep ran p_probe 0.20).", ""]
+                      "PAPER_MAP W6; the reference's beta2 sweep ran p_probe 0.20).", ""]
     if "headline.png" in figures:
         lines += ["## Headline figure", "", "PC1 and k95 per run, the spectra overlaid, drift, gradient vs update "
                   "alignment (with the noise floor) and the best p_ood (with the chance level).", "",

@@ -1,5 +1,5 @@
 """The paper's tables recomputed from our runs, with the paper's value beside ours where the
-run's resolved config matches the paper protocol (SPEC §3-4, §5.13, §6.1).
+run's resolved config matches the paper protocol (PAPER_MAP §3–§4, §5.13; paper §6.1).
 
 Every table is a list of row dicts (column -> value); `report.py` renders them as markdown and
 CSV. Paper values come from `paper_values.json` (`paper_reference`). A paper value is shown only
@@ -115,7 +115,7 @@ def stored_steps(run: Run) -> list[int]:
 
 
 def dense_window(run: Run, stored: Sequence[int]) -> list[int]:
-    """The run's analysis window for Table 4: its first dense snapshot range (SPEC §4.1: [600, 2000]
+    """The run's analysis window for Table 4: its first dense snapshot range (PAPER_MAP §4.1: [600, 2000]
     every 50), else every stored step after step 1."""
     dense = run.cfg("snapshots.dense") or []
     have = set(stored)

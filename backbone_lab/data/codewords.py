@@ -1,4 +1,4 @@
-"""Codewords for the probe task (SPEC §2.3) and their persisted, checksummed list.
+"""Codewords for the probe task (PAPER_MAP §2.3) and their persisted, checksummed list.
 
 Two pool rules (``data.codeword_rule``); both end the same way: the pool is sorted, shuffled with
 ``random.Random(codeword_seed)`` (default 42, independent of the run seed) and the first
@@ -14,7 +14,7 @@ fallback pass lowers the length to >= 3 (same test): on GPT-2's BPE the >= 4 poo
 words, so the paper's 512 codewords come from the >= 3 pool (1,028 words). No extra word list:
 every codeword is one token in the query.
 
-``legacy``: the authors' ``find_single_token_codewords`` as SPEC §2.3 describes it, but
+``legacy``: the authors' ``find_single_token_codewords`` as PAPER_MAP §2.3 describes it, but
 deterministic (candidates sorted before anything depends on their order, not in hash order):
 raw vocabulary strings stripped of leading "Ġ"/spaces, uppercase, alphabetic, >= 4 letters, the
 *bare* word one token; if fewer than ``n_codewords``, a fallback pass adds >= 3-letter words whose
@@ -37,8 +37,8 @@ from .tokenizer import TextTokenizer
 
 CODEWORDS_FILE = "codewords.json"
 CODEWORD_RULES = ("ours", "legacy")
-MIN_LEN, FALLBACK_MIN_LEN = 4, 3  # SPEC §2.3: >= 4 letters, fallback pass >= 3
-# Stand-in for the reference's "~60 extra uppercase words (ALPHA, BETA, ..., ZEBRA)": SPEC §2.3
+MIN_LEN, FALLBACK_MIN_LEN = 4, 3  # PAPER_MAP §2.3: >= 4 letters, fallback pass >= 3
+# Stand-in for the reference's "~60 extra uppercase words (ALPHA, BETA, ..., ZEBRA)": PAPER_MAP §2.3
 # names only those three, so the other 57 are our choice (sorted, ending with ZEBRA).
 LEGACY_EXTRA_WORDS = (
     "ALPHA", "AMBER", "ANCHOR", "APPLE", "ARROW", "BETA", "BRAVO", "CANDLE", "CASTLE", "CEDAR",

@@ -1,4 +1,4 @@
-"""`DataConfig`: the one schema of the data (SPEC §2, §9) — Hydra composes it from
+"""`DataConfig`: the one schema of the data (PAPER_MAP §2, §9) — Hydra composes it from
 `conf/data/*.yaml` and `BackboneDataModule(config, seq_len, seed)` takes it as is."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class DataConfig:
     pin_memory: Optional[bool] = None
     """Pinned host memory for the train loader; null = on when training on a GPU."""
     p_probe: float = 0.1
-    """Probability that a training example is a probe example (SPEC §2.5)."""
+    """Probability that a training example is a probe example (PAPER_MAP §2.5)."""
     gap_train: list[int] = field(default_factory=lambda: [5, 30])
     """[min, max] filler gap between key and query in training probes."""
     gap_ood: list[int] = field(default_factory=lambda: [80, 200])
@@ -74,7 +74,7 @@ class DataConfig:
     codeword_seed: int = 42
     """Seed of the codeword selection."""
     codeword_rule: str = "ours"
-    """ours | legacy: the authors' pool rule, made deterministic (SPEC §2.3; data/codewords.py)."""
+    """ours | legacy: the authors' pool rule, made deterministic (PAPER_MAP §2.3; data/codewords.py)."""
     eval_seed: int = 1000
     """Seed of the fixed probe evaluation sets (independent of the run seed)."""
     n_eval: int = 256
@@ -86,7 +86,7 @@ class DataConfig:
     eval_batch_size: Optional[int] = None
     """Evaluation batch size; null = micro_batch_size."""
     mask_padding: bool = True
-    """Ignore padding positions in L_LM and val loss (the paper's runs did not: SPEC §2.2)."""
+    """Ignore padding positions in L_LM and val loss (the paper's runs did not: PAPER_MAP §2.2)."""
     cache_dir: Optional[str] = None
     """Where corpora, tokenizers and token stores are cached; null = ~/.cache/backbone_lab."""
 

@@ -1,6 +1,6 @@
 """Training/validation texts from synthetic stories, local files or the TinyStories hub dataset.
 
-SPEC §2.1 filters (applied to every source): take the first ``max_texts`` records in dataset
+PAPER_MAP §2.1 filters (applied to every source): take the first ``max_texts`` records in dataset
 order, skip empty/whitespace-only texts, then drop texts shorter than ``min_chars`` (40).
 Local ``.txt`` files are read with the ``datasets`` "text" builder and ``sample_by="paragraph"``
 (one record per blank-line separated block); ``.json``/``.jsonl`` with the "json" builder,
@@ -156,10 +156,10 @@ def load_corpus(config, cache_dir: str | Path | None = None, min_chars: int = MI
       (validation = the stories after the training ones), cached under ``cache_dir``;
     - local: ``train_files`` (and ``val_files``); without ``val_files`` the last
       ``val_fraction`` of the training records (at least 1) are held out for validation;
-    - tinystories: the hub dataset (SPEC §2.1: first 200k train / 5k validation records);
+    - tinystories: the hub dataset (PAPER_MAP §2.1: first 200k train / 5k validation records);
     - ``package.module:function``: a user source, ``function(config) -> (train_texts, val_texts)``
       (adding a dataset = that function + a ``conf/data/<name>.yaml``).
-    Every source goes through the same SPEC §2.1 filters (``max_*_texts``, ``min_chars``).
+    Every source goes through the same PAPER_MAP §2.1 filters (``max_*_texts``, ``min_chars``).
     """
     c = config
     if c.source == "synthetic":

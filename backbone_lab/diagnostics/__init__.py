@@ -1,5 +1,5 @@
 """In-training and offline diagnostics: gradient / update alignment with the backbone and Fisher
-Rayleigh quotients (SPEC §5.8–5.10). See docs/DIAGNOSTICS.md.
+Rayleigh quotients (PAPER_MAP §5.8–5.10). See docs/DIAGNOSTICS.md.
 
 Pure math (no Lightning): `alignment`, `fisher`, `reference_direction`.
 Lightning glue: `callbacks`. Stored runs: `offline.run_offline_diagnostics`. The CSV records they

@@ -1,4 +1,4 @@
-"""Alignment of a vector (gradient, update) with a reference direction (SPEC §5.8, §5.9).
+"""Alignment of a vector (gradient, update) with a reference direction (PAPER_MAP §5.8, §5.9).
 
 Pure torch/numpy, no Lightning. All vectors are flat trunk vectors in the canonical order of
 `backbone_lab.trunk.flatten`; dot products are taken in float64 so that cosines of order

@@ -1,6 +1,6 @@
 """Lightning callbacks for the in-training diagnostics (thin glue around the pure modules).
 
-* `GradAlignmentCallback`  — per-batch trunk gradient vs the reference direction (SPEC §5.9);
+* `GradAlignmentCallback`  — per-batch trunk gradient vs the reference direction (PAPER_MAP §5.9);
 * `UpdateAlignmentCallback` — Δ-step update θ(t) − θ(t−Δ) vs the reference direction (§5.8);
 * `FisherCallback`         — Rayleigh quotients of the empirical Fisher (§5.10).
 
@@ -134,7 +134,7 @@ class _DiagnosticCallback(L.Callback):
 
 # ----------------------------------------------------------------------------- gradient
 class GradAlignmentCallback(_DiagnosticCallback):
-    """Per-batch trunk gradient vs the reference direction (SPEC §5.9, paper Fig. 2).
+    """Per-batch trunk gradient vs the reference direction (PAPER_MAP §5.9, paper Fig. 2).
 
     Args:
         every_n_steps / extra_steps / start_step: cadence in optimizer steps.
@@ -220,7 +220,7 @@ class GradAlignmentCallback(_DiagnosticCallback):
 
 # ----------------------------------------------------------------------------- update
 class UpdateAlignmentCallback(_DiagnosticCallback):
-    """Cosine of the Δ-step update u = θ(t) − θ(t−Δ) with the reference direction (SPEC §5.8).
+    """Cosine of the Δ-step update u = θ(t) − θ(t−Δ) with the reference direction (PAPER_MAP §5.8).
 
     Computed at every step t that is a multiple of `every_n_steps` (default Δ) with t ≥ Δ, against
     the reference of the snapshots ≤ t (``cos``: in sample for a rolling reference, the paper's) and
@@ -350,7 +350,7 @@ class UpdateAlignmentCallback(_DiagnosticCallback):
 
 # ----------------------------------------------------------------------------- Fisher
 class FisherCallback(_DiagnosticCallback):
-    """Rayleigh quotients q(v) = vᵀF̂v/vᵀv of the empirical Fisher at θ(t) (SPEC §5.10, paper Fig. 3).
+    """Rayleigh quotients q(v) = vᵀF̂v/vᵀv of the empirical Fisher at θ(t) (PAPER_MAP §5.10, paper Fig. 3).
 
     Directions: `backbone` (the reference), `pc2` (second PC of the same snapshot window, if the
     reference comes from the store), `switching` (unit θ_peak − θ_trough from `switching.steps` =

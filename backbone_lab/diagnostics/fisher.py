@@ -1,4 +1,4 @@
-"""Rayleigh quotients of the empirical Fisher along chosen directions (SPEC §5.10, bug W8).
+"""Rayleigh quotients of the empirical Fisher along chosen directions (PAPER_MAP §5.10, bug W8).
 
     q(v) = vᵀ F̂ v / vᵀv
 
@@ -21,7 +21,7 @@ rules out the reference's ordering bug W8.
 Attention: the fused SDPA kernels (flash / memory-efficient, CPU and CUDA) implement no
 forward-mode derivative, so every pass here runs under `sdpa_kernel(SDPBackend.MATH)` (the
 composite math kernel) — the same function, O(T²) attention memory. The model is put in eval
-mode for the duration (no dropout; SPEC §5.10 uses `model.eval()`), then restored.
+mode for the duration (no dropout; PAPER_MAP §5.10 uses `model.eval()`), then restored.
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def rayleigh_minibatch(
             e.g. `minibatch_gradient_rows(model, batches, lam)`.
         directions: (K, D) or (D,).
         keep_gram: also return the M×M Gram GGᵀ/M (its eigenvalues are F̂'s non-zero spectrum,
-            SPEC §5.11); keeps the rows on the host meanwhile (M × D floats).
+            PAPER_MAP §5.11); keeps the rows on the host meanwhile (M × D floats).
     """
     V = _as_rows(directions)
     rows = G_rows() if callable(G_rows) else G_rows

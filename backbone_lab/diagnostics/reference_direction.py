@@ -1,6 +1,6 @@
 """Reference directions for the diagnostics: the backbone v_b, PC2 and switching directions.
 
-Sources (SPEC §5.0, §5.1, §5.4, §5.12):
+Sources (PAPER_MAP §5.0, §5.1, §5.4, §5.12):
 
 * **rolling** — online estimate from the last W stored snapshots θ(s_0..s_{W−1}) (W−1 drift rows
   re-anchored at the window's first snapshot, x_i = θ(s_i) − θ(s_0)), row-normalised by default,
@@ -160,7 +160,7 @@ def global_backbone(
 
 
 def switching_direction(reader, peak_step: int, trough_step: int) -> np.ndarray:
-    """v_sw = (θ_peak − θ_trough)/‖·‖ over the trunk columns, float32 (D_trunk,) (SPEC §5.12)."""
+    """v_sw = (θ_peak − θ_trough)/‖·‖ over the trunk columns, float32 (D_trunk,) (PAPER_MAP §5.12)."""
     idx = np.concatenate([np.arange(c.start, c.stop) for c in reader.subset_columns("trunk")])
     d = reader.load(int(peak_step))[idx].astype(np.float64) - reader.load(int(trough_step))[idx].astype(np.float64)
     nrm = np.linalg.norm(d)

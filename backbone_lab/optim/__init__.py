@@ -8,7 +8,7 @@ the extra `kind` key that torch stores in `param_groups`.
 | module | what |
 |---|---|
 | `param_groups.py` | `parameter_groups_by_kind`: the trunk / matrix / vector split |
-| `sgdw.py` | `SGDW`: SGD with decoupled weight decay applied after the step (SPEC §4.1, run C′) |
+| `sgdw.py` | `SGDW`: SGD with decoupled weight decay applied after the step (PAPER_MAP §4.1, run C′) |
 | `muon.py` | `MuonWithAdamW`: `torch.optim.Muon` on the trunk matrices, AdamW on the rest |
 | `schedule_free.py` | `ScheduleFreeAdamW` and `evaluation_weights`: schedule-free's train / eval weights |
 

@@ -5,7 +5,7 @@
      {"params": vector, "kind": "vector", "weight_decay": 0.0}]  # 1-D: norm weights / biases
 
 * `trunk`: the weight matrices of the blocks, as the model declares them (`GPT.parameter_roles`;
-  for the paper's GPT exactly the trunk the snapshots store, SPEC §1.3) — the matrices Muon
+  for the paper's GPT exactly the trunk the snapshots store, PAPER_MAP §1.3) — the matrices Muon
   orthogonalises;
 * `matrix`: token / position embeddings and the head (Muon leaves them to AdamW);
 * `vector`: never decayed (decay by shape, as nanoGPT does: a rename cannot change the optimizer).

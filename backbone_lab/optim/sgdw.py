@@ -1,6 +1,6 @@
 """SGD with decoupled weight decay, for `conf/optimizer/sgdw_nesterov.yaml`.
 
-SGDW (SPEC §4.1, run C′): SGD (optionally Nesterov) whose weight decay is *decoupled* and applied
+SGDW (PAPER_MAP §4.1, run C′): SGD (optionally Nesterov) whose weight decay is *decoupled* and applied
 by hand after each step, exactly like the reference's `sgd_control.py`:
 
     θ ← SGD step(θ, g)                  # no L2 term in g

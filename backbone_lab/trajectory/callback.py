@@ -1,4 +1,4 @@
-"""Lightning callback that dumps the trunk into a `TrajectoryWriter` (SPEC §3.2, §4.1-4.2).
+"""Lightning callback that dumps the trunk into a `TrajectoryWriter` (PAPER_MAP §3.2, §4.1-4.2).
 
 Snapshots are taken at the initialisation (step 0, before any update), after step 1, every
 `every` steps, inside optional dense ranges, and at `extra_steps`; "step t" means the weights

@@ -7,7 +7,7 @@ A *layout* is the ordered list of stored tensors, as in the manifest::
 
 `offset`/`numel` are in elements (the column index of the tensor in a flat snapshot). The
 *roles* — `block` (index of the transformer block holding the tensor, or null) and `trunk`
-(whether the tensor belongs to the trunk of SPEC §1.3) — are declared by the model that wrote
+(whether the tensor belongs to the trunk of PAPER_MAP §1.3) — are declared by the model that wrote
 the trajectory (`GPT.snapshot_tensors`), so nothing downstream guesses them from names. For
 tensors written without roles (old manifests, `TrajectoryWriter` fed from any training loop)
 `default_roles` applies one generic rule: the block is the first integer component of the
@@ -83,7 +83,7 @@ def signature(layout: Sequence[dict]) -> list[tuple]:
 def select(layout: Sequence[dict], subset: str) -> list[dict]:
     """Tensors of an analysis subset name.
 
-    * `trunk`: the tensors declared trunk (SPEC §1.3);
+    * `trunk`: the tensors declared trunk (PAPER_MAP §1.3);
     * `block{i}`: the trunk tensors of block i;
     * `block{i}_ln`: every stored tensor of block i (trunk + norms, when the store has them);
     * `all` / `full`: every stored tensor;

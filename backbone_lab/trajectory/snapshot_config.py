@@ -80,7 +80,7 @@ def snapshot_steps(
     """Sorted snapshot steps in [0, max_steps].
 
     `dense` = [[from, to, every], ...] adds every `every` steps within [from, to] (inclusive),
-    e.g. the SGD-control cadence [[600, 2000, 50], [2000, 4000, 100]] (SPEC §4.1).
+    e.g. the SGD-control cadence [[600, 2000, 50], [2000, 4000, 100]] (PAPER_MAP §4.1).
     The final step is always included.
     """
     if every <= 0:

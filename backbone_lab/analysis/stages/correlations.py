@@ -1,4 +1,4 @@
-"""Stage ``correlations``: Pearson corr(p_ood, ‖r‖) per window with bootstrap CIs (SPEC §5.7, W13).
+"""Stage ``correlations``: Pearson corr(p_ood, ‖r‖) per window with bootstrap CIs (PAPER_MAP §5.7, W13).
 
 Only when eval_metrics.csv has ≥ 3 p_ood values at the analysed steps. Windows as the ``fits``
 stage. Summary block ``correlations``. Flags: ``p_ood_at_chance`` (and ``p_ood_at_chance: true``

@@ -1,4 +1,4 @@
-"""Stage ``decomposition``: a(t), ‖r(t)‖, ‖Δθ(t)‖, f_b(t) along the global backbone (SPEC §5.3, W9).
+"""Stage ``decomposition``: a(t), ‖r(t)‖, ‖Δθ(t)‖, f_b(t) along the global backbone (PAPER_MAP §5.3, W9).
 
 v_b = the PC1 of the configured normalisation (stage ``pca``), sign-fixed so a(final) > 0.
 Summary block ``decomposition``; table ``timeseries.csv`` (the reference's CSV layout: the

@@ -1,7 +1,7 @@
-"""Stage ``fits``: power laws |a(t)| = C_a t^γ_a and ‖r(t)‖ = C_r t^γ_r per window (SPEC §5.6, W13).
+"""Stage ``fits``: power laws |a(t)| = C_a t^γ_a and ‖r(t)‖ = C_r t^γ_r per window (PAPER_MAP §5.6, W13).
 
 OLS in natural-log space on lo < t ≤ hi (raw step numbers), R² in log space, n reported.
-Windows: ``fit_windows``, else the SPEC §5.6 windows for runs reaching 10k, else halves/quarters.
+Windows: ``fit_windows``, else the PAPER_MAP §5.6 windows for runs reaching 10k, else halves/quarters.
 Summary block ``fits``; figure ``loglog.png``. Flag ``few_fit_points``: a window fitted on fewer
 than `MIN_FIT_POINTS` points (two points give R² = 1 by construction).
 """

@@ -1,4 +1,4 @@
-"""Stage ``pca``: global uncentered PCA of the drifts, raw and row-normalised (SPEC §5.1, W2).
+"""Stage ``pca``: global uncentered PCA of the drifts, raw and row-normalised (PAPER_MAP §5.1, W2).
 
 Rows x_t = θ(t) − θ(anchor) for the analysed steps after the anchor. Explained fractions use the
 total denominator Σσ² over all rows. The legacy ``top10_denominator`` reproduces the reference's

@@ -1,4 +1,4 @@
-"""Stage ``per_block``: per-block raw PCA (Table 2), update alignment (variant 1), c(w) (SPEC §5.2, §5.8).
+"""Stage ``per_block``: per-block raw PCA (Table 2), update alignment (variant 1), c(w) (PAPER_MAP §5.2, §5.8).
 
 Only for ``subset=trunk`` with ``per_block``: the block Grams come from the same streamed pass
 (``gram_groups``). Per block: raw uncentered PC1 of the drifts from the anchor, sign-fixed

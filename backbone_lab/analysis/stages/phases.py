@@ -1,4 +1,4 @@
-"""Stage ``phases``: early / late phase backbones v_E, v_L and A_E(t), A_L(t) (SPEC §5.5).
+"""Stage ``phases``: early / late phase backbones v_E, v_L and A_E(t), A_L(t) (PAPER_MAP §5.5).
 
 v_E from (anchor, boundary] relative to θ(anchor), v_L from (boundary, last] relative to
 θ(boundary), both row-normalised PC1; A_E(w) = |⟨v_roll(w), v_E⟩|, A_L(w) = |⟨v_roll(w), v_L⟩|

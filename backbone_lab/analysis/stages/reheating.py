@@ -1,4 +1,4 @@
-"""Stage ``reheating``: this run projected on the backbone of ``source_run`` (paper §7, SPEC §4.3, W16).
+"""Stage ``reheating``: this run projected on the backbone of ``source_run`` (paper §7, PAPER_MAP §4.3, W16).
 
 One joint streamed pass over both stores (``analysis.reheating.reheating_projection``). Summary
 block ``reheating``. Only with ``source_run``.

@@ -1,4 +1,4 @@
-"""Stage ``rolling``: rolling-window backbones and the adjacent-window alignment ρ(t) (SPEC §5.4).
+"""Stage ``rolling``: rolling-window backbones and the adjacent-window alignment ρ(t) (PAPER_MAP §5.4).
 
 Windows of ``rolling_window`` consecutive analysed checkpoints (stride ``rolling_stride``),
 re-anchored at their first checkpoint and row-normalised; ρ(w) = |⟨v_roll(w), v_roll(w+1)⟩|.

@@ -1,4 +1,4 @@
-"""Stage ``switching``: switching directions between p_ood peaks and troughs (SPEC §5.12, W11).
+"""Stage ``switching``: switching directions between p_ood peaks and troughs (PAPER_MAP §5.12, W11).
 
 Peaks / troughs of p_ood (prominence ``switch_prominence`` over ``switch_neighbourhood`` points),
 switch pairs (peak, next trough) with tiers from ``eval_noise_sigma``; for each pair v_sw =

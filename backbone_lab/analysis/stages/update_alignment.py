@@ -1,4 +1,4 @@
-"""Stage ``update_alignment``: cos(u, v_b) of checkpoint updates with the global backbone (SPEC §5.8).
+"""Stage ``update_alignment``: cos(u, v_b) of checkpoint updates with the global backbone (PAPER_MAP §5.8).
 
 u = θ(s) − θ(s') for consecutive analysed checkpoints (labelled at the integer midpoint) and, as
 in the β2 analysis (variant 2), for every fixed lag (``update_lag``, default the cadence;

@@ -1,4 +1,4 @@
-"""Stage ``windows``: geometry of explicit checkpoint windows of this run (SPEC §5.13, Table 5).
+"""Stage ``windows``: geometry of explicit checkpoint windows of this run (PAPER_MAP §5.13, Table 5).
 
 For each ``window_sets`` entry [s0, s1, ...]: anchor s0, row-normalised PC1 %, k95, k99, drift
 ‖θ(last) − θ(s0)‖ and sub-window PC1 stability. Summary block ``windows`` (a list; a window with
