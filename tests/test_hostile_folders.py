@@ -34,7 +34,7 @@ def test_a_file_link_in_analysis_is_replaced_not_followed(tmp_path, capsys):
         link = run / "analysis" / name
         link.unlink(missing_ok=True)
         link.symlink_to(victims[name])
-    assert main([str(run), "anchor_step=1"]) == 0, capsys.readouterr().err
+    assert main([str(run), "--overwrite", "anchor_step=1"]) == 0, capsys.readouterr().err
     for name, victim in victims.items():
         link = run / "analysis" / name
         assert not link.is_symlink() and link.stat().st_size > 0, name
@@ -90,7 +90,7 @@ def test_file_links_in_compare_are_replaced_and_a_folder_link_is_refused(tmp_pat
 
 def test_a_linked_append_log_is_replaced_not_followed(tmp_path):
     """Appended files (diagnostics CSVs, rank logs) drop a planted link instead of writing through it."""
-    from backbone_lab.diagnostics.records import RecordWriter
+    from backbone_lab.analysis.diagnostic_records import RecordWriter
 
     victim = _victim(tmp_path)
     path = tmp_path / "run" / "diagnostics" / "alignment.csv"
