@@ -3,6 +3,7 @@
     <run>/
       config.yaml          resolved config of the run (rank 0 writes it)
       codewords.json       the probe's codewords (+ sha256)
+      execution.json       how the run was executed (threads, torch, device, precision, determinism, world size)
       tokenizer.json       the tokenizer the run used (loadable with tokenizers.Tokenizer.from_file)
       eval_metrics.csv     one row per evaluation (backbone_lab.metrics_csv)
       trajectory/          trunk snapshots (backbone_lab.trajectory.store)
@@ -78,6 +79,10 @@ class RunDir:
     @property
     def diagnostics(self) -> Path:
         return self.root / "diagnostics"
+
+    @property
+    def execution(self) -> Path:
+        return self.root / "execution.json"
 
     @property
     def early_stop(self) -> Path:

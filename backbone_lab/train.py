@@ -247,6 +247,7 @@ def _safe_marker(run: RunDir, name: str, payload: dict) -> None:
 def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer, ckpt_path, rank: int) -> dict:
     from backbone_lab.analysis.summary import Summary
     from backbone_lab.data.datamodule import BackboneDataModule
+    from backbone_lab.execution_record import write_execution_record
     from backbone_lab.loggers import publish_analysis
 
     loop, snap = conf["train"], conf["snapshots"]
@@ -255,6 +256,7 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
     datamodule.setup("fit")
     if rank == 0:
         datamodule.save_run_files(run.root)
+        write_execution_record(run, trainer)
     try:
         model_config = conf["model"].with_vocab(datamodule.vocab_size)
     except ValueError as err:

@@ -67,4 +67,4 @@ print(len(s['stages']), len(s['figures']))
     p = _python(code)
     assert p.returncode == 0, p.stderr[-2000:]
     n_stages, n_figs = map(int, p.stdout.split())
-    assert n_stages == 7 and n_figs >= 6  # pca .. per_block (no eval metrics, no diagnostics)
+    assert n_stages == 9 and n_figs >= 6  # pca .. per_block, controls, null_baseline (no eval metrics, no diagnostics)

@@ -89,7 +89,20 @@ def test_update_alignment_matches_store_recomputation(diag_run):
     v *= np.sign(X[-1] @ v)
     du = th[20] - th[10]
     u = read_records(run / "diagnostics" / "update_alignment.csv")
-    assert u["cos"][list(u["step"]).index(20)] == pytest.approx(du @ v / np.linalg.norm(du), abs=1e-5)
+    i = list(u["step"]).index(20)
+    assert u["cos"][i] == pytest.approx(du @ v / np.linalg.norm(du), abs=1e-5)
+    assert u["ref_step"][i] == 20  # in sample: the reference window contains θ(20), hence u
+
+    def backbone(upto):
+        win = [s for s in reader.steps if s <= upto][-4:]
+        X = np.stack([reader.load(s).astype(np.float64) - reader.load(win[0]).astype(np.float64) for s in win[1:]])
+        vv = np.linalg.svd(X / np.linalg.norm(X, axis=1, keepdims=True), full_matrices=False)[2][0]
+        return vv * np.sign(X[-1] @ vv)
+
+    # out of sample: the snapshots ≤ 20 − Δ = 10 only
+    assert u["oos_ref_step"][i] == 10
+    assert u["oos_cos"][i] == pytest.approx(du @ backbone(10) / np.linalg.norm(du), abs=1e-5)
+    assert np.isnan(u["oos_cos"][list(u["step"]).index(10)])  # ≤ 0: one snapshot, no reference yet
 
 
 def test_offline_fisher_reproduces_online_at_final_step(diag_run):

@@ -114,3 +114,15 @@ def test_trajectory_is_identical_for_any_number_of_workers(finished_run):
     assert list(got.steps) == [0, 1, 5, 10]
     for step in got.steps:
         np.testing.assert_array_equal(got.load(step), ref.load(step), err_msg=f"step {step}")
+
+
+def test_execution_record_written(finished_run):
+    import torch
+
+    from backbone_lab.run_dir import RunDir
+
+    _, run_dir, _ = finished_run
+    rec = json.loads(RunDir(run_dir).execution.read_text())
+    assert rec["torch_threads"] == torch.get_num_threads() and rec["torch_version"] == torch.__version__
+    assert rec["accelerator"] == "cpu" and rec["device"] == "cpu" and rec["world_size"] == 1
+    assert rec["precision"] and isinstance(rec["deterministic"], bool) and rec["python_version"].count(".") == 2

@@ -101,6 +101,18 @@ class AnalysisConfig:
     noisy evaluations of a 1/n guess among the n codewords of ``<run>/codewords.json`` reaches
     2–3/n; at least the paper's 0.02 (0.02 alone when the run has no codewords.json)."""
     progress: bool = True
+    null_draws: int = 200
+    """Draws of the null baselines (isotropic random walk with the run's own increment norms, and the
+    run's increments shuffled; ``analysis.null_baseline``); 0 = no null baseline."""
+    null_seed: Optional[int] = None
+    """Seed of the null draws (None = ``seed``)."""
+    null_max_seconds: Optional[float] = 120.0
+    """Time limit of each null baseline's draws (random walk, shuffled); past it, after at least 40
+    draws, fewer than ``null_draws`` are used (summary ``draws`` vs ``draws_requested``). Cost per
+    draw grows as T³ (≈ 0.01 s at T = 51, 0.1 s at T = 101, 0.65 s at T = 401). None = no limit."""
+    project_out_anchor: bool = False
+    """Project θ(anchor) out of the drifts before every stage (the weight-decay shrinkage direction of
+    runs that do not learn, e.g. the SGD controls; ``analysis.shrinkage``). Off = the paper's drifts."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -119,6 +131,10 @@ class AnalysisConfig:
             errs.append("corr_bootstrap must be >= 0 and corr_block >= 1")
         if self.update_lag is not None and self.update_lag <= 0:
             errs.append("update_lag must be > 0")
+        if self.null_draws < 0:
+            errs.append("null_draws must be >= 0")
+        if self.null_max_seconds is not None and self.null_max_seconds <= 0:
+            errs.append("null_max_seconds must be None or > 0")
         if self.chunk_mb <= 0:
             errs.append("chunk_mb must be > 0")
         if self.switch_prominence < 0 or self.switch_neighbourhood < 1 or self.switch_top_k < 2:

@@ -70,6 +70,8 @@ class AnalysisContext:
         summary: summary.json so far (header + the blocks of earlier stages).
         results: stage name -> its result, for the stages run so far.
         current: name of the stage being run.
+        anchor_inner: ⟨x_i, θ(anchor)⟩ and ‖θ(anchor)‖² of the analysis subset (unprojected),
+            accumulated in the streamed pass (``analysis.shrinkage.AnchorInner``; None: not available).
     """
 
     run_dir: Path
@@ -86,6 +88,7 @@ class AnalysisContext:
     summary: dict = field(default_factory=dict)
     results: dict[str, StageResult] = field(default_factory=dict)
     current: str = ""
+    anchor_inner: Any = None
 
     # ------------------------------------------------------------------ selection
     @property

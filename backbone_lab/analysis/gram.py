@@ -135,6 +135,7 @@ def stream_grams(
     progress: ProgressFn | None = None,
     threads: int | None = None,
     prefetch: bool = True,
+    anchor_inner: bool = False,
 ) -> dict[str, DriftGram]:
     """One streamed pass: drift Grams of several column groups (and several stores).
 
@@ -154,6 +155,9 @@ def stream_grams(
         threads: compute threads for the numpy path (default min(8, cpu count)); BLAS is limited
             to one thread each meanwhile (T×T rank updates do not scale inside BLAS).
         prefetch: read (and crc-check) the next chunk in a background thread.
+        anchor_inner: also accumulate p_i = <x_i, θ(ref)> and q = ‖θ(ref)‖² per group (the
+            shrinkage direction, ``analysis.shrinkage``), in ``meta["anchor_inner"] = {"p": (T,),
+            "q": float}``; costs a T-vector product per block (1/T of the Gram's work).
 
     Returns:
         name -> DriftGram. For several readers the Gram rows are the concatenation; ``steps`` of
@@ -194,10 +198,12 @@ def stream_grams(
 
         tdev = torch.device(device)
         acc = {g: torch.zeros((T, T), dtype=torch.float64, device=tdev) for g in groups}
+        ain = {g: torch.zeros(T + 1, dtype=torch.float64, device=tdev) for g in groups}
         n_threads = 1
     else:
         n_threads = max(1, int(threads if threads is not None else min(8, os.cpu_count() or 1)))
         accs = [{g: np.zeros((T, T), dtype=np.float64) for g in groups} for _ in range(n_threads)]
+        ains = [{g: np.zeros(T + 1, dtype=np.float64) for g in groups} for _ in range(n_threads)]  # [p..., q]
         bufs = [np.empty((T, _BLOCK_COLS), dtype=np.float64) for _ in range(n_threads)]
         pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
 
@@ -223,6 +229,11 @@ def stream_grams(
             g = Y @ Y.T
             for n in names:
                 acc_k[n] += g
+            if anchor_inner:
+                r = block[ref_row, a - c0: b - c0].astype(np.float64)
+                pq = np.append(Y @ r, r @ r)
+                for n in names:
+                    ains[k][n] += pq
 
     t0 = time.perf_counter()
     gens = [r.iter_column_chunks(chunk_cols, steps=s, columns=union, verify=verify, prefetch=prefetch, reuse_buffers=True) for r, s in zip(readers, steps_l)]
@@ -235,12 +246,18 @@ def stream_grams(
                 block = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts], axis=0)
                 if use_torch:
                     X = torch.from_numpy(block).to(tdev).double()
-                    X -= X[ref_row].clone()
+                    ref_vals = X[ref_row].clone()
+                    X -= ref_vals
                     for a, b, names in pieces(sl):
                         Xs = X[:, a - sl.start: b - sl.start]
                         g = Xs @ Xs.T
                         for n in names:
                             acc[n] += g
+                        if anchor_inner:
+                            r = ref_vals[a - sl.start: b - sl.start]
+                            pq = torch.cat([Xs @ r, (r @ r).reshape(1)])
+                            for n in names:
+                                ain[n] += pq
                 else:
                     ps = pieces(sl)
                     if pool is None:
@@ -259,11 +276,14 @@ def stream_grams(
     elapsed = time.perf_counter() - t0
     if not use_torch:
         acc = {g: sum(a[g] for a in accs) for g in groups}
+        ain = {g: sum(a[g] for a in ains) for g in groups}
 
     out = {}
     for g, M in acc.items():
         M = M.cpu().numpy() if use_torch else M
         M = 0.5 * (M + M.T)
+        pq = ain[g].cpu().numpy() if use_torch else ain[g]
+        extra = {"anchor_inner": {"p": pq[:T].copy(), "q": float(pq[T])}} if anchor_inner else {}
         out[g] = DriftGram(
             steps=all_steps.copy(),
             G=M,
@@ -278,6 +298,7 @@ def stream_grams(
                 "device": device or "numpy",
                 "sources": src_of_row.tolist() if len(readers) > 1 else None,
                 "ref_source": int(ref[0]),
+                **extra,
             },
         )
     return out

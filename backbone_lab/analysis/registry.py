@@ -38,6 +38,8 @@ BUILTIN_STAGES: dict[str, str] = {  # name -> module:object, in the default orde
     "backbone_file": f"{_STAGES}.backbone_file:BackboneFileStage",
     "diagnostics": f"{_STAGES}.diagnostic_hooks:DiagnosticHooksStage",
     "training_diagnostics": f"{_STAGES}.training_diagnostics:TrainingDiagnosticsStage",
+    "controls": f"{_STAGES}.controls:ControlsStage",
+    "null_baseline": f"{_STAGES}.null_baseline:NullBaselineStage",
 }
 DEFAULT_STAGES: tuple[str, ...] = tuple(BUILTIN_STAGES)
 

@@ -29,6 +29,7 @@ from backbone_lab.analysis.gram import DriftGram, stream_grams
 from backbone_lab.analysis.registry import resolve_stage
 from backbone_lab.analysis.report import write_report
 from backbone_lab.analysis.selection import select_steps
+from backbone_lab.analysis.shrinkage import AnchorInner, project_out_anchor
 from backbone_lab.analysis.stage import Flag, Stage
 from backbone_lab.analysis.stages.diagnostic_hooks import DIAGNOSTICS, register_diagnostic, resolve_diagnostic  # noqa: F401
 from backbone_lab.analysis.summary import FORMAT, SUMMARY_NAME, VERSION, Summary, json_safe
@@ -121,11 +122,15 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
             groups.update(extra(reader, cfg))
     cb = (lambda d, t: progress("gram", d, t)) if progress else None
     grams = stream_grams(reader, groups, steps=selection.steps, ref=selection.anchor, chunk_bytes=cfg.chunk_mb << 20,
-                         device=cfg.device, verify=cfg.verify_crc, progress=cb)
+                         device=cfg.device, verify=cfg.verify_crc, progress=cb, anchor_inner=True)
 
+    ai = grams[cfg.subset].meta["anchor_inner"]  # ⟨x_i, θ(anchor)⟩, ‖θ(anchor)‖², from the same pass
+    anchor_inner = AnchorInner(p=ai["p"], q=ai["q"])
+    if cfg.project_out_anchor:  # the shrinkage direction θ(anchor) out of every drift, before any stage
+        grams[cfg.subset] = project_out_anchor(grams[cfg.subset], anchor_inner)
     ctx = AnalysisContext(run_dir=run_dir, run=run, traj_dir=traj_dir, out_dir=out_dir, cfg=cfg, reader=reader,
                           selection=selection, grams=grams, metrics=metrics, n_codewords=read_codeword_count(run),
-                          progress=progress)
+                          progress=progress, anchor_inner=anchor_inner)
     gram = ctx.gram
     summary: dict[str, Any] = {
         "format": FORMAT,
@@ -150,6 +155,10 @@ def run_analysis(run_dir: str | os.PathLike, cfg: AnalysisConfig | None = None, 
         ctx.results[st.name] = res
         if res.summary is not None:
             summary[st.name] = res.summary
+        clash = [k for k in res.top_level if k in summary]
+        if clash:
+            raise ValueError(f"analysis stage {st.name!r} returns top-level keys {clash} that summary.json already has")
+        summary.update(res.top_level)
         sections.append(res.report)
         figures += res.figures
         tables += res.tables

@@ -72,6 +72,8 @@ class StageResult:
         tables: CSV rows for the output folder.
         flags: degenerate cases found.
         data: in-memory results for later stages (``ctx.need(name)``); never written.
+        top_level: keys placed at the top level of summary.json beside the stage blocks (e.g.
+            ``beyond_null``, ``shrinkage_cos``); a key must not clash with a block or header key.
     """
 
     summary: Any = None
@@ -80,6 +82,7 @@ class StageResult:
     tables: list[CsvTable] = field(default_factory=list)
     flags: list[Flag] = field(default_factory=list)
     data: Any = None
+    top_level: dict = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -300,6 +300,43 @@ class Summary(Mapping[str, Any]):
     def reheat_source_pc1_pct(self) -> float | None:
         return _number(self.get_path("reheating.source_pc1_pct"))
 
+    # ------------------------------------------------------------------ null baseline, controls
+    def null_band(self, metric: str) -> dict | None:
+        """{observed, mean, lo, hi, beyond} of a statistic against the isotropic random walk (None: no null)."""
+        m = self.get_path(f"null_baseline.metrics.{metric}")
+        return dict(m) if isinstance(m, Mapping) else None
+
+    @property
+    def beyond_null(self) -> bool | None:
+        """Whether the row-normalised PC1 % is above the random walk's 97.5 % quantile (None: no null)."""
+        b = self._data.get("beyond_null")
+        return b if isinstance(b, bool) else None
+
+    @property
+    def update_oos_mean_abs_cos(self) -> float | None:
+        """Mean update |cos| against the rolling backbone ending before the update (out of sample)."""
+        return _number(self.get_path("update_alignment.rolling_reference.out_of_sample.mean_abs_cos"))
+
+    @property
+    def update_insample_mean_abs_cos(self) -> float | None:
+        """Same against the window ending at the update's step (in sample, the paper's legacy construction)."""
+        return _number(self.get_path("update_alignment.rolling_reference.in_sample_legacy.mean_abs_cos"))
+
+    @property
+    def update_over_grad_out_of_sample(self) -> float | None:
+        """Out-of-sample update |cos| / recorded gradient |cos| (both references end before the step)."""
+        return _number(self.get_path("training_diagnostics.update_over_grad_out_of_sample"))
+
+    @property
+    def shrinkage_cos(self) -> float | None:
+        """|cos(v_b, θ(anchor))| (≈ 1: the backbone is weight decay shrinking θ(anchor))."""
+        return _number(self._data.get("shrinkage_cos"))
+
+    @property
+    def val_loss_drop(self) -> float | None:
+        """First minus last evaluated val loss (nats/token; None without evaluations)."""
+        return _number((self._data.get("learning") or {}).get("drop"))
+
     # ------------------------------------------------------------------ DONE marker
     @property
     def report_path(self) -> str:
@@ -315,6 +352,7 @@ class Summary(Mapping[str, Any]):
             "backbone_frac_final": self.backbone_frac_final,
             "backbone_frac_mean": self.backbone_frac_mean,
             "rho_mean": self.rho_mean,
+            "beyond_null": self.beyond_null,
             "snapshots_used": self.snapshots_used,
             "snapshots_dropped": self.snapshots_dropped,
             "analysis_flags": self.flag_codes or None,

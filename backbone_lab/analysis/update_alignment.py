@@ -80,3 +80,32 @@ def alignment_summary(res: dict, early_max: int | None = None, dim: int | None =
         out["noise_floor"] = nf
         out["mean_over_noise_floor"] = out["mean_abs_cos"] / nf["mean_abs_cos"] if out["mean_abs_cos"] is not None else None
     return out
+
+
+def rolling_reference_alignment(gram: DriftGram, roll, pairs: Sequence[tuple[int, int]], out_of_sample: bool = True) -> dict:
+    """Cosines of updates u = θ(s) − θ(s') with a rolling backbone (paper §4.8, §9.2; out of sample).
+
+    Out of sample (default): the reference is the latest rolling window (``roll``, a
+    `RollingResult` over the same Gram) whose last checkpoint is ≤ s' = s − Δ, so the window holds
+    nothing of u. In sample (``out_of_sample=False``, the paper's construction, kept as a labelled
+    legacy): the latest window ending at ≤ s, i.e. the window ending at s, which contains u itself
+    and aligns with it even for a random walk. Both variants use the same updates: those with an
+    out-of-sample window (s' ≥ the first window's end); the others are dropped.
+
+    Returns {step (= s), step_from, step_to, ref_end, cos, abs_cos, norm_u} as arrays.
+    """
+    ends = np.asarray(roll.end, dtype=np.int64)
+    keep = [(a, b) for a, b in pairs if len(ends) and a >= ends[0]]
+    s0 = np.array([a for a, _ in keep], dtype=np.int64)
+    s1 = np.array([b for _, b in keep], dtype=np.int64)
+    limit = s0 if out_of_sample else s1
+    w = np.searchsorted(ends, limit, side="right") - 1  # latest window with end ≤ limit
+    G = gram.G
+    i0, i1 = gram.indices(s0.tolist()), gram.indices(s1.tolist())
+    P = roll.coeffs @ G  # (nw, T): <v_roll(w), x_j>
+    dot = P[w, i1] - P[w, i0] if len(keep) else np.zeros(0)
+    nu = np.sqrt(np.clip(G[i1, i1] - 2 * G[i1, i0] + G[i0, i0], 0, None)) if len(keep) else np.zeros(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(nu > 0, dot / np.where(nu > 0, nu, 1), np.nan)
+    return {"step": s1, "step_from": s0, "step_to": s1, "ref_end": ends[w] if len(keep) else np.zeros(0, np.int64),
+            "cos": cos, "abs_cos": np.abs(cos), "norm_u": nu}

@@ -222,7 +222,9 @@ class GradAlignmentCallback(_DiagnosticCallback):
 class UpdateAlignmentCallback(_DiagnosticCallback):
     """Cosine of the Δ-step update u = θ(t) − θ(t−Δ) with the reference direction (SPEC §5.8).
 
-    Computed at every step t that is a multiple of `every_n_steps` (default Δ) with t ≥ Δ. θ(t−Δ) is
+    Computed at every step t that is a multiple of `every_n_steps` (default Δ) with t ≥ Δ, against
+    the reference of the snapshots ≤ t (``cos``: in sample for a rolling reference, the paper's) and
+    of the snapshots ≤ t − Δ (``oos_cos``, ``oos_ref_step``: out of sample). θ(t−Δ) is
     a flat copy taken after step t−Δ (on the model's device; one per pending interval) — kept in
     the callback state when `keep_in_checkpoint`, otherwise read from the trajectory store after a
     resume if that step was stored. At the end of training the zero crossings of the signed cosine
@@ -292,10 +294,21 @@ class UpdateAlignmentCallback(_DiagnosticCallback):
         u = trunk.flatten_params(model, self.subset) - base.to(dev, torch.float32)
         v = self.backbone_tensor(ref, dev)
         row = {"step": step, "delta": self.delta, "D": self.D, "noise_floor": al.noise_floor(self.D),
-               **al.alignment_stats(u, v), "ref_step": ref.latest_step, "ref_source": ref.source}
+               **al.alignment_stats(u, v), "ref_step": ref.latest_step, "ref_source": ref.source,
+               **self._out_of_sample(u, step, dev)}
         self.history.append((step, row["cos"]))
         self.emit(trainer, "update_alignment", row, step)
         self.last_step = step
+
+    def _out_of_sample(self, u: torch.Tensor, step: int, device) -> dict:
+        """cos of u with the reference of the snapshots ≤ t − Δ (it holds nothing of u, as the
+        gradient's reference holds nothing of the gradient); the ``cos`` columns use the snapshots
+        ≤ t, which for a rolling reference include θ(t) and so u itself (``ref_step == step``)."""
+        ref = self.reference(step - self.delta) if step - self.delta >= 0 else None
+        if ref is None:
+            return {"oos_cos": float("nan"), "oos_abs_cos": float("nan"), "oos_ref_step": float("nan")}
+        st = al.alignment_stats(u, self._to_device(ref, ref.backbone, device))
+        return {"oos_cos": st["cos"], "oos_abs_cos": st["abs_cos"], "oos_ref_step": ref.latest_step}
 
     def summary(self) -> dict:
         hist = sorted(dict(self.history).items())

@@ -5,6 +5,12 @@ in the β2 analysis (variant 2), for every fixed lag (``update_lag``, default th
 labelled at the interval end). v_b = the sign-fixed backbone of ``decomposition``. The noise
 floor is E|cos| of a random direction in D dims (``analysis.noise_floor``).
 
+Against the rolling backbones (stage ``rolling``, when it ran): ``rolling_reference`` holds the
+out-of-sample alignment (reference window ending at ≤ t − lag, so it holds nothing of u; the
+number to compare with the recorded gradient alignment) and, labelled ``in_sample_legacy``, the
+paper's construction (window ending at t, which contains u: a random walk already scores far
+above the floor). CSV variants ``rolling_out_of_sample`` / ``rolling_in_sample_legacy``.
+
 Summary block ``update_alignment``; rows of ``update_alignment.csv`` (subset = the analysis
 subset); figure ``update_alignment.png`` (|cos| on a log axis with the noise floor, signed cos
 below). Flag ``early_is_whole_run``: the run ends at or before ``early_max_step``, so the "early"
@@ -20,7 +26,9 @@ from backbone_lab.analysis.context import AnalysisContext
 from backbone_lab.analysis.noise_floor import noise_floor_record
 from backbone_lab.analysis.report import fmt
 from backbone_lab.analysis.stage import CsvTable, Flag, StageResult
-from backbone_lab.analysis.update_alignment import alignment_summary, consecutive_pairs, lag_pairs, update_alignment
+from backbone_lab.analysis.update_alignment import (
+    alignment_summary, consecutive_pairs, lag_pairs, rolling_reference_alignment, update_alignment,
+)
 
 UA_CSV = "update_alignment.csv"
 UA_HEADER = ["subset", "variant", "step", "step_from", "step_to", "cos", "abs_cos"]
@@ -53,6 +61,16 @@ class UpdateAlignmentStage:
             if pairs_l:
                 res_l = update_alignment(gram, vb, pairs_l, label="end")
                 block["fixed_lag"] = {**alignment_summary(res_l, cfg.early_max_step, gram.dim), "lag": lag, "label": "interval end"}
+        roll = ctx.maybe("rolling")
+        pairs_r = (lag_pairs(ctx.steps, lag) if lag else []) or consecutive_pairs(ctx.steps)
+        if roll is not None:
+            ref_block = {"window": roll.window, "lag": lag, "pairs": "fixed lag" if lag and lag_pairs(ctx.steps, lag) else "consecutive"}
+            for key, oos, rule in (("out_of_sample", True, "latest rolling window ending at <= t - lag (holds nothing of u)"),
+                                   ("in_sample_legacy", False, "rolling window ending at t (contains u itself; the paper's construction)")):
+                res_r = rolling_reference_alignment(gram, roll, pairs_r, out_of_sample=oos)
+                ref_block[key] = {**alignment_summary(res_r, cfg.early_max_step, gram.dim), "reference": rule}
+                rows += ua_rows(cfg.subset, f"rolling_{key}", res_r)
+            block["rolling_reference"] = ref_block
         last = ctx.steps[-1]
         flags = []
         if last <= cfg.early_max_step:
@@ -71,6 +89,12 @@ class UpdateAlignmentStage:
         if "fixed_lag" in block:
             fl = block["fixed_lag"]
             report += f"Fixed lag {fl['lag']}: mean |cos| {fmt(fl['mean_abs_cos'])}, {early} {fmt(fl.get('mean_abs_cos_early'))}.\n\n"
+        if "rolling_reference" in block:
+            rr = block["rolling_reference"]
+            o, i = rr["out_of_sample"], rr["in_sample_legacy"]
+            report += (f"Against the rolling backbone (W = {rr['window']}, {rr['pairs']} updates, n = {o['n']}): out of sample "
+                       f"(window ending at ≤ t − lag) mean |cos| {fmt(o['mean_abs_cos'])} (×{fmt(o.get('mean_over_noise_floor'), 0)} the floor); "
+                       f"in sample (legacy, window ending at t, contains u) {fmt(i['mean_abs_cos'])}.\n\n")
         report += "![update alignment](update_alignment.png)\n" if figures else ""
         return StageResult(summary=block, report=report, figures=figures, tables=[CsvTable(UA_CSV, UA_HEADER, rows)],
                            flags=flags, data=res_c)
