@@ -14,7 +14,6 @@ holds `swept`: only the keys its sweep varies, with typed values (`sweep_values`
 from __future__ import annotations
 
 import math
-import os
 import secrets
 import string
 from pathlib import Path
@@ -24,13 +23,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from backbone_lab.run_dir import RunDir
 from backbone_lab.durable import atomic_write_text
-
-
-def wandb_has_credentials() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path.home() / ".netrc"
-    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+from backbone_lab.wandb_credentials import wandb_has_credentials  # noqa: F401 - re-exported (logger factories, tests)
 
 
 def run_id(save_dir: str | Path) -> str:

@@ -197,13 +197,14 @@ def test_cli_writes_markdown_csv_png(tmp_path, capsys):
     from backbone_lab.compare.__main__ import main
 
     _sgd_runs(tmp_path, BASE)
-    assert main([str(tmp_path / "sgd")]) == 0
+    assert main([str(tmp_path / "sgd"), "--no-wandb"]) == 0
     out = tmp_path / "sgd" / "compare"
     for name in ("report.md", "runs.csv", "sgd_controls.csv", "matched_windows.csv", "overlay.png", "overlay_p_ood.png"):
         assert (out / name).exists(), name
     text = (out / "report.md").read_text()
     assert "paper Table 4" in text and "overlay.png" in text
     assert "sgd_controls:" in capsys.readouterr().out
+    assert not (out / "wandb").exists()
     assert main([str(tmp_path / "missing")]) == 2
 
 

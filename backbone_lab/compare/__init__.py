@@ -13,9 +13,11 @@ Every comparison starts with the paper's claims checked on the runs present (``c
 holds / does not hold / not testable here, and why), plus user claim files (``--claims FILE``).
 
 Modules: `runs` (discovery and loading), `grouping` (swept keys, labels, seed groups),
-`tables` (Table 4, Table 5, β2 §6.1, Table 6 with paper values), `claim_file` (the claim format),
+`tables` (Table 4, Table 5, β2 §6.1, Table 6 with paper values), `seed_stats` (95 % t intervals
+over seeds), `seed_groups` (groups.csv, execution differences), `claim_file` (the claim format),
 `claim_metrics` (what a claim can measure), `claim_selection` (which runs, when testable),
-`claims` (verdicts), `plots`, `report`.
+`claims` (verdicts per seed: holds / fragile / does not hold), `plots`, `headline_figure`,
+`group_figure`, `report`, `wandb_run` (the sweep-level W&B run).
 """
 
 from backbone_lab.compare.report import build_tables, write_report
@@ -24,9 +26,11 @@ from backbone_lab.compare.runs import Run, discover_runs, load_run
 __all__ = ["Run", "build_tables", "compare", "discover_runs", "load_run", "write_report"]
 
 
-def compare(paths, out_dir=None, plots: bool = True, claim_files=(), paper_claims: bool = True) -> dict:
+def compare(paths, out_dir=None, plots: bool = True, claim_files=(), paper_claims: bool = True,
+            wandb_mode: str = "disabled") -> dict:
     """Discover the runs under `paths`, check the claims (the paper's unless `paper_claims=False`,
-    plus every file of `claim_files`), write the report; returns {out_dir, tables, figures, claims, ...}."""
+    plus every file of `claim_files`), write the report (and, unless `wandb_mode` is "disabled", a
+    sweep-level W&B run: auto / online / offline); returns {out_dir, tables, figures, claims, ...}."""
     from pathlib import Path
 
     from backbone_lab.compare.claim_file import load_claims
@@ -39,6 +43,6 @@ def compare(paths, out_dir=None, plots: bool = True, claim_files=(), paper_claim
         raise FileNotFoundError(f"no runs (folders with config.yaml or a DONE/FAILED marker) under {', '.join(paths)}")
     if out_dir is None:
         out_dir = Path(paths[0]) / "compare" if len(paths) == 1 else Path("multirun_outputs") / "compare"
-    info = write_report(runs, Path(out_dir), paths, plots=plots, claims=claims)
+    info = write_report(runs, Path(out_dir), paths, plots=plots, claims=claims, wandb_mode=wandb_mode)
     info["n_runs"] = len(runs)
     return info

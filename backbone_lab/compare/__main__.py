@@ -1,4 +1,4 @@
-"""`python -m backbone_lab.compare <sweep dir | run dirs ...> [--out DIR] [--no-plots] [--claims FILE ...]`."""
+"""`python -m backbone_lab.compare <sweep dir | run dirs ...> [--out DIR] [--no-plots] [--claims FILE ...] [--no-wandb]`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a claim file (format: backbone_lab/compare/claim_file.py) checked after the paper's "
                              "claims; repeatable")
     parser.add_argument("--no-paper-claims", action="store_true", help="check only the --claims files")
+    parser.add_argument("--no-wandb", action="store_true", help="no sweep-level W&B run (default: one, job_type "
+                                                                "compare, offline without an API key)")
     args = parser.parse_args(argv)
 
     from backbone_lab.compare import compare
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         info = compare(args.paths, args.out, plots=not args.no_plots, claim_files=args.claims,
-                       paper_claims=not args.no_paper_claims)
+                       paper_claims=not args.no_paper_claims, wandb_mode="disabled" if args.no_wandb else "auto")
     except (FileNotFoundError, ClaimFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compared {info['n_runs']} runs; swept keys: {', '.join(info['swept_keys']) or 'none'}")
     if info["claims"]:
         print("\nclaims:")
-        print(markdown_table([{k: r[k] for k in CLAIM_COLUMNS if k not in ("section", "paper")} for r in info["claims"]]))
+        cols = [k for k in CLAIM_COLUMNS if k not in ("section", "paper", "why") and any(r.get(k) for r in info["claims"])]
+        print(markdown_table([{k: r[k] for k in cols} for r in info["claims"]]))
     import csv
 
     for name in info["tables"]:
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         keep = [k for k in rows[0] if k not in ("run_dir", "source", "paper_note", "error")] if rows else []
         print(f"\n{name}:")
         print(markdown_table([{k: r.get(k) for k in keep} for r in rows]))
+    if info.get("wandb_run"):
+        print(f"W&B run (job_type compare): {info['wandb_run']}")
     print(f"\nreport: {out / 'report.md'}")
     return 0
 

@@ -18,9 +18,17 @@
           margin: 0                    # above: value > other + margin; below: value < other - margin
           factor: 1                    # above: value >= factor x other; below: value <= factor x other
         # other checks:  {at_least: 60, at_most: 80}          (a band; either end may be left out)
-        #                {increases_with: beta2, tolerance: 0.5, within: [train.max_steps]}
+        #                {increases_with: beta2, min_effect: 1.0, tolerance: 0.5, within: [train.max_steps]}
         #                                      (or decreases_with; any selector; `within`: the ordering is
-        #                                       checked separately in each group of runs sharing those values)
+        #                                       checked separately in each group of runs sharing those values;
+        #                                       per seed, the change from the lowest to the highest key value
+        #                                       must reach min_effect (a number, or "5%" of the lowest's value)
+        #                                       and no adjacent step may reverse by more than tolerance)
+        # comparisons and orderings hold the protocol fixed (schedule, lambda_schedule, anchor, analysis);
+        # `may_differ: [lambda_schedule]` in expect lets a control differ in one of them
+        # beyond_null: above           # band checks, optional: the value must also lie above (below) the
+                                       # analysis' null band (random walk with the same increments); the
+                                       # expect band is then reported as the secondary `paper_band`
         aggregate: each                # each (default) | any | mean | min | max over the selected runs
         min_runs: 1                    # runs needed to test it (order checks: distinct values, default 2)
         paper: "100 % vs 61.5 % (Table 4)"    # the paper's numbers, shown beside ours
@@ -42,9 +50,10 @@ VERSION = 1
 PAPER_CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 
 CLAIM_KEYS = {"id", "section", "statement", "metric", "runs", "requires", "requires_some", "unless_flags", "expect",
-              "aggregate", "min_runs", "paper"}
+              "aggregate", "min_runs", "paper", "beyond_null"}
 EXPECT_KEYS = {"at_least", "at_most", "above", "below", "margin", "factor", "increases_with", "decreases_with", "tolerance",
-               "within"}
+               "within", "min_effect", "may_differ"}
+NULL_SIDES = ("above", "below")
 AGGREGATES = ("each", "any", "mean", "min", "max")
 
 
@@ -74,6 +83,9 @@ class Check:
     key: str | None = None
     tolerance: float = 0.0
     within: tuple[str, ...] = ()  # orderings: checked separately within runs sharing these selector values
+    min_effect: float = 0.0       # orderings: smallest per-seed change from the lowest to the highest key value
+    min_effect_rel: bool = False  # min_effect is a fraction of |value at the lowest key value|
+    may_differ: tuple[str, ...] = ()  # protocol selectors the compared / ordered runs may differ in
 
     def describe(self, unit: str = "") -> str:
         u = f" {unit}" if unit and unit not in ("×",) else unit
@@ -88,9 +100,11 @@ class Check:
             same = f" (same {', '.join(self.other.same)})" if self.other.same else ""
             return f"{rel} {scale}runs with {selection_text(self.other.runs)}{pad}{same}"
         word = "increases" if self.kind == "increases_with" else "decreases"
-        tol = f" (tolerance {self.tolerance:g})" if self.tolerance else ""
+        effect = (f"{100 * self.min_effect:g} % of the lowest's value" if self.min_effect_rel
+                  else f"{self.min_effect:g} percentage points" if unit == "%" else f"{self.min_effect:g}{u}")
+        tol = f", tolerance {self.tolerance:g} per step" if self.tolerance else ""
         within = f", within runs of the same {', '.join(self.within)}" if self.within else ""
-        return f"{word} with {self.key}{tol}{within}"
+        return f"{word} with {self.key} by > {effect} per seed{tol}{within}"
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,7 @@ class Claim:
     min_runs: int = 1
     paper: str = ""
     source: str = ""
+    null: str = ""  # "above" | "below": the value must also lie beyond the analysis' null band
 
 
 def _value_text(v: Any) -> str:
@@ -166,6 +181,11 @@ def _check(node: Any, src: str, cid: str) -> Check:
     if len(kinds) + band != 1:
         _fail(src, cid, "expect needs exactly one check: at_least/at_most, above, below, increases_with or decreases_with")
     num = {k: float(node[k]) for k in ("margin", "factor", "tolerance") if k in node}
+    from backbone_lab.compare.claim_selection import PROTOCOL_KEYS
+
+    may_differ = _names(node.get("may_differ"), src, cid, "expect.may_differ", set(PROTOCOL_KEYS))
+    if band and may_differ:
+        _fail(src, cid, "expect.may_differ applies to comparisons and orderings only")
     if band:
         return Check("band", at_least=node.get("at_least"), at_most=node.get("at_most"))
     kind = kinds[0]
@@ -179,13 +199,24 @@ def _check(node: Any, src: str, cid: str) -> Check:
         bad = [k for k in same if not is_known_selector(str(k))]
         if bad:
             _fail(src, cid, f"expect.{kind}.same: unknown selector {bad}")
-        return Check(kind, other=Selection(sel.runs, req, same), **{k: v for k, v in num.items() if k != "tolerance"})
+        return Check(kind, other=Selection(sel.runs, req, same), may_differ=may_differ,
+                     **{k: v for k, v in num.items() if k != "tolerance"})
     key = str(node[kind])
     within = tuple(node.get("within") or ())
     bad = [k for k in (key, *within) if not is_known_selector(str(k))]
     if bad:
         _fail(src, cid, f"expect.{kind}: unknown selector {bad}")
-    return Check(kind, key=key, tolerance=num.get("tolerance", 0.0), within=within)
+    min_effect, rel = node.get("min_effect", 0.0), False
+    if isinstance(min_effect, str) and min_effect.strip().endswith("%"):
+        min_effect, rel = min_effect.strip()[:-1], True
+    try:
+        min_effect = float(min_effect) / (100 if rel else 1)
+    except (TypeError, ValueError):
+        _fail(src, cid, f"expect.min_effect must be a number or a percentage such as '5%', got {node.get('min_effect')!r}")
+    if min_effect < 0:
+        _fail(src, cid, "expect.min_effect must be ≥ 0 (the direction is the check's own)")
+    return Check(kind, key=key, tolerance=num.get("tolerance", 0.0), within=within, min_effect=min_effect,
+                 min_effect_rel=rel, may_differ=may_differ)
 
 
 def parse_claims(doc: Any, src: str = "<claims>") -> list[Claim]:
@@ -222,6 +253,9 @@ def parse_claims(doc: Any, src: str = "<claims>") -> list[Claim]:
             _fail(src, cid, f"aggregate must be one of {AGGREGATES}")
         sel = _selection(node.get("runs"), src, cid, "runs")
         check = _check(node["expect"], src, cid)
+        null = node.get("beyond_null") or ""
+        if null and (null not in NULL_SIDES or check.kind != "band"):
+            _fail(src, cid, f"beyond_null must be one of {NULL_SIDES} and goes with a band check (at_least / at_most)")
         out.append(Claim(
             id=cid, statement=str(node["statement"]).strip(), metric=node["metric"], check=check,
             section=str(node.get("section", "")),
@@ -229,7 +263,7 @@ def parse_claims(doc: Any, src: str = "<claims>") -> list[Claim]:
             requires_some=_names(node.get("requires_some"), src, cid, "requires_some", set(REQUIREMENTS)),
             unless_flags=tuple(node.get("unless_flags") or ()), aggregate=aggregate,
             min_runs=int(node.get("min_runs", 2 if check.kind.endswith("_with") else 1)),
-            paper=str(node.get("paper", "")).strip(), source=src))
+            paper=str(node.get("paper", "")).strip(), source=src, null=null))
     return out
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backbone_lab.compare.runs import Run, eval_best, eval_last, load_run
-from backbone_lab.compare.tables import early_correlation, matched_windows_table
+from backbone_lab.compare.runs import Run, eval_best, eval_last, load_run, val_loss_drop
+from backbone_lab.compare.tables import early_correlation, matched_pairs, matched_windows_table
 from backbone_lab.run_dir import RunDir
 
 
@@ -34,6 +34,7 @@ class Metric:
     unit: str
     about: str
     fn: Callable[[Run, ClaimContext], Any]
+    null_key: str = ""  # its name in summary.json `null_baseline.metrics` (default: the metric's own name)
 
     def value(self, run: Run, ctx: ClaimContext) -> float | list[float]:
         v = self.fn(run, ctx)
@@ -53,11 +54,12 @@ class Metric:
 METRICS: dict[str, Metric] = {}
 
 
-def metric(name: str, unit: str, about: str):
-    """Register `fn(run, ctx) -> value | None` as a claim metric."""
+def metric(name: str, unit: str, about: str, null_key: str = ""):
+    """Register `fn(run, ctx) -> value | None` as a claim metric (`null_key`: its name in the
+    analysis' null baseline when that differs from `name`)."""
 
     def deco(fn):
-        METRICS[name] = Metric(name, unit, about, fn)
+        METRICS[name] = Metric(name, unit, about, fn, null_key or name)
         return fn
 
     return deco
@@ -70,6 +72,7 @@ class ClaimContext:
         self.runs = runs
         self._sources: dict[str, Run | None] = {}
         self._matched: list[dict] | None = None
+        self._matched_dropped: dict[int, str] | None = None
 
     def source_of(self, run: Run) -> Run | None:
         """The `init_from` run of a reheating run, loaded once (None when absent or unreadable)."""
@@ -96,6 +99,12 @@ class ClaimContext:
             except Exception:  # noqa: BLE001 - no trajectory / grams: no matched windows
                 self._matched = []
         return self._matched
+
+    def matched_dropped(self, run: Run) -> str | None:
+        """Why `run` has no matched-loss window (None when it has a partner)."""
+        if self._matched_dropped is None:
+            self._matched_dropped = {id(r): why for r, why in matched_pairs(self.runs)[1]}
+        return self._matched_dropped.get(id(run))
 
 
 def _needs(block_value: Any, why: str) -> Any:
@@ -201,7 +210,8 @@ def _grad_floor(run, ctx):
 
 
 # ----------------------------------------------------------------------------- fits, correlations, switching
-@metric("gamma_a_first", "exponent", "power-law exponent of |a(t)| in the first fit window (paper §4.5: 2.07 on 0–2k)")
+@metric("gamma_a_first", "exponent", "power-law exponent of |a(t)| in the first fit window (paper §4.5: 2.07 on 0–2k)",
+        null_key="gamma_a")
 def _gamma(run, ctx):
     windows = run.get("fits.windows") or []
     if not windows:
@@ -236,12 +246,19 @@ def _val(run, ctx):
     return eval_last(run, "val_loss")
 
 
+@metric("val_loss_drop", "nats/token", "first minus last validation L_LM (summary `learning.drop`, else eval_metrics.csv)")
+def _drop(run, ctx):
+    v = val_loss_drop(run)
+    return None if math.isnan(v) else v
+
+
 # ----------------------------------------------------------------------------- matched windows (Table 5)
 @metric("matched_window_pc1_pct", "%", "row-normalised PC1 on the ±2-evaluation window around the matched-val-loss step (paper Table 5)")
 def _matched(run, ctx):
     rows = [r for r in ctx.matched_windows() if r.get("run") == (run.label or run.name) and r.get("window") == "matched ±2 evals"]
     if not rows:
-        raise NotMeasured("no matched-loss window (needs an AdamW and an SGD+momentum run with snapshots around the matched step)")
+        raise NotMeasured(ctx.matched_dropped(run) or "no matched-loss window (needs an AdamW and an SGD+momentum run "
+                                                      "with snapshots around the matched step)")
     return rows[0]["pc1_pct"]
 
 

@@ -10,7 +10,15 @@ strings), so they work for any protocol, sweep or hand-picked set of runs:
 | ``lambda_switch`` | true when the λ schedule takes more than one value (paper: 2 → 4 at step 4,000) |
 | ``reheating`` | true when the run starts from another run's weights (``init_from``) |
 | ``source.<selector>`` | the selector on the reheating run's source run |
+| ``schedule`` | the learning-rate schedule node (``schedule.*``) |
+| ``lambda_schedule`` | the λ schedule (``objective.lambda_schedule``) |
+| ``anchor`` | the analysis' anchor step (summary.json ``anchor_step``, else ``analysis.anchor_step``) |
+| ``analysis`` | every analysis setting the run's analysis used (summary.json ``config``, presentation keys aside) |
 | ``<dotted.config.key>`` | any key of the run's config, e.g. ``data.p_probe``, ``model.name`` |
+
+The last four are the *protocol*: comparisons (`same`) and orderings (`within`) only put runs
+together that agree on all of them (`PROTOCOL_KEYS`), unless a claim lists a key in `may_differ`
+(e.g. the λ schedule of a constant-λ control).
 
 A wanted value is a scalar (equal; floats to 1e-9), a list (any of them) or ``{min: , max: }``.
 
@@ -20,15 +28,16 @@ one is left out with the reason, and a claim left with too few runs is *not test
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Any
 
 from backbone_lab.analysis.context import CHANCE_FACTOR, CHANCE_FLOOR
 from backbone_lab.compare.claim_metrics import ClaimContext
-from backbone_lab.compare.grouping import optimizer_name
+from backbone_lab.compare.grouping import analysis_settings, optimizer_name
 from backbone_lab.compare.paper_reference import same
-from backbone_lab.compare.runs import Run, eval_best
+from backbone_lab.compare.runs import Run, eval_best, val_loss_ends
 from backbone_lab.compare.tables import beta2_of
 
 
@@ -47,12 +56,26 @@ def lambda_switch_step(run: Run) -> int | None:
     return None
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def anchor_of(run: Run) -> Any:
+    return run.summary.anchor_step if run.summary.anchor_step is not None else run.cfg("analysis.anchor_step")
+
+
 SELECTORS: dict[str, Callable[[Run], Any]] = {
     "optimizer": lambda r: optimizer_name(r.config),
     "beta2": beta2_of,
     "lambda_switch": lambda r: lambda_switch_step(r) is not None,
     "reheating": lambda r: bool(r.cfg("init_from")),
+    "schedule": lambda r: _canonical(r.cfg("schedule")),
+    "lambda_schedule": lambda r: _canonical(r.cfg("objective.lambda_schedule")),
+    "anchor": anchor_of,
+    "analysis": lambda r: _canonical(analysis_settings(r)),
 }
+# selectors a comparison or ordering holds fixed by default (a claim may let some differ: `may_differ`)
+PROTOCOL_KEYS = ("schedule", "lambda_schedule", "anchor", "analysis")
 
 
 def selector_value(run: Run, key: str, ctx: ClaimContext) -> Any:
@@ -106,6 +129,38 @@ def _finished(run: Run, ctx: ClaimContext) -> str | None:
     return None
 
 
+MIN_VAL_LOSS_DROP = 0.1
+"""nats/token: a run whose validation loss fell by less than this did not learn (the SGD control
+of the paper's protocol goes 6.25 -> 6.24), so claims about a trained model leave it out."""
+
+
+def _learned(run: Run, ctx: ClaimContext) -> str | None:
+    first, last = val_loss_ends(run)
+    if not (math.isfinite(first) and math.isfinite(last)):
+        return "no validation loss to tell whether it learned"
+    if first - last < MIN_VAL_LOSS_DROP:
+        return (f"did not learn: val loss {first:.3g} → {last:.3g} (drop {first - last:.3g} < "
+                f"{MIN_VAL_LOSS_DROP:g} nats/token)")
+    return None
+
+
+def _trained(run: Run, ctx: ClaimContext) -> str | None:
+    return _finished(run, ctx) or _learned(run, ctx)
+
+
+MAX_SHRINKAGE_COS = 0.95
+"""|cos(v_b, θ(anchor))| at or above this: the backbone is weight decay shrinking the anchor
+weights (the paper protocol's SGD control: 1.000), not a direction the optimizer found."""
+
+
+def _backbone_not_shrinkage(run: Run, ctx: ClaimContext) -> str | None:
+    cos = run.get("shrinkage_cos")
+    if isinstance(cos, (int, float)) and abs(cos) >= MAX_SHRINKAGE_COS:
+        return (f"backbone is weight-decay shrinkage of θ(anchor): |cos(v_b, θ(anchor))| = {abs(cos):.3f} "
+                f"≥ {MAX_SHRINKAGE_COS:g}")
+    return None
+
+
 def _probe_learned(run: Run, ctx: ClaimContext) -> str | None:
     best = eval_best(run, "p_ood")[0]
     if not math.isfinite(best):
@@ -145,6 +200,11 @@ def _source_left_probe(run: Run, ctx: ClaimContext) -> str | None:
 
 REQUIREMENTS: dict[str, tuple[Callable[[Run, ClaimContext], str | None], str]] = {
     "finished": (_finished, "the run finished (did not diverge)"),
+    "learned": (_learned, f"the validation loss fell by at least {MIN_VAL_LOSS_DROP:g} nats/token"),
+    "trained": (_trained, f"finished (did not diverge) and learned: val loss fell by ≥ {MIN_VAL_LOSS_DROP:g} nats/token"),
+    "backbone_not_shrinkage": (_backbone_not_shrinkage, f"the backbone is not weight decay shrinking θ(anchor): "
+                                                        f"|cos(v_b, θ(anchor))| < {MAX_SHRINKAGE_COS:g} (summary "
+                                                        "`shrinkage_cos`; passes when the analysis has none)"),
     "probe_learned": (_probe_learned, "best p_ood above chance (max(3 / n_codewords, 0.02), as the analysis)"),
     "phase_boundary_at_lambda_switch": (_phase_boundary_at_switch,
                                         "λ changes during the run and the phase backbones split at that step"),

@@ -50,6 +50,39 @@ def swept_keys(runs: list[Run]) -> list[str]:
     return out
 
 
+# Analysis settings that change no number (presentation, resources, where files go).
+ANALYSIS_PRESENTATION = frozenset({"figures", "progress", "chunk_mb", "device", "verify_crc", "out_dir", "source_run"})
+ANALYSIS_PREFIX = "analysis_used."
+
+
+def analysis_settings(run: Run) -> dict[str, Any]:
+    """The settings the run's analysis actually used (summary.json `config`), as
+    {"analysis_used.<key>": value}, presentation keys left out ({} for runs without an analysis)."""
+    return {f"{ANALYSIS_PREFIX}{k}": json.dumps(v, sort_keys=True) if isinstance(v, (list, tuple, dict)) else v
+            for k, v in run.summary.config.items() if k not in ANALYSIS_PRESENTATION}
+
+
+def identity(run: Run, with_seed: bool = False) -> dict[str, Any]:
+    """What makes a run's numbers what they are: every non-bookkeeping config value (the schedule,
+    λ schedule, anchor, ... included) plus the analysis settings used; the seed only when asked."""
+    out = {k: v for k, v in flatten(run.config).items() if not _ignored(k) and (with_seed or k != "seed")}
+    out.update(analysis_settings(run))
+    return out
+
+
+def seed_group_key(run: Run) -> str:
+    """Runs with the same key differ only in their seed (same protocol and analysis settings)."""
+    return json.dumps(sorted(identity(run).items()), sort_keys=True, default=str)
+
+
+def swept_analysis_keys(runs: list[Run]) -> list[str]:
+    """Analysis settings (summary.json `config`) that differ between runs whose config does not
+    already say so: a trajectory analysed twice with different settings is two groups."""
+    flat = [analysis_settings(r) for r in runs]
+    keys = sorted(set().union(*flat)) if flat else []
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
+
+
 def optimizer_name(cfg: dict) -> str:
     """Short optimizer label: AdamW, SGD, SGD+momentum, SGDW-Nesterov, RMSprop, ..."""
     opt = cfg.get("optimizer") or {}
@@ -78,6 +111,7 @@ def label_runs(runs: list[Run]) -> list[str]:
     `optimizer.*` keys are shown individually (e.g. `betas=[0.9, 0.8]`).
     """
     keys = swept_keys(runs)
+    analysis_keys = [k for k in swept_analysis_keys(runs) if f"analysis.{k[len(ANALYSIS_PREFIX):]}" not in keys]
     target_differs = "optimizer._target_" in keys or any(k in keys for k in ("optimizer.momentum", "optimizer.nesterov"))
     for run in runs:
         flat = flatten(run.config)
@@ -99,6 +133,21 @@ def label_runs(runs: list[Run]) -> list[str]:
             parts.append(item)
             if k != "seed":
                 group_parts.append(item)
+        settings = analysis_settings(run)
+        for k in analysis_keys:
+            item = f"analysis {k[len(ANALYSIS_PREFIX):]}={_fmt(settings.get(k))}"
+            parts.append(item)
+            group_parts.append(item)
         run.label = ", ".join(parts) or run.name
         run.group = ", ".join(group_parts) or "all"
+    # a group label names one seed group: distinct protocols that print alike get a number
+    keys_of: dict[str, list[str]] = {}
+    for run in runs:
+        seen = keys_of.setdefault(run.group, [])
+        if seed_group_key(run) not in seen:
+            seen.append(seed_group_key(run))
+    for run in runs:
+        seen = keys_of[run.group]
+        if len(seen) > 1:
+            run.group = f"{run.group} #{seen.index(seed_group_key(run)) + 1}"
     return keys

@@ -1,6 +1,6 @@
 """The headline figure of a comparison (`headline.png`): does each run have a backbone?
 
-Six panels, one colour per run (as in the overlays): PC1 of the drift (row-normalised and raw, %);
+Six panels, one colour per seed group (as in the overlays): PC1 of the drift (row-normalised and raw, %);
 k95 (components for 95 % of the drift energy); the explained-variance spectra overlaid (log);
 the drift ‖θ(final) − θ(anchor)‖ (log when runs differ by orders of magnitude, e.g. β2 = 0); the
 alignment gap — per-batch gradient |cos| recorded in training vs the accumulated update's, with
@@ -16,7 +16,7 @@ import numpy as np
 
 from backbone_lab.analysis import plotting as P
 from backbone_lab.compare.claim_selection import chance_threshold
-from backbone_lab.compare.plots import run_colors
+from backbone_lab.compare.plots import group_colors
 from backbone_lab.compare.runs import Run, eval_best
 
 
@@ -50,7 +50,7 @@ def headline_figure(runs: list[Run], out_dir: Path) -> str | None:
     if not runs:
         return None
     plt = P.pyplot()
-    colors_by = run_colors(runs)
+    colors_by = group_colors(runs)
     colors = [colors_by[id(r)] for r in runs]
     labels = [r.label or r.name for r in runs]
     s = [r.summary for r in runs]
@@ -134,7 +134,7 @@ def headline_figure(runs: list[Run], out_dir: Path) -> str | None:
     a_pood.set_title("best OOD probe accuracy", fontsize=9)
     a_pood.set_ylabel("best p_ood (fraction of probes)")
 
-    fig.suptitle("Does each run have a backbone? (one colour per run, as under the bars; PCA and drift from each run's own analysis; "
+    fig.suptitle("Does each run have a backbone? (one colour per seed group, runs named under the bars; PCA and drift from each run's own analysis; "
                  f"anchor step {', '.join(sorted({str(x.anchor_step) for x in s}))})", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return P.save(plt, fig, Path(out_dir) / "headline.png").name

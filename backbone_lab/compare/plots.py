@@ -7,6 +7,11 @@ panel no run can fill says why ("not enough snapshots ...") instead of staying e
 ‖r(t)‖ are each measured along the run's *own* backbone (different directions per run), which the
 panel title says; reheating a(t) is projected on the source run's backbone (common to all
 reheating runs of that source).
+
+Seeds: runs that differ only in their seed (a seed group, `grouping.seed_group_key`) are drawn as
+their mean with a shaded 95 % t band over the seeds at each shared x (`seed_stats`), labelled
+"mean of n seeds ± 95 % t band"; the seeds themselves are thin lines in the group's colour. A
+group of one seed is drawn as its run.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import numpy as np
 
 from backbone_lab.analysis import plotting as P
 from backbone_lab.compare.claim_selection import chance_threshold
+from backbone_lab.compare.grouping import seed_group_key
 from backbone_lab.compare.runs import Run
+from backbone_lab.compare.seed_stats import seed_interval
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,28 @@ def run_colors(runs: list[Run]) -> dict[int, str]:
     return {id(r): cycle[i % len(cycle)] for i, r in enumerate(runs)}
 
 
+def group_colors(runs: list[Run]) -> dict[int, str]:
+    """One colour per seed group (the seeds of a group share it), the same in every figure."""
+    cycle = [f"C{i}" for i in range(10)]
+    keys: list[str] = []
+    out = {}
+    for r in runs:
+        k = seed_group_key(r)
+        if k not in keys:
+            keys.append(k)
+        out[id(r)] = cycle[keys.index(k) % len(cycle)]
+    return out
+
+
+def group_band(series: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, mean, lo, hi) over the x values every seed's series has (95 % t band over the seeds)."""
+    common = sorted(set.intersection(*[set(x.tolist()) for x, _ in series]))
+    lookup = [dict(zip(x.tolist(), y.tolist())) for x, y in series]
+    cis = [seed_interval([d[c] for d in lookup]) for c in common]
+    return (np.array(common, dtype=float), np.array([c.mean for c in cis]), np.array([c.lo for c in cis]),
+            np.array([c.hi for c in cis]))
+
+
 def _reference_line(ax, y: float, text: str) -> None:
     """A dashed horizontal reference (noise floor, chance level), labelled on the plot itself."""
     ax.axhline(y, color="0.4", ls="--", lw=0.9, label=text)
@@ -82,9 +111,25 @@ def draw_panel(ax, runs: list[Run], panel: Panel, colors: dict[int, str]) -> boo
     if not series:
         P.not_enough(ax, panel.missing)
         return False
-    for r, x, y in series:
-        ax.plot(x, P.positive(y) if panel.log == "always" else y, lw=1.3, marker="." if len(x) < 30 else None,
-                color=colors[id(r)], label=r.label or r.name)
+    tf = P.positive if panel.log == "always" else (lambda v: v)
+    by_group: dict[str, list] = {}
+    for item in series:
+        by_group.setdefault(seed_group_key(item[0]), []).append(item)
+    for members in by_group.values():
+        band = group_band([(x, y) for _, x, y in members]) if len(members) >= 2 else None
+        if band is None or len(band[0]) < 1:
+            for r, x, y in members:
+                ax.plot(x, tf(y), lw=1.3, marker="." if len(x) < 30 else None, color=colors[id(r)],
+                        label=r.label or r.name)
+            continue
+        color = colors[id(members[0][0])]
+        for r, x, y in members:
+            ax.plot(x, tf(y), lw=0.6, alpha=0.45, color=color)
+        gx, mean, lo, hi = band
+        name = members[0][0].group or members[0][0].label or members[0][0].name
+        ax.plot(gx, tf(mean), lw=1.8, color=color, marker="." if len(gx) < 30 else None,
+                label=f"{name}: mean of {len(members)} seeds ± 95 % t band")
+        ax.fill_between(gx, tf(lo), tf(hi), color=color, alpha=0.2, lw=0)
     every = np.concatenate([y for _, _, y in series])
     # log when the runs differ by orders of magnitude (their largest values), not because a curve starts at 0
     logy = panel.log == "always" or (panel.log == "auto" and P.spans_decades([np.nanmax(np.abs(y)) for _, _, y in series]))
@@ -118,7 +163,7 @@ def overlay_figures(runs: list[Run], out_dir: Path) -> list[str]:
         return []
     plt = P.pyplot()
     out_dir.mkdir(parents=True, exist_ok=True)
-    colors = run_colors(runs)
+    colors = group_colors(runs)
     panels = list(PANELS) + ([REHEAT_PANEL] if any(r.summary.reheat_steps for r in runs) else [])
     cols = 3
     rows = math.ceil(len(panels) / cols)
@@ -127,8 +172,15 @@ def overlay_figures(runs: list[Run], out_dir: Path) -> list[str]:
         draw_panel(ax, runs, panel, colors)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    handles = [plt.Line2D([], [], color=colors[id(r)], lw=2) for r in runs]
-    labels = [r.label or r.name for r in runs]
+    handles, labels = [], []
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(seed_group_key(r), []).append(r)
+    for members in groups.values():
+        r = members[0]
+        handles.append(plt.Line2D([], [], color=colors[id(r)], lw=2))
+        labels.append(f"{r.group or r.label or r.name}: mean of {len(members)} seeds ± 95 % t band (thin: seeds)"
+                      if len(members) > 1 else r.label or r.name)
     ncol = min(3, len(labels))
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.03 + 0.03 * math.ceil(len(labels) / ncol), 1, 1))

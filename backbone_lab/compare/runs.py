@@ -40,6 +40,7 @@ class Run:
     timeseries: dict[str, list[float]] = field(default_factory=dict)
     rolling: dict[str, list[float]] = field(default_factory=dict)
     update_alignment: dict[str, list[float]] = field(default_factory=dict)  # step, abs_cos (trunk, fixed lag)
+    execution: dict[str, Any] = field(default_factory=dict)  # execution.json: threads, torch_version, device, ...
     label: str = ""
     group: str = ""
 
@@ -81,6 +82,18 @@ def _trunk_update_alignment(path: Path) -> dict[str, list[float]]:
     variant = "fixed_lag" if any(r.get("variant") == "fixed_lag" for r in rows) else "consecutive"
     pts = sorted((float(r["step"]), float(r["abs_cos"])) for r in rows if r.get("variant") == variant and r.get("abs_cos"))
     return {"step": [p[0] for p in pts], "abs_cos": [p[1] for p in pts]} if pts else {}
+
+
+def _execution(run_dir: Path) -> dict[str, Any]:
+    """The run's execution record (`execution.json`: threads, torch version, device, precision, ...),
+    {} when absent or unreadable (runs from before the record existed)."""
+    rd = RunDir(run_dir)
+    path = getattr(rd, "execution", rd.root / "execution.json")
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def redirect_target(job_dir: Path) -> tuple[Path, str | None]:
@@ -140,6 +153,7 @@ def load_run(run_dir: Path, job_dir: Path | None = None) -> Run:
         timeseries=_columns(rd.analysis / TIMESERIES_CSV),
         rolling=_columns(rd.analysis / ROLLING_CSV, key=None),
         update_alignment=_trunk_update_alignment(rd.analysis / UA_CSV),
+        execution=_execution(run_dir),
     )
 
 
@@ -179,3 +193,23 @@ def eval_best(run: Run, column: str = "p_ood") -> tuple[float, float]:
         if math.isfinite(v) and (not math.isfinite(best) or v > best):
             best, at = v, s
     return best, at
+
+
+def val_loss_drop(run: Run) -> float:
+    """First minus last validation loss (nats/token): summary.json `learning.drop` when the analysis
+    recorded it, else from eval_metrics.csv's finite val_loss values (NaN with fewer than two)."""
+    learning = run.get("learning")
+    if isinstance(learning, dict) and isinstance(learning.get("drop"), (int, float)):
+        return float(learning["drop"])
+    vals = [v for v in run.eval.get("val_loss") or [] if math.isfinite(v)]
+    return vals[0] - vals[-1] if len(vals) >= 2 else math.nan
+
+
+def val_loss_ends(run: Run) -> tuple[float, float]:
+    """(first, last) validation loss, from summary `learning` when present, else eval_metrics.csv."""
+    learning = run.get("learning")
+    if isinstance(learning, dict) and isinstance(learning.get("val_loss_first"), (int, float)) \
+            and isinstance(learning.get("val_loss_last"), (int, float)):
+        return float(learning["val_loss_first"]), float(learning["val_loss_last"])
+    vals = [v for v in run.eval.get("val_loss") or [] if math.isfinite(v)]
+    return (vals[0], vals[-1]) if vals else (math.nan, math.nan)

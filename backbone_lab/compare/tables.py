@@ -72,6 +72,7 @@ def headline(run: Run) -> dict[str, Any]:
         "noise_floor": _nan(s.noise_floor),
         "anchor_step": _nan(s.anchor_step),
         "snapshots_used": _nan(s.snapshots_used),
+        "beyond_null": run.get("beyond_null"),  # PC1 dominance outside the null band (None: no null in the analysis)
         "analysis_flags": ",".join(s.flag_codes),
     }
 
@@ -88,27 +89,6 @@ def runs_table(runs: list[Run]) -> list[dict]:
         row.update(headline(r) if r.ok else {})
         row["train_seconds"] = r.marker.get("train_seconds", NAN)
         row["run_dir"] = str(r.run_dir)
-        rows.append(row)
-    return rows
-
-
-def group_table(runs: list[Run]) -> list[dict]:
-    """Mean ± std over runs sharing every swept value except the seed (only groups of >= 2)."""
-    groups: dict[str, list[Run]] = {}
-    for r in runs:
-        if r.ok:
-            groups.setdefault(r.group, []).append(r)
-    rows = []
-    for g, members in groups.items():
-        if len(members) < 2:
-            continue
-        row: dict[str, Any] = {"group": g, "n_runs": len(members), "seeds": ",".join(str(m.cfg("seed")) for m in members)}
-        heads = [headline(m) for m in members]
-        for key in ("final_val_loss", "best_p_ood", "pc1_rownorm", "pc1_raw", "drift", "backbone_frac_mean", "rho_mean"):
-            vals = np.array([h[key] for h in heads], dtype=float)
-            vals = vals[np.isfinite(vals)]
-            row[f"{key}_mean"] = float(vals.mean()) if len(vals) else NAN
-            row[f"{key}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else NAN
         rows.append(row)
     return rows
 
@@ -189,67 +169,108 @@ def sgd_controls_table(runs: list[Run]) -> list[dict]:
     return sorted(rows, key=lambda x: ["A", "B", "C", "C'"].index(x["arm"]))
 
 
-def matched_windows_table(runs: list[Run]) -> list[dict]:
-    """Table 5: window geometry around matched validation losses (AdamW vs SGD+momentum).
+def _same_setup(a: Run, b: Run) -> bool:
+    """Two runs of one matched-loss comparison: the same model, data and number of steps."""
+    return all(a.cfg(k) == b.cfg(k) for k in ("model.name", "data.source", "train.max_steps"))
 
-    Matched step m_A: the AdamW eval step whose val loss is closest to SGD+momentum's final val
-    loss; m_C: the SGD+momentum step whose val loss is closest to AdamW's at m_A. Windows:
-    [m-e, m, m+e] and [m-2e .. m+2e] (e = eval cadence), the start window [1 .. m] for AdamW,
-    the dense window, and every paper window whose steps the run stored (paper runs).
-    """
+
+def matched_pairs(runs: list[Run]) -> tuple[list[tuple[Run, Run]], list[tuple[Run, str]]]:
+    """Every AdamW (arm A) and SGD+momentum (arm C) run with its partner of the other arm — the
+    same seed when there is one, else the first run of the same model, data and steps — and the
+    runs left without a partner, with the reason. Reheating runs are not arms."""
+    arms = {"A": [], "C": []}
+    dropped: list[tuple[Run, str]] = []
+    for r in runs:
+        arm = arm_of(r)
+        if arm not in arms or r.cfg("init_from"):
+            continue
+        if not r.ok:
+            dropped.append((r, f"{r.state} run: no matched-loss window"))
+            continue
+        arms[arm].append(r)
+    pairs = []
+    for arm, other, other_name in (("A", "C", "SGD+momentum"), ("C", "A", "AdamW")):
+        for r in arms[arm]:
+            peers = [o for o in arms[other] if _same_setup(r, o)]
+            if not peers:
+                dropped.append((r, f"no finished {other_name} run with the same model, data and steps to match its loss"))
+                continue
+            same_seed = [o for o in peers if o.cfg("seed") == r.cfg("seed")]
+            pairs.append((r, (same_seed or peers)[0]))
+    return pairs, dropped
+
+
+def _matched_arm_rows(arm: str, run: Run, tgt: float) -> tuple[int | None, list[dict]]:
+    """(matched step, rows) of one run: its windows around the eval step whose val loss is closest to `tgt`."""
     from backbone_lab.analysis.windows import matched_step
 
-    by_arm = {arm_of(r): r for r in runs if r.ok and arm_of(r) in ("A", "C")}
-    if "A" not in by_arm or "C" not in by_arm:
-        return []
-    a, c = by_arm["A"], by_arm["C"]
-    target = eval_last(c, "val_loss")
+    stored = stored_steps(run)
+    have = set(stored)
+    ev_steps = [int(s) for s in run.eval.get("step", [])]
+    val = run.eval.get("val_loss", [])
+    e = int(run.cfg("train.eval_every") or 1)
+    cand = [s for s in ev_steps if s in have]
+    if not cand:
+        return None, []
+    centre_ok = [s for s in cand if s - 2 * e in have and s + 2 * e in have] or cand
+    m = matched_step(ev_steps, val, tgt, candidates=centre_ok)
+    windows: list[tuple[str, list[int]]] = []
+    for label, st in (("matched ±1 eval", [m - e, m, m + e]), ("matched ±2 evals", [m - 2 * e + k * e for k in range(5)])):
+        if all(s in have for s in st):
+            windows.append((label, st))
+    if arm == "A":
+        start = [s for s in cand if 1 <= s <= m]
+        if len(start) >= 2:
+            windows.append(("start .. matched", start))
+    windows.append(("dense window", dense_window(run, stored)))
+    ref_ok = PaperRef({}, {**PAPER_4K, **SGD_ARMS[arm]}).match(run)[0]
+    if ref_ok:
+        windows += [("paper window", list(st)) for (arm_k, st) in TABLE5 if arm_k == arm and all(s in have for s in st)]
+    seen: set[tuple[int, ...]] = set()
+    todo = [(lab, st) for lab, st in windows if len(st) >= 2 and not (tuple(st) in seen or seen.add(tuple(st)))]
+    if not todo:
+        return m, []
+    gram = run_gram(run, sorted({s for _, st in todo for s in st}))
+    vmap = dict(zip(ev_steps, val))
+    rows = []
+    for label, st in todo:
+        g = window_row(run, st, gram)
+        row = {"arm": arm, "run": run.label or run.name, "window": label,
+               "steps": f"[{st[0]}..{st[-1]}] ({len(st)})" if len(st) > 5 else str(st),
+               "matched_step": m, "target_val_loss": tgt, "val_loss_at_end": vmap.get(st[-1], NAN),
+               "pc1_pct": g["pc1_pct"], "k95": g["k95"], "k99": g["k99"], "drift": g["drift"],
+               "stability_mean": g.get("stability_mean", NAN)}
+        paper = TABLE5.get((arm, tuple(st)))
+        if paper and ref_ok:
+            row.update({f"paper_{k}": paper.get(k) for k in ("pc1_pct", "k95", "k99", "drift")})
+        rows.append(row)
+    return m, rows
+
+
+def matched_windows_table(runs: list[Run]) -> list[dict]:
+    """Table 5: window geometry around matched validation losses (AdamW vs SGD+momentum), for
+    every AdamW and SGD+momentum run (`matched_pairs`: partners of the same seed when possible).
+
+    Matched step m_A: the AdamW eval step whose val loss is closest to its partner SGD+momentum's
+    final val loss; m_C: the SGD+momentum step whose val loss is closest to its AdamW partner's at
+    m_A. Windows: [m-e, m, m+e] and [m-2e .. m+2e] (e = eval cadence), the start window [1 .. m]
+    for AdamW, the dense window, and every paper window whose steps the run stored (paper runs).
+    """
+    pairs, _ = matched_pairs(runs)
     rows: list[dict] = []
-    matched: dict[str, int] = {}
-    for arm, run, tgt in (("A", a, target), ("C", c, None)):
-        stored = stored_steps(run)
-        have = set(stored)
-        ev_steps = [int(s) for s in run.eval.get("step", [])]
-        val = run.eval.get("val_loss", [])
-        e = int(run.cfg("train.eval_every") or 1)
-        if tgt is None:  # SGD+momentum: match AdamW's val at its matched step
-            va = dict(zip((int(s) for s in a.eval.get("step", [])), a.eval.get("val_loss", [])))
-            tgt = va.get(matched.get("A", -1), target)
-        cand = [s for s in ev_steps if s in have]
-        if not cand:
-            continue
-        centre_ok = [s for s in cand if s - 2 * e in have and s + 2 * e in have] or cand
-        m = matched_step(ev_steps, val, tgt, candidates=centre_ok)
-        matched[arm] = m
-        windows: list[tuple[str, list[int]]] = []
-        for label, st in (("matched ±1 eval", [m - e, m, m + e]), ("matched ±2 evals", [m - 2 * e + k * e for k in range(5)])):
-            if all(s in have for s in st):
-                windows.append((label, st))
-        if arm == "A":
-            start = [s for s in cand if 1 <= s <= m]
-            if len(start) >= 2:
-                windows.append(("start .. matched", start))
-        windows.append(("dense window", dense_window(run, stored)))
-        ref_ok = PaperRef({}, {**PAPER_4K, **SGD_ARMS[arm]}).match(run)[0]
-        if ref_ok:
-            windows += [("paper window", list(st)) for (arm_k, st) in TABLE5 if arm_k == arm and all(s in have for s in st)]
-        seen: set[tuple[int, ...]] = set()
-        todo = [(lab, st) for lab, st in windows if len(st) >= 2 and not (tuple(st) in seen or seen.add(tuple(st)))]
-        if not todo:
-            continue
-        gram = run_gram(run, sorted({s for _, st in todo for s in st}))
-        vmap = dict(zip(ev_steps, val))
-        for label, st in todo:
-            g = window_row(run, st, gram)
-            row = {"arm": arm, "run": run.label or run.name, "window": label,
-                   "steps": f"[{st[0]}..{st[-1]}] ({len(st)})" if len(st) > 5 else str(st),
-                   "matched_step": m, "target_val_loss": tgt, "val_loss_at_end": vmap.get(st[-1], NAN),
-                   "pc1_pct": g["pc1_pct"], "k95": g["k95"], "k99": g["k99"], "drift": g["drift"],
-                   "stability_mean": g.get("stability_mean", NAN)}
-            paper = TABLE5.get((arm, tuple(st)))
-            if paper and ref_ok:
-                row.update({f"paper_{k}": paper.get(k) for k in ("pc1_pct", "k95", "k99", "drift")})
-            rows.append(row)
+    matched_a: dict[int, int | None] = {}
+    for run, partner in pairs:
+        if arm_of(run) == "A":
+            m, arm_rows = _matched_arm_rows("A", run, eval_last(partner, "val_loss"))
+            matched_a[id(run)] = m
+            rows += arm_rows
+    for run, partner in pairs:
+        if arm_of(run) == "C":
+            if id(partner) not in matched_a:  # its AdamW partner is paired with another SGD+momentum run
+                matched_a[id(partner)] = _matched_arm_rows("A", partner, eval_last(run, "val_loss"))[0]
+            va = dict(zip((int(s) for s in partner.eval.get("step", [])), partner.eval.get("val_loss", [])))
+            tgt = va.get(matched_a[id(partner)] if matched_a[id(partner)] is not None else -1, eval_last(partner, "val_loss"))
+            rows += _matched_arm_rows("C", run, tgt)[1]
     return rows
 
 
