@@ -182,12 +182,14 @@ _NO_DIAGNOSTICS = ("no gradient alignment recorded in training: train with callb
                    "(the CPU twins' default) or callbacks=diagnostics")
 
 
-@metric("update_abs_cos_early", "abs cos", "mean |cos(u, v_b)| of the fixed-lag updates ending by early_max_step (analysis, global v_b; paper §4.8: 0.15–0.32)")
+@metric("update_abs_cos_early", "abs cos", "mean |cos(u, v_b)| of the fixed-lag updates ending by early_max_step (analysis, global v_b; paper §4.8: 0.15–0.32)",
+        null_key="update_mean_abs_cos_early")
 def _upd_early(run, ctx):
     return run.summary.update_mean_abs_cos_early
 
 
-@metric("update_abs_cos", "abs cos", "mean |cos(u, v_b)| of all fixed-lag updates (analysis, global v_b; paper §6.3)")
+@metric("update_abs_cos", "abs cos", "mean |cos(u, v_b)| of all fixed-lag updates (analysis, global v_b; paper §6.3)",
+        null_key="update_mean_abs_cos")
 def _upd(run, ctx):
     return run.summary.update_mean_abs_cos
 
