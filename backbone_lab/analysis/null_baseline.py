@@ -2,9 +2,10 @@
 
 A process with *no* backbone already produces a large "PC1", a stable rolling direction and a
 superlinear |a(t)|: an isotropic random walk's uncentered PCA is dominated by its own drift
-(the partial sums of T increments have a top singular value ≈ 6/π² ≈ 61 % of the variance for
-equal increments, more when the step sizes shrink). Every headline number is therefore shown
-beside the same number for
+(for equal increments in high D the raw PC1 tends to 8/π² ≈ 81 % of the variance, the first
+Karhunen–Loève eigenvalue of Brownian motion, λ_k ∝ (k − ½)⁻²; row-normalised ≈ 69 % at T = 200;
+more when the step sizes shrink). Every headline number is therefore shown beside the same
+number for
 
 * the **isotropic random walk** (`random_walk_gram`): increments δ_i between consecutive analysed
   snapshots with the trajectory's *own* norms ‖δ_i‖ (so the learning-rate schedule, the cadence and
