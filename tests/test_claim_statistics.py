@@ -244,6 +244,19 @@ def test_execution_details_that_differ_within_a_group_are_flagged(tmp_path):
     assert "execution differs within" in dominance["why"] and "threads 1 / 2" in dominance["why"]
 
 
+def test_the_time_an_execution_record_was_written_is_not_an_execution_difference(tmp_path):
+    for i, s in enumerate(SEEDS):
+        run = planted_run(tmp_path / "s" / f"a{s}", config(seed=s), pca(70.0 + s))
+        (run / "execution.json").write_text(json.dumps({"torch_threads": 1, "torch_version": "2.13", "device": "cpu",
+                                                        "written_at": f"2026-12-04T16:5{i}:18Z"}))
+    out = tmp_path / "out"
+    info = compare([tmp_path / "s"], out, plots=False)
+    rows = [r for r in groups_csv(out) if r["metric"] == "pc1_rownorm_pct"]
+    assert len(rows) == 1 and rows[0]["note"] == ""
+    dominance = next(r for r in info["claims"] if r["claim"] == "backbone_dominance")
+    assert "execution differs" not in dominance["why"] and "written_at" not in dominance["why"]
+
+
 # ----------------------------------------------------------------------------- matched windows
 def test_matched_windows_keep_every_seed_and_say_why_a_run_is_dropped(tmp_path):
     from backbone_lab.compare.tables import matched_pairs, matched_windows_table
