@@ -106,7 +106,7 @@ def test_null_band_covers_random_walks_at_the_stated_rate():
     rng = np.random.default_rng(3)
     g0 = gram_from_matrix(walk(T, D, rng), steps)
     null = nb.null_draws(g0, steps, cfg, 200, draws=300, seed=4)
-    bands = {k: nb.band(null[k]) for k in ("pc1_rownorm_pct", "pc1_raw_pct", "rho_mean", "gamma_a_first", "update_mean_abs_cos")}
+    bands = {k: nb.band(null[k]) for k in ("pc1_rownorm_pct", "pc1_raw_pct", "rho_mean", "gamma_a_first", "update_abs_cos")}
     inside = {k: 0 for k in bands}
     for _ in range(100):
         obs = nb.trajectory_statistics(gram_from_matrix(walk(T, D, rng), steps), steps, cfg, 200)
@@ -135,7 +135,7 @@ def test_random_walk_is_within_null_and_planted_direction_beyond(tmp_path):
         band = s.null_band("pc1_rownorm_pct")
         assert band["observed"] == pytest.approx(s.pc1_rownorm_pct, rel=1e-9)  # the analysis' own number
         assert s.null_band("rho_mean")["observed"] == pytest.approx(s.rho_mean, rel=1e-9)
-        assert s.null_band("update_mean_abs_cos")["observed"] == pytest.approx(s.update_mean_abs_cos, rel=1e-9)
+        assert s.null_band("update_abs_cos")["observed"] == pytest.approx(s.update_mean_abs_cos, rel=1e-9)
         assert set(nb.METRICS) <= set(s["null_baseline"]["metrics"]) and set(s["null_baseline"]["shuffled"]) == set(nb.METRICS)
         assert s["null_baseline"]["draws"] == s["null_baseline"]["draws_requested"] == 120
         report = (tmp_path / ("walk" if s is s_walk else "planted") / "analysis" / "report.md").read_text()

@@ -244,6 +244,19 @@ def test_execution_details_that_differ_within_a_group_are_flagged(tmp_path):
     assert "execution differs within" in dominance["why"] and "threads 1 / 2" in dominance["why"]
 
 
+def test_the_time_an_execution_record_was_written_is_not_an_execution_difference(tmp_path):
+    for i, s in enumerate(SEEDS):
+        run = planted_run(tmp_path / "s" / f"a{s}", config(seed=s), pca(70.0 + s))
+        (run / "execution.json").write_text(json.dumps({"torch_threads": 1, "torch_version": "2.13", "device": "cpu",
+                                                        "written_at": f"2026-12-04T16:5{i}:18Z"}))
+    out = tmp_path / "out"
+    info = compare([tmp_path / "s"], out, plots=False)
+    rows = [r for r in groups_csv(out) if r["metric"] == "pc1_rownorm_pct"]
+    assert len(rows) == 1 and rows[0]["note"] == ""
+    dominance = next(r for r in info["claims"] if r["claim"] == "backbone_dominance")
+    assert "execution differs" not in dominance["why"] and "written_at" not in dominance["why"]
+
+
 # ----------------------------------------------------------------------------- matched windows
 def test_matched_windows_keep_every_seed_and_say_why_a_run_is_dropped(tmp_path):
     from backbone_lab.compare.tables import matched_pairs, matched_windows_table
@@ -395,3 +408,40 @@ def test_an_ordering_pairs_only_seeds_present_at_every_value(tmp_path):
     assert v.verdict == HOLDS and v.seeds == "2 of 2 seeds"  # seed 9's 50 % at beta2 0.99 pairs with nothing
     assert "seed 9 not at every beta2 value: left out of the pairing" in v.why
     assert "beta2 0.99: 63" in v.ours  # the level means still show every run (69, 70, 50)
+
+
+# ----------------------------------------------------------------------------- null keys and labels
+def test_every_null_relative_claim_finds_its_metric_in_the_analysis_null_baseline():
+    from backbone_lab.analysis.null_baseline import METRICS as NULL_METRICS
+    from backbone_lab.compare.claim_metrics import METRICS
+
+    for c in paper_claims():
+        if c.null:
+            m = METRICS[c.metric]
+            assert m.null_key in NULL_METRICS or m.name in NULL_METRICS, (c.id, m.null_key)
+
+
+def test_early_update_alignment_is_judged_against_its_null_band(tmp_path):
+    aligns = {c.id: c for c in paper_claims()}["updates_align_with_backbone"]
+    for s, (obs, hi) in zip(SEEDS, ((0.32, 0.20), (0.31, 0.19), (0.25, 0.30))):  # seed 3 inside its null band
+        null = {"null_baseline": {"metrics": {"update_mean_abs_cos_early": {
+            "observed": obs, "mean": hi - 0.01, "lo": hi - 0.02, "hi": hi, "beyond": obs > hi}}}}
+        ua = {"update_alignment": {"fixed_lag": {"mean_abs_cos": obs, "mean_abs_cos_early": obs}}}
+        planted_run(tmp_path / f"a{s}", config(seed=s), {**pca(72.0), **ua, **null})
+    runs = discover_runs([tmp_path])
+    label_runs(runs)
+    v = check_claim(aligns, runs)
+    assert v.verdict == FRAGILE and v.seeds == "2 of 3 seeds", (v.verdict, v.why)
+    assert v.paper_band == "holds (3 of 3 seeds)" and "[0.17, 0.3]" in v.null
+
+
+def test_an_unfinished_run_does_not_make_every_analysis_setting_a_label(tmp_path):
+    for s in SEEDS[:2]:
+        planted_run(tmp_path / f"a{s}", config(seed=s), {**pca(70.0 + s), "config": {"phase_boundary": 40}})
+    unfinished = tmp_path / "a3"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text(json.dumps(config(seed=SEEDS[2])))  # killed before its analysis
+    runs = discover_runs([tmp_path])
+    label_runs(runs)
+    assert [r.state for r in runs].count("unfinished") == 1
+    assert all("analysis" not in r.label and "phase_boundary" not in r.label for r in runs), [r.label for r in runs]

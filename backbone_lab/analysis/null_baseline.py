@@ -47,13 +47,14 @@ from backbone_lab.analysis.powerlaw import default_windows, regime_fits
 from backbone_lab.analysis.rolling import rolling_backbones
 from backbone_lab.analysis.update_alignment import alignment_summary, consecutive_pairs, lag_pairs, rolling_reference_alignment, update_alignment
 
-# The statistics compared with the null, named as the Summary accessors (analysis.summary) where
-# one exists (pc1_rownorm_pct ... update_mean_abs_cos_early), else as the claim metrics
-# (phase_pc1_gain, phase_overlap, gamma_a_first), else as the update_alignment keys.
+# The statistics compared with the null, named as the numbers the stages declare (one name per
+# number: pc1_rownorm_pct ... update_insample_abs_cos), else as the claim metrics (phase_pc1_gain,
+# gamma_a_first). Summaries written before the declarations used update_mean_abs_cos(_early),
+# update_oos/insample_mean_abs_cos and drift_final: readers look those names up as aliases.
 METRICS: tuple[str, ...] = (
     "pc1_rownorm_pct", "pc1_raw_pct", "k95_rownorm", "k95_raw", "backbone_frac_mean", "backbone_frac_final",
-    "drift_final", "rho_mean", "rho_min", "phase_pc1_gain", "phase_overlap", "gamma_a_first",
-    "update_mean_abs_cos", "update_mean_abs_cos_early", "update_oos_mean_abs_cos", "update_insample_mean_abs_cos",
+    "drift", "rho_mean", "rho_min", "phase_pc1_gain", "phase_overlap", "gamma_a_first",
+    "update_abs_cos", "update_abs_cos_early", "update_oos_abs_cos", "update_insample_abs_cos",
 )
 BAND = (2.5, 97.5)  # percentiles of the null band (a central 95 % interval)
 MIN_DRAWS = 40  # fewest draws of a time-limited null (the 2.5 / 97.5 percentiles of fewer are the extremes)
@@ -134,7 +135,7 @@ def update_pairs(steps: Sequence[int], cfg: AnalysisConfig, cadence: int) -> lis
 def trajectory_statistics(gram: DriftGram, steps: Sequence[int], cfg: AnalysisConfig, cadence: int) -> dict[str, float | None]:
     """The `METRICS` of the drift Gram over `steps` (anchor = steps[0]), as the analysis computes them.
 
-    pc1_* / k95_* as the ``pca`` stage (%, count), backbone_frac_* / drift_final as
+    pc1_* / k95_* as the ``pca`` stage (%, count), backbone_frac_* / drift as
     ``decomposition`` (fraction, parameter units), rho_* as ``rolling`` (|cos|), phase_* as
     ``phases`` (percentage points late − early, |cos|), gamma_a_first as ``fits`` (first window),
     update_* as ``update_alignment`` (|cos|; oos/insample against the rolling backbones).
@@ -156,7 +157,7 @@ def trajectory_statistics(gram: DriftGram, steps: Sequence[int], cfg: AnalysisCo
         return out
     fb = dec.backbone_frac[1:]
     out.update(backbone_frac_mean=float(np.mean(fb)) if len(fb) else None, backbone_frac_final=float(dec.backbone_frac[-1]),
-               drift_final=float(dec.norm_delta[-1]))
+               drift=float(dec.norm_delta[-1]))
     roll = None
     if len(rows) >= cfg.rolling_window + 1:
         roll = rolling_backbones(gram, rows, window=cfg.rolling_window, stride=cfg.rolling_stride)
@@ -175,9 +176,9 @@ def trajectory_statistics(gram: DriftGram, steps: Sequence[int], cfg: AnalysisCo
     pairs = update_pairs(steps, cfg, cadence)
     if pairs:
         ua = alignment_summary(update_alignment(gram, dec.coeffs, pairs, label="end"), cfg.early_max_step)
-        out.update(update_mean_abs_cos=ua["mean_abs_cos"], update_mean_abs_cos_early=ua.get("mean_abs_cos_early"))
+        out.update(update_abs_cos=ua["mean_abs_cos"], update_abs_cos_early=ua.get("mean_abs_cos_early"))
         if roll is not None:
-            for key, oos in (("update_oos_mean_abs_cos", True), ("update_insample_mean_abs_cos", False)):
+            for key, oos in (("update_oos_abs_cos", True), ("update_insample_abs_cos", False)):
                 r = rolling_reference_alignment(gram, roll, pairs, out_of_sample=oos)
                 out[key] = alignment_summary(r)["mean_abs_cos"]
     return out

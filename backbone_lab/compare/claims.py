@@ -218,11 +218,19 @@ def _null_entry(run: Run, claim: Claim, block_name: str = "metrics") -> dict | N
     block = run.get(f"null_baseline.{block_name}") or {}
     if not isinstance(block, dict):
         return None
-    for key in (metric.null_key, metric.name):
+    for key in (metric.null_key, metric.name, *_older_names(metric.name)):
         entry = block.get(key)
         if isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("lo", "hi")):
             return entry
     return None
+
+
+def _older_names(name: str) -> tuple[str, ...]:
+    """Earlier names of a declared number (its `aliases`): a null baseline written before the
+    declarations keys e.g. update_abs_cos as update_mean_abs_cos."""
+    from backbone_lab.analysis.registry import builtin_numbers
+
+    return tuple((builtin_numbers().get(name) or {}).get("aliases") or ())
 
 
 def _band(claim: Claim, m: Measured) -> Verdict:

@@ -77,8 +77,9 @@ def seed_group_key(run: Run) -> str:
 
 def swept_analysis_keys(runs: list[Run]) -> list[str]:
     """Analysis settings (summary.json `config`) that differ between runs whose config does not
-    already say so: a trajectory analysed twice with different settings is two groups."""
-    flat = [analysis_settings(r) for r in runs]
+    already say so: a trajectory analysed twice with different settings is two groups. Unfinished and
+    failed runs are left out: their missing settings are not a difference."""
+    flat = [analysis_settings(r) for r in runs if r.ok]  # a run not analysed yet (unfinished, failed) says nothing
     keys = sorted(set().union(*flat)) if flat else []
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat}) > 1]
 

@@ -28,6 +28,8 @@ GROUP_METRICS = ("final_val_loss", "val_loss_drop", "best_p_ood", "pc1_rownorm_p
                  "phase_pc1_gain", "update_abs_cos_early", "update_abs_cos", "grad_abs_cos", "update_over_grad")
 # execution details that change numbers (execution.json); a difference inside a group is flagged
 EXECUTION_KEYS = ("threads", "torch_version", "device", "precision", "deterministic", "world_size", "python")
+# bookkeeping in execution.json that never changes a number (when the record was written)
+EXECUTION_BOOKKEEPING = ("written_at",)
 
 
 @dataclass
@@ -56,7 +58,8 @@ def execution_differences(runs: list[Run]) -> str:
     if len(recorded) < 2:
         return ""
     parts = []
-    for key in sorted(set().union(*recorded), key=lambda k: (k not in EXECUTION_KEYS, k)):
+    keys = set().union(*recorded) - set(EXECUTION_BOOKKEEPING)
+    for key in sorted(keys, key=lambda k: (k not in EXECUTION_KEYS, k)):
         values = []
         for e in recorded:
             v = json.dumps(e.get(key), sort_keys=True, default=str)

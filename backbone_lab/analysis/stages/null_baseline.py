@@ -30,11 +30,11 @@ DOMINANCE = "pc1_rownorm_pct"
 LABELS = {  # report labels and units
     "pc1_rownorm_pct": "PC1 row-normalised (%)", "pc1_raw_pct": "PC1 raw (%)", "k95_rownorm": "k95 row-normalised",
     "k95_raw": "k95 raw", "backbone_frac_mean": "f_b mean", "backbone_frac_final": "f_b final",
-    "drift_final": "‖Δθ(final)‖", "rho_mean": "ρ mean", "rho_min": "ρ min", "phase_pc1_gain": "late − early PC1 (points)",
-    "phase_overlap": "\\|⟨v_E, v_L⟩\\|", "gamma_a_first": "γ_a (first window)", "update_mean_abs_cos": "update \\|cos(u, v_b)\\|",
-    "update_mean_abs_cos_early": "early update \\|cos(u, v_b)\\|",
-    "update_oos_mean_abs_cos": "update \\|cos\\| vs rolling v_b, out of sample",
-    "update_insample_mean_abs_cos": "update \\|cos\\| vs rolling v_b, in sample (legacy)",
+    "drift": "‖Δθ(final)‖", "rho_mean": "ρ mean", "rho_min": "ρ min", "phase_pc1_gain": "late − early PC1 (points)",
+    "phase_overlap": "\\|⟨v_E, v_L⟩\\|", "gamma_a_first": "γ_a (first window)", "update_abs_cos": "update \\|cos(u, v_b)\\|",
+    "update_abs_cos_early": "early update \\|cos(u, v_b)\\|",
+    "update_oos_abs_cos": "update \\|cos\\| vs rolling v_b, out of sample",
+    "update_insample_abs_cos": "update \\|cos\\| vs rolling v_b, in sample (legacy)",
 }
 
 
