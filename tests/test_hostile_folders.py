@@ -181,7 +181,7 @@ def test_a_malformed_run_is_a_row_and_the_others_are_compared(tmp_path, capsys, 
         rows = {r["run"]: r for r in csv.DictReader(f)}
     assert rows["seed=3"]["state"].startswith(f"unreadable: {reason}")
     for good in ("seed=1", "seed=2"):  # the good runs keep their numbers
-        assert rows[good]["state"] == "done" and float(rows[good]["pc1_rownorm"]) == 100.0
+        assert rows[good]["state"] == "done" and float(rows[good]["pc1_rownorm_pct"]) == 100.0
     report = (sweep / "compare" / "report.md").read_text()
     assert f"| seed=3 | unreadable: {reason}" in report
     assert "Claims of the paper" in report
