@@ -51,12 +51,15 @@ def test_tiny_run_matches_golden(tmp_path):
     want = json.loads(GOLDEN.read_text())
     got = golden_run(tmp_path)
     assert got["snapshot_sums"].keys() == want["snapshot_sums"].keys()
+    # Tolerances: float32 kernels differ in their last bits between CPU instruction sets (AVX2 vs
+    # AVX-512 machines): measured 4e-7 relative on the snapshot sums, 1.4e-8 on the losses. A changed
+    # data stream, initialisation or optimizer moves them by orders of magnitude more (> 1e-4).
     for step, value in want["snapshot_sums"].items():
-        assert got["snapshot_sums"][step] == pytest.approx(value, rel=1e-9, abs=1e-12), f"snapshot {step}"
+        assert got["snapshot_sums"][step] == pytest.approx(value, rel=2e-6, abs=1e-12), f"snapshot {step}"
     assert [r["step"] for r in got["eval"]] == [r["step"] for r in want["eval"]] == [1, 4, 8]
     for g, w in zip(got["eval"], want["eval"]):
         for key, value in w.items():
-            assert g[key] == pytest.approx(value, rel=1e-9, nan_ok=True), (w["step"], key)
+            assert g[key] == pytest.approx(value, rel=1e-7, nan_ok=True), (w["step"], key)
     assert got["eval"][-1]["val_loss"] < got["eval"][0]["val_loss"]
 
 
