@@ -51,27 +51,18 @@ def evaluate_run(run_dir, ckpt: str | int | None = "last", device: str = "cpu") 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    from backbone_lab.errors import user_facing_errors
-    from backbone_lab.run_model import check_run_folder, parse_options
+    from backbone_lab.run_model import run_cli
 
-    try:
-        opts = parse_options(EvaluateOptions(), argv[1:], "evaluate")
-        check_run_folder(argv[0])
-        result = evaluate_run(argv[0], opts.ckpt, opts.device)
-    except (ValueError, *user_facing_errors()) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if opts.json:
-        print(json.dumps(result))
-    else:
+    def show(run_dir: str, opts: EvaluateOptions) -> None:
+        result = evaluate_run(run_dir, opts.ckpt, opts.device)
+        if opts.json:
+            print(json.dumps(result))
+            return
         width = max(map(len, result))
         for key, value in result.items():
             print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    return 0
+
+    return run_cli(argv, USAGE, EvaluateOptions(), "evaluate", show)
 
 
 if __name__ == "__main__":

@@ -110,3 +110,25 @@ def parse_options(defaults, overrides: list[str], what: str):
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ValueError(f"bad option: {str(err).strip().splitlines()[0]}") from None
+
+
+def run_cli(argv, usage: str, defaults, what: str, action) -> int:
+    """The shell shared by ``evaluate`` and ``sample``: help, ``key=value`` options on top of
+    `defaults`, the run folder check, then ``action(run_dir, options)`` (which prints its result);
+    bad input is one ``error:`` line and exit status 2."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    from backbone_lab.errors import user_facing_errors
+
+    try:
+        opts = parse_options(defaults, argv[1:], what)
+        check_run_folder(argv[0])
+        action(argv[0], opts)
+    except (ValueError, *user_facing_errors()) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

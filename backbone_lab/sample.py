@@ -84,29 +84,20 @@ def sample_run(run_dir, opts: SampleOptions | None = None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    from backbone_lab.errors import user_facing_errors
-    from backbone_lab.run_model import check_run_folder, parse_options
+    from backbone_lab.run_model import run_cli
 
-    try:
-        opts = parse_options(SampleOptions(), argv[1:], "sample")
-        check_run_folder(argv[0])
+    def show(run_dir: str, opts: SampleOptions) -> None:
         if opts.device != "cpu":
             import torch
 
             torch.manual_seed(int(opts.seed))  # sampling on an accelerator draws from its default generator
-        texts = sample_run(argv[0], opts)
-    except (ValueError, *user_facing_errors()) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for i, text in enumerate(texts):
-        if len(texts) > 1:
-            print(f"--- sample {i + 1}")
-        print(text)
-    return 0
+        texts = sample_run(run_dir, opts)
+        for i, text in enumerate(texts):
+            if len(texts) > 1:
+                print(f"--- sample {i + 1}")
+            print(text)
+
+    return run_cli(argv, USAGE, SampleOptions(), "sample", show)
 
 
 if __name__ == "__main__":

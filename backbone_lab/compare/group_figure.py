@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from backbone_lab.analysis import plotting as P
-from backbone_lab.compare.claim_metrics import METRICS, ClaimContext, NotMeasured
+from backbone_lab.compare.claim_metrics import METRICS, ClaimContext
 from backbone_lab.compare.plots import group_colors
 from backbone_lab.compare.runs import Run
-from backbone_lab.compare.seed_groups import seed_groups
+from backbone_lab.compare.seed_groups import measured_values, seed_groups
 from backbone_lab.compare.seed_stats import seed_interval
 
 PANELS = (("pc1_rownorm_pct", "PC1 of the row-normalised drift", "PC1 explained (% of drift energy)"),
@@ -48,14 +48,7 @@ def group_figure(runs: list[Run], out_dir: Path) -> str | None:
         drawn, null_drawn = False, False
         values_all = []
         for i, g in enumerate(groups):
-            vals = []
-            for r in g.runs:
-                try:
-                    v = METRICS[name].value(r, ctx)
-                except NotMeasured:
-                    continue
-                if not isinstance(v, list):
-                    vals.append(v)
+            vals = measured_values(name, g.runs, ctx)
             if not vals:
                 continue
             drawn = True

@@ -80,6 +80,19 @@ def _null_means(run: Run) -> dict[str, float]:
     return out
 
 
+def measured_values(name: str, runs: list[Run], ctx: ClaimContext) -> list:
+    """The scalar values of claim metric `name` over `runs` (runs that do not measure it are left out)."""
+    vals = []
+    for r in runs:
+        try:
+            v = METRICS[name].value(r, ctx)
+        except NotMeasured:
+            continue
+        if not isinstance(v, list):
+            vals.append(v)
+    return vals
+
+
 def groups_table(runs: list[Run], ctx: ClaimContext | None = None) -> list[dict]:
     """Rows (group, metric, n, mean, ci_low, ci_high, note): every seed group x headline metric."""
     ctx = ctx or ClaimContext(runs)
@@ -88,13 +101,9 @@ def groups_table(runs: list[Run], ctx: ClaimContext | None = None) -> list[dict]
         exec_note = execution_differences(g.runs)
         per_metric: dict[str, list[float]] = {}
         for name in GROUP_METRICS:
-            for r in g.runs:
-                try:
-                    v = METRICS[name].value(r, ctx)
-                except NotMeasured:
-                    continue
-                if not isinstance(v, list):
-                    per_metric.setdefault(name, []).append(v)
+            vals = measured_values(name, g.runs, ctx)
+            if vals:
+                per_metric[name] = vals
         for r in g.runs:
             for name, v in _null_means(r).items():
                 per_metric.setdefault(f"null:{name}", []).append(v)
