@@ -251,10 +251,12 @@ def _analysed_run(path: Path, optimizer: dict, n_dirs: int, seed: int) -> Path:
     (path / "config.yaml").write_text(yaml.safe_dump(config(optimizer=optimizer)))
     rng = np.random.default_rng(seed)
     dirs = rng.normal(size=(n_dirs, 8, 16)).astype(np.float32)
+    # initial weights independent of the drift: the backbone is not weight decay shrinking θ(anchor)
+    init = rng.normal(size=(8, 16)).astype(np.float32)
     writer = TrajectoryWriter(path / "trajectory")
     for s in [0, 1, *range(5, 101, 5)]:
         coef = [s / 100] + [0.4 * np.sin(s * (k + 1) / 13.0) for k in range(n_dirs - 1)]
-        writer.append(s, {"blocks.0.attn.qkv.weight": sum(c * d for c, d in zip(coef, dirs))})
+        writer.append(s, {"blocks.0.attn.qkv.weight": init + sum(c * d for c, d in zip(coef, dirs))})
     with open(path / "eval_metrics.csv", "w", newline="") as f:  # a model that learned: val 6.0 -> 4.0
         f.write("step,val_loss,p_ood\n" + "".join(f"{s},{6 - s / 50},0.0\n" for s in range(0, 101, 20)))
     run_analysis(path, AnalysisConfig(anchor_step=1, figures=False, progress=False))
