@@ -43,8 +43,12 @@ def main(cfg: DictConfig) -> float | None:
     except Preempted as err:
         import signal
 
-        print(f"interrupted: stopped by {signal.Signals(err.signum).name} at step {err.step}, a checkpoint of that "
-              f"step was saved; continue with: {continue_command(cfg, in_multirun())}", file=sys.stderr)
+        name = signal.Signals(err.signum).name
+        where = (f"during the end-of-run analysis (training finished at step {err.step}, its checkpoint and "
+                 "snapshots are saved; the analysis is not done)" if err.during == "analysis" else
+                 f"at step {err.step}, a checkpoint of that step was saved")
+        print(f"interrupted: stopped by {name} {where}; continue with: {continue_command(cfg, in_multirun())}",
+              file=sys.stderr)
         sys.exit(128 + err.signum)
     except KeyboardInterrupt:
         print("interrupted: stopped at once (second Ctrl-C); continue from the last checkpoint with: "

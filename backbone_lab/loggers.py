@@ -58,6 +58,10 @@ def make_wandb_logger(
                   id=run_id(save_dir), resume="allow")
     if mode == "disabled":
         kwargs["mode"] = "disabled"
+    elif offline:
+        # said to wandb.init itself: Lightning's offline flag only sets WANDB_MODE, which wandb
+        # ignores once an earlier run in this process (e.g. a compare run) has set up its session
+        kwargs["mode"] = "offline"
     logger = WandbLogger(**kwargs)
     _drop_anonymous_setting(logger)
     if config:

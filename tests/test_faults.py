@@ -177,8 +177,12 @@ def test_a_truncated_last_ckpt_falls_back_to_prev(tmp_path, reference):
 
 # ------------------------------------------------------------------------------------ signals
 def _cli(tmp: Path, *args) -> subprocess.Popen:
+    import torch
+
+    # the reference ran in this process: the subprocess computes with the same number of threads
+    # (another intra-op split changes the last bits of the snapshots)
     env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp / "out"), "BACKBONE_LAB_CACHE": str(tmp / "cache"),
-           "PYTHONPATH": str(REPO / "tests")}
+           "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen([sys.executable, "-m", "backbone_lab", "debug=tiny", *SHORT, *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
