@@ -94,6 +94,25 @@ def declare_numbers(table: dict[str, dict]) -> None:
                                    _declared_lookup(name, str(row.get("absent", ""))), name)
 
 
+def null_entry(run: Run, name: str, block_name: str = "metrics") -> dict | None:
+    """Claim metric `name`'s entry {observed, mean, lo, hi, ...} in the run's null baseline
+    (`metrics`: the random walk; `shuffled`: the run's increments in random order); None when the
+    analysis has none. Null baselines written before the numbers were declared use older names
+    (e.g. update_mean_abs_cos for update_abs_cos): a declared number's aliases are tried too."""
+    from backbone_lab.analysis.registry import builtin_numbers
+
+    metric = METRICS[name]
+    block = run.get(f"null_baseline.{block_name}") or {}
+    if not isinstance(block, dict):
+        return None
+    older = tuple((builtin_numbers().get(name) or {}).get("aliases") or ())
+    for key in (metric.null_key, metric.name, *older):
+        entry = block.get(key)
+        if isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("lo", "hi")):
+            return entry
+    return None
+
+
 class ClaimContext:
     """What metrics may look at beyond one run: all compared runs, source runs, cross-run tables."""
 

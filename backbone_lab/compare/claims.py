@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass, field
 
 from backbone_lab.compare.claim_file import Claim, Selection, selection_text
-from backbone_lab.compare.claim_metrics import METRICS, ClaimContext, NotMeasured
+from backbone_lab.compare.claim_metrics import METRICS, ClaimContext, NotMeasured, null_entry
 from backbone_lab.compare.claim_selection import PROTOCOL_KEYS, REQUIREMENTS, select, selector_value, unmet, value_matches
 from backbone_lab.compare.grouping import seed_group_key
 from backbone_lab.compare.runs import Run
@@ -214,23 +214,7 @@ def _values_text(values: list[tuple[Run, float | list[float]]]) -> str:
 def _null_entry(run: Run, claim: Claim, block_name: str = "metrics") -> dict | None:
     """The claim metric's entry of the run's null baseline (`metrics`: the random walk; `shuffled`:
     the same increments in random order), None when the analysis has none."""
-    metric = METRICS[claim.metric]
-    block = run.get(f"null_baseline.{block_name}") or {}
-    if not isinstance(block, dict):
-        return None
-    for key in (metric.null_key, metric.name, *_older_names(metric.name)):
-        entry = block.get(key)
-        if isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("lo", "hi")):
-            return entry
-    return None
-
-
-def _older_names(name: str) -> tuple[str, ...]:
-    """Earlier names of a declared number (its `aliases`): a null baseline written before the
-    declarations keys e.g. update_abs_cos as update_mean_abs_cos."""
-    from backbone_lab.analysis.registry import builtin_numbers
-
-    return tuple((builtin_numbers().get(name) or {}).get("aliases") or ())
+    return null_entry(run, claim.metric, block_name)
 
 
 def _band(claim: Claim, m: Measured) -> Verdict:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from backbone_lab.analysis import plotting as P
-from backbone_lab.compare.claim_metrics import METRICS, ClaimContext
+from backbone_lab.compare.claim_metrics import ClaimContext, null_entry
 from backbone_lab.compare.plots import group_colors
 from backbone_lab.compare.runs import Run
 from backbone_lab.compare.seed_groups import measured_values, seed_groups
@@ -27,11 +27,15 @@ PANELS = (("pc1_rownorm_pct", "PC1 of the row-normalised drift", "PC1 explained 
           ("rho_mean", "rolling-window stability", "mean ρ = |cos(v_w, v_w+1)| (0-1)"),
           ("update_abs_cos_early", "early update alignment", "mean |cos(u, v_b)| (early updates)"),
           ("best_p_ood", "best OOD probe accuracy", "best p_ood (fraction of probes)"))
+# Where each panel's quantity can lie: a t band is drawn only inside it (the interval itself,
+# in groups.csv, is not clipped; a band past 100 % or below 0 would draw impossible values)
+PANEL_RANGE = {"pc1_rownorm_pct": (0.0, 100.0), "k95_rownorm": (1.0, np.inf), "drift": (0.0, np.inf),
+               "rho_mean": (0.0, 1.0), "update_abs_cos_early": (0.0, 1.0), "best_p_ood": (0.0, 1.0)}
 
 
 def _null_mean(run: Run, name: str) -> float:
-    entry = (run.get("null_baseline.metrics") or {}).get(METRICS[name].null_key)
-    return float(entry["mean"]) if isinstance(entry, dict) and isinstance(entry.get("mean"), (int, float)) else np.nan
+    entry = null_entry(run, name)
+    return float(entry["mean"]) if entry and isinstance(entry.get("mean"), (int, float)) else np.nan
 
 
 def group_figure(runs: list[Run], out_dir: Path) -> str | None:
@@ -44,6 +48,7 @@ def group_figure(runs: list[Run], out_dir: Path) -> str | None:
     colors = group_colors([r for g in groups for r in g.runs])
     fig, axes = plt.subplots(2, 3, figsize=(15.5, 8.4))
     labels = [textwrap.fill(g.label, 28, break_long_words=False) for g in groups]
+    legend: dict = {}  # one legend for all panels (per-panel legends cover the data)
     for ax, (name, title, ylabel) in zip(axes.flat, PANELS):
         drawn, null_drawn = False, False
         values_all = []
@@ -59,8 +64,9 @@ def group_figure(runs: list[Run], out_dir: Path) -> str | None:
             ax.plot(i + jitter, vals, "o", color=color, ms=4, alpha=0.8, label="seeds" if i == 0 else None)
             ax.hlines(ci.mean, i - 0.3, i + 0.3, color=color, lw=2.2, label="group mean" if i == 0 else None)
             if ci.has_interval:
-                ax.fill_between([i - 0.3, i + 0.3], ci.lo, ci.hi, color=color, alpha=0.22, lw=0,
-                                label="95 % t interval over seeds" if i == 0 else None)
+                low, high = PANEL_RANGE.get(name, (-np.inf, np.inf))
+                ax.fill_between([i - 0.3, i + 0.3], max(ci.lo, low), min(ci.hi, high), color=color, alpha=0.22, lw=0,
+                                label="95 % t interval over seeds (within the possible range)" if i == 0 else None)
             else:
                 ax.annotate("one seed", (i, ci.mean), textcoords="offset points", xytext=(0, 7), ha="center",
                             fontsize=7, color="0.3")
@@ -78,8 +84,11 @@ def group_figure(runs: list[Run], out_dir: Path) -> str | None:
         ax.set_xlim(-0.6, len(groups) - 0.4)
         logy = name == "drift" and P.log_if_wide(ax, values_all)
         ax.set_ylabel(ylabel + (" (log)" if logy else ""))
-        ax.legend(fontsize=6.5, loc="best")
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
     fig.suptitle("Seed groups: each group's seeds (dots), mean (bar) and 95 % t interval over the seeds (band)",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.legend(list(legend.values()), list(legend.keys()), loc="upper center", ncol=len(legend), fontsize=8,
+               bbox_to_anchor=(0.5, 0.955), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return P.save(plt, fig, Path(out_dir) / "groups.png").name
