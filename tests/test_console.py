@@ -12,21 +12,21 @@ import pytest
 from conftest import REPO
 
 
-def test_the_wandb_logger_starts_without_the_anonymous_setting_warning(tmp_path, monkeypatch, capfd):
-    from backbone_lab.loggers import make_wandb_logger
-
-    monkeypatch.delenv("WANDB_SILENT", raising=False)  # let wandb speak, as it does for a user
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    logger = make_wandb_logger(save_dir=str(tmp_path), mode="offline", name="t")
-    try:
-        logger.experiment.log({"x": 1.0})
-    finally:
-        import wandb
-
-        wandb.finish()
-    err = capfd.readouterr().err
-    assert "offline" in err  # wandb did print its lines here
-    assert "anonymous" not in err, err
+def test_the_wandb_logger_starts_without_the_anonymous_setting_warning(tmp_path):
+    # a fresh process, as a user's: wandb keeps its first session's output streams for the whole
+    # process, so in-process runs of earlier tests would hide what it prints
+    code = ("from backbone_lab.loggers import make_wandb_logger\n"
+            "import sys, wandb\n"
+            "logger = make_wandb_logger(save_dir=sys.argv[1], mode='offline', name='t')\n"
+            "logger.experiment.log({'x': 1.0})\n"
+            "wandb.finish()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_SILENT", "WANDB_API_KEY", "WANDB_MODE")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO))  # no ~/.netrc credentials; let wandb speak
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "offline" in proc.stderr  # wandb did print its lines here
+    assert "anonymous" not in proc.stderr, proc.stderr
 
 
 def test_the_final_table_prints_long_paths_in_full(capsys, tmp_path):

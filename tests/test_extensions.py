@@ -130,7 +130,7 @@ def test_a_metric_is_one_stage_file(tmp_path, monkeypatch):
     from backbone_lab.compare import compare
     from test_wandb_geometry import offline_run
 
-    _write(tmp_path / "drift_metric.py", '''
+    _write(tmp_path / "drift_cos_metric.py", '''
         """cos(Δθ(final), v_b): how much of the final drift lies on the backbone."""
         from backbone_lab.analysis.stage import Number, StageResult
 
@@ -160,7 +160,7 @@ def test_a_metric_is_one_stage_file(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    run = _train(tmp_path, "analysis.extra_stages=[drift_metric:DriftAlignment]", "logger=wandb", "logger.wandb.mode=offline")
+    run = _train(tmp_path, "analysis.extra_stages=[drift_cos_metric:DriftAlignment]", "logger=wandb", "logger.wandb.mode=offline")
 
     summary = json.loads((run / "analysis" / "summary.json").read_text())
     dec = summary["decomposition"]
