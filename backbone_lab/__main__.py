@@ -121,6 +121,7 @@ def nearest_name_hint(err: BaseException, args: list[str]) -> str | None:
     Hydra's `+train.max_step=10`); None when nothing close exists."""
     import re
 
+    from backbone_lab.data.sources import sources_with_option
     from backbone_lab.did_you_mean import nearest
 
     text = "\n".join(str(e) for e in (err, err.__cause__) if e is not None)
@@ -139,6 +140,10 @@ def nearest_name_hint(err: BaseException, args: list[str]) -> str | None:
     if key and "not in" in text:
         dotted = key.group(1)
         parent, _, leaf = dotted.rpartition(".")
+        if parent == "data.options" and (owners := sources_with_option(leaf)):
+            choices = " or ".join(f"data={name}" for name in owners)
+            return (f"{dotted}: not an option of this data source; it is one of {choices}: "
+                    f"choose {choices} with it")
         fields = _keys_of(parent, [a for a in args if a.lstrip("+").split("=", 1)[0] != dotted])
         best = nearest(leaf, fields or [])
         if best:

@@ -10,7 +10,7 @@ checks values and ranges before any data is prepared (`train.typed`).
 | group       | schema            | defined in                          |
 |-------------|-------------------|-------------------------------------|
 | model       | ModelConfig       | backbone_lab/model_config.py        |
-| data        | DataConfig        | backbone_lab/data/config.py         |
+| data        | DataConfig        | backbone_lab/data/config.py (`data.options`: the source's `Options`, backbone_lab/data/sources/) |
 | train       | LoopConfig        | backbone_lab/loop_config.py         |
 | trainer     | TrainerConfig     | backbone_lab/loop_config.py (`_target_`: Lightning's Trainer) |
 | schedule    | ScheduleConfig    | backbone_lab/objective_config.py    |
@@ -53,13 +53,18 @@ def schemas() -> dict[str, type]:
 
 def register_configs() -> None:
     """Register the schemas with Hydra (idempotent). `reference` is not a group of the primary
-    config: each diagnostics callback pulls `conf/reference/<kind>.yaml` into its own node."""
+    config: each diagnostics callback pulls `conf/reference/<kind>.yaml` into its own node.
+    `data_source/<name>` is a built-in data source's `Options`: `conf/data/<name>.yaml` pulls it
+    into `data.options` (`- /data_source@options: <name>`)."""
+    from backbone_lab.data.sources import BUILT_IN, options_schema
     from backbone_lab.diagnostics.reference_direction import ReferenceConfig
 
     cs = ConfigStore.instance()
     for group, node in schemas().items():
         cs.store(group=group, name="schema", node=node)
     cs.store(group="reference", name="schema", node=ReferenceConfig)
+    for name in BUILT_IN:
+        cs.store(group="data_source", name=name, node=options_schema(name))
 
 
 def build(group: str, node) -> object:

@@ -25,6 +25,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from backbone_lab.data.sources import is_user_source, user_source
 from backbone_lab.errors import ConfigError
 
 _SNIFF_BYTES = 1 << 20
@@ -134,19 +135,17 @@ def available_bytes(on_gpu: bool) -> int | None:
 def check_inputs(conf: dict, accelerator: str = "cpu") -> None:
     """Every check of this module on the typed configs of a run (see `train.typed`)."""
     data, model = conf["data"], conf["model"]
-    if ":" in data.source:  # a user source: importable now, not after minutes of setup
-        from backbone_lab.data.corpus import load_source
+    if is_user_source(data.source):  # importable now, not after minutes of setup
         from backbone_lab.data.errors import DataError
 
         try:
-            load_source(data.source)
+            user_source(data.source)
         except DataError as err:
             raise ConfigError(str(err)) from None
     if data.source == "local":
-        for i, f in enumerate(data.train_files):
-            check_text_file(f, f"data.train_files[{i}]")
-        for i, f in enumerate(data.val_files):
-            check_text_file(f, f"data.val_files[{i}]")
+        for key in ("train_files", "val_files"):
+            for i, f in enumerate(data.options[key]):
+                check_text_file(f, f"data.options.{key}[{i}]")
     vocab = model.vocab_size or (50257 if data.tokenizer == "pretrained" else data.vocab_size)
     on_gpu = accelerator in ("gpu", "cuda")
     need = micro_batch_bytes(data.micro_batch_size, model.seq_len, model.d_model, model.n_layer, model.n_head,

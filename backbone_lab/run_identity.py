@@ -14,6 +14,8 @@ import json
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from backbone_lab.saved_config import upgrade
+
 NEUTRAL_KEYS = (
     "run_dir", "run_name", "resume", "analyze", "logger", "paths", "tags", "experiment_name",
     "callbacks.progress", "data.cache_dir", "data.num_workers", "data.pin_memory", "snapshots.async_write",
@@ -51,8 +53,10 @@ def flatten(data: dict, prefix: str = "") -> dict:
 
 
 def comparable(cfg, extra: tuple[str, ...] = ()) -> dict:
-    """The resolved config as {dotted key: value} without neutral keys (and without `hydra`)."""
+    """The resolved config in today's layout (`saved_config.upgrade`) as {dotted key: value}
+    without neutral keys (and without `hydra`)."""
     data = plain(cfg) if isinstance(cfg, (DictConfig, ListConfig)) else json.loads(json.dumps(cfg, default=str))
+    data = upgrade(data)  # a run saved in an older layout compares equal to its re-run today
     data.pop("hydra", None)
     return {k: v for k, v in flatten(data).items() if not is_neutral(k, extra)}
 

@@ -60,17 +60,17 @@ def resolve_checkpoint(run: RunDir, ckpt: str | int | None = None) -> Path:
 
 def load_run(run_dir: str | Path, ckpt: str | int | None = None, device: str = "cpu") -> LoadedRun:
     """The run's config, tokenizer and model with the weights of `ckpt` (see module docstring)."""
-    from omegaconf import OmegaConf
     from tokenizers import Tokenizer
 
     from backbone_lab.checkpoint_io import load_checkpoint_file
     from backbone_lab.data.tokenizer import TextTokenizer
     from backbone_lab.model import GPT
+    from backbone_lab.saved_config import load_saved_config
     from backbone_lab.train import typed
 
     run = check_run_folder(run_dir)
     path = resolve_checkpoint(run, ckpt)
-    cfg = OmegaConf.load(run.config)
+    cfg = load_saved_config(run.config)
     conf = typed(cfg)
     tokenizer = TextTokenizer(Tokenizer.from_file(str(run.tokenizer)), name=f"{run.root.name}/tokenizer.json")
     try:

@@ -1,11 +1,16 @@
-"""`train(cfg)`: build data, model, trainer, callbacks and loggers from a composed config, fit, analyse.
+"""`train(cfg)`: build data module, module, trainer, callbacks and loggers from a composed config, fit, analyse.
 
 Importable and testable without the CLI (`python -m backbone_lab` is a thin Hydra shell around
 it). Returns a dict of headline numbers (the value a Hydra sweeper could optimise is
 `final_val_loss`). In the order of the code below:
 
-1. `check_config`: every concept's typed config is built from its node (`typed`), the optimizer
-   is tried on a dummy parameter, data files and the memory of one micro-batch are checked, the
+Every part is named by a config node, none by this file: the data module (`datamodule`) and the
+Lightning module (`module`) are `_partial_` `_target_` nodes called with the typed configs
+(`components.py`); optimizer, trainer, callbacks and loggers are `_target_` nodes too. Only the
+protocol's own callbacks (evaluation, snapshots, checkpoints, preemption) are always added here.
+
+1. `check_config`: every concept's typed config is built from its node (`typed`), the component
+   classes are checked against their arguments, the optimizer is tried on a dummy parameter, data files and the memory of one micro-batch are checked, the
    trainer is built and its world size checked: bad input ends here, in one line, before any
    data preparation or any write (the CLI runs the same function before Hydra makes a folder);
 2. rank 0 locks and claims the run folder (`prepare_run_dir`: same config, stale temp files,
@@ -34,12 +39,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from backbone_lab.callbacks.evaluation import EvaluationCallback, eval_steps
 from backbone_lab.checkpoint_io import checkpoint_step, resume_checkpoint
+from backbone_lab.components import (DATAMODULE_ARGUMENTS, MODULE_ARGUMENTS, build_datamodule, build_module,
+                                     check_component)
 from backbone_lab.config_schema import build, schemas
 from backbone_lab.distributed import end_local_run, env_global_rank, launch_local_workers
 from backbone_lab.durable import atomic_write_text, remove_stale_temps
 from backbone_lab.errors import ConfigError, RankFailure, RunDirError, user_facing_errors
 from backbone_lab.input_checks import check_folder_name, check_inputs, check_run_settings
-from backbone_lab.lit_module import BackboneLitModule, DivergenceError
+from backbone_lab.lit_module import DivergenceError
 from backbone_lab.preemption import Preempted, PreemptionCallback, requested, signals_handled, signals_interrupt
 from backbone_lab.run_dir import RunDir
 from backbone_lab.run_identity import RESUME_ALSO_NEUTRAL, differences
@@ -204,7 +211,8 @@ def _check_stage_names(analysis_cfg) -> None:
 
 def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
     """Every check that needs no data and writes nothing — types and ranges (the typed configs),
-    the optimizer built on a dummy parameter, the run name, the data files and the memory of one
+    the data module's and Lightning module's classes (`components.check_component`), the
+    optimizer built on a dummy parameter, the run name, the data files and the memory of one
     micro-batch, the callback nodes, the trainer and its world size. Returns (typed configs,
     optimizer factory, user callbacks). The CLI runs it before Hydra creates any folder."""
     _quiet_third_party_logs()
@@ -212,6 +220,8 @@ def check_config(cfg: DictConfig) -> tuple[dict, object, list]:
     check_accelerator_present(cfg)
     conf = typed(cfg)
     _check_stage_names(conf["analysis"])
+    check_component(cfg.get("datamodule"), "datamodule", DATAMODULE_ARGUMENTS)
+    check_component(cfg.get("module"), "module", MODULE_ARGUMENTS)
     optimizer = instantiate(cfg.optimizer)
     check_optimizer(optimizer)
     if not cfg.get("run_dir"):
@@ -299,13 +309,12 @@ def _safe_marker(run: RunDir, name: str, payload: dict) -> None:
 
 def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer, ckpt_path, rank: int) -> dict:
     from backbone_lab.analysis.summary import Summary
-    from backbone_lab.data.datamodule import BackboneDataModule
     from backbone_lab.execution_record import write_execution_record
     from backbone_lab.loggers import log_final_step, publish_analysis
 
     loop, snap = conf["train"], conf["snapshots"]
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = BackboneDataModule(conf["data"], seq_len=conf["model"].seq_len, seed=int(cfg.seed))
+    datamodule = build_datamodule(cfg.datamodule, conf["data"], seq_len=conf["model"].seq_len, seed=int(cfg.seed))
     datamodule.setup("fit")
     if rank == 0:
         datamodule.save_run_files(run.root)
@@ -314,7 +323,7 @@ def _fit(cfg: DictConfig, conf: dict, run: RunDir, trainer: L.Trainer, optimizer
         model_config = conf["model"].with_vocab(datamodule.vocab_size)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    module = BackboneLitModule(model_config, optimizer, conf["schedule"], conf["objective"], loop)
+    module = build_module(cfg.module, model_config, optimizer, conf["schedule"], conf["objective"], loop)
     if cfg.get("init_from"):
         from backbone_lab.init_from import load_initial_weights
 

@@ -188,7 +188,7 @@ MIN_STEPS, MAX_STEPS, STEP_QUANTUM = 100, 2000, 20
 
 DRY_RUN_OVERRIDES = [  # the same path at toy size: tiny model, a few CPU steps
     "trainer=cpu", "model.n_layer=2", "model.d_model=64", "model.n_head=4", "model.d_ff=256", "model.seq_len=64",
-    "data.n_train_stories=200", "data.n_val_stories=40", "data.n_eval=16", "data.n_val=16",
+    "data.options.n_train_stories=200", "data.options.n_val_stories=40", "data.n_eval=16", "data.n_val=16",
     "data.micro_batch_size=4", "data.n_codewords=16", "train.accumulate=1",
 ]
 

@@ -30,6 +30,8 @@ def _cli(tmp_path, *args, python_flags=(), timeout=600):
     ("analysis.anchr_step=1", "did you mean analysis.anchor_step=1?"),
     ("train.max_step=10", "did you mean train.max_steps=10?"),
     ("callbacks.progress.plain_evry_s=3", "did you mean callbacks.progress.plain_every_s=3?"),
+    ("data.options.n_train_storis=3", "did you mean data.options.n_train_stories=3?"),
+    ("data.options.train_files=[a.txt]", "it is one of data=local: choose data=local with it"),
 ])
 def test_a_typo_gets_the_nearest_name_in_one_line_before_torch_is_imported(tmp_path, arg, hint):
     proc = _cli(tmp_path, arg, python_flags=("-X", "importtime"))

@@ -23,7 +23,7 @@ def _options(group: str) -> list[str]:
 def test_every_group_option_composes(group, option):
     overrides = [f"{group}={option}"]
     if group == "data" and option == "local":
-        overrides.append("data.train_files=[stories.txt]")
+        overrides.append("data.options.train_files=[stories.txt]")
     cfg = compose_config(overrides)
     if group == "debug":  # a global package: it shrinks other groups instead of adding its own
         assert cfg.model.seq_len == 64 and cfg.train.max_steps <= 100

@@ -17,7 +17,7 @@ from backbone_lab.data.evaluation import evaluate_lm, evaluate_probe
 from backbone_lab.data.examples import collate
 
 
-SMALL = dict(n_train_stories=200, n_val_stories=20, vocab_size=400, seq_len=128, micro_batch_size=4,
+SMALL = dict(options=dict(n_train_stories=200, n_val_stories=20), vocab_size=400, seq_len=128, micro_batch_size=4,
              n_codewords=16, n_eval=24, n_val=8, p_probe=0.3, gap_ood=[40, 60], seed=3)
 
 
@@ -87,7 +87,7 @@ def test_datamodule_local_files(tmp_path, caplog):
     from backbone_lab.data.write_corpus import write_corpus
 
     sample = write_corpus(tmp_path / "stories.txt", 1200, seed=1)  # what `data=local` reads
-    m = make_dm(source="local", train_files=[str(sample)], vocab_size=600, seq_len=128,
+    m = make_dm(source="local", options=dict(train_files=[str(sample)]), vocab_size=600, seq_len=128,
                            n_codewords=16, n_eval=8, n_val=8, cache_dir=str(tmp_path))
     with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="backbone_lab.data.examples"):
         warnings.simplefilter("error")  # the default gaps at the default seq_len: no warning, one info line

@@ -25,7 +25,7 @@ SEQ = 128
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    corpus = load_corpus(DataConfig(source="synthetic", n_train_stories=300, n_val_stories=30, synthetic_seed=5))
+    corpus = load_corpus(DataConfig(source="synthetic", options=dict(n_train_stories=300, n_val_stories=30, synthetic_seed=5)))
     tok = load_or_train_bpe(corpus.train, 400, cache, n_pseudo_words=24)
     words = select_codewords(tok, 24, 42)
     return {

@@ -14,7 +14,8 @@ from backbone_lab.data.codewords import (
     codeword_candidates, codewords_sha256, load_codewords, save_codewords, select_codewords,
 )
 from backbone_lab.data.config import DataConfig
-from backbone_lab.data.corpus import filter_texts, load_corpus, load_local_texts
+from backbone_lab.data.corpus import filter_texts, load_corpus
+from backbone_lab.data.sources.local_files import load_local_texts
 from backbone_lab.data.errors import DataError
 from backbone_lab.data.synthetic import generate_stories, vocabulary
 from backbone_lab.data.token_store import TokenStore, build_token_store
@@ -27,7 +28,7 @@ from backbone_lab.data.write_corpus import write_corpus
 def env(tmp_path_factory):
     """A small synthetic corpus with a trained BPE (vocab 400, 32 pseudo-words) in a tmp cache."""
     cache = tmp_path_factory.mktemp("cache")
-    corpus = load_corpus(DataConfig(source="synthetic", n_train_stories=400, n_val_stories=40, synthetic_seed=3))
+    corpus = load_corpus(DataConfig(source="synthetic", options=dict(n_train_stories=400, n_val_stories=40, synthetic_seed=3)))
     tok = load_or_train_bpe(corpus.train, 400, cache, n_pseudo_words=32, corpus_sha=corpus.train_sha256)
     return {"cache": cache, "corpus": corpus, "tok": tok}
 
@@ -51,7 +52,7 @@ def test_filter_texts_rules():
 
 
 def test_synthetic_corpus_split_and_hash():
-    c = load_corpus(DataConfig(source="synthetic", n_train_stories=100, n_val_stories=10, synthetic_seed=1))
+    c = load_corpus(DataConfig(source="synthetic", options=dict(n_train_stories=100, n_val_stories=10, synthetic_seed=1)))
     assert len(c.train) == 100 and len(c.val) == 10
     assert c.train_sha256 == texts_sha256(generate_stories(110, 1)[:100])
     assert not set(c.train) & set(c.val)
@@ -63,7 +64,7 @@ def test_local_text_files_via_datasets(tmp_path):
     stories = generate_stories(600, seed=5)
     recs = load_local_texts([sample], cache_dir=tmp_path)
     assert recs == stories  # one record per paragraph, newlines stripped
-    c = load_corpus(DataConfig(source="local", train_files=[str(sample)], max_train_texts=300), cache_dir=tmp_path)
+    c = load_corpus(DataConfig(source="local", options=dict(train_files=[str(sample)]), max_train_texts=300), cache_dir=tmp_path)
     assert all(len(t) >= 40 and t.strip() for t in c.train + c.val)
     assert len(c.train) <= 300 and 0 < len(c.val) <= round(len(recs) * 0.05)  # held-out tail
     assert c.val[-1] == recs[-1] and not c.val[-1].endswith("\n")
@@ -74,7 +75,7 @@ def test_write_corpus_command_writes_what_data_local_reads(tmp_path):
                           "--stories", "50", "--seed", "2"], capture_output=True, text=True, timeout=60,
                          cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
     assert out.returncode == 0, out.stderr
-    assert f"data=local data.train_files=[{tmp_path / 'c.txt'}]" in out.stdout
+    assert f"data=local data.options.train_files=[{tmp_path / 'c.txt'}]" in out.stdout
     assert (tmp_path / "c.txt").read_text().split("\n\n") == generate_stories(50, 2)[:-1] + [generate_stories(50, 2)[-1] + "\n"]
 
 
@@ -82,14 +83,14 @@ def test_local_jsonl(tmp_path):
     rows = [{"text": f"Story number {i} about a cat who liked to play in the park."} for i in range(5)]
     f = tmp_path / "s.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in rows))
-    c = load_corpus(DataConfig(source="local", train_files=[str(f)], val_files=[str(f)]), cache_dir=tmp_path)
+    c = load_corpus(DataConfig(source="local", options=dict(train_files=[str(f)], val_files=[str(f)])), cache_dir=tmp_path)
     assert c.train == [r["text"] for r in rows] == c.val
 
 
 def test_missing_local_path_is_one_line_error(tmp_path):
     missing = tmp_path / "nope.txt"
     with pytest.raises(DataError) as e:
-        load_corpus(DataConfig(source="local", train_files=[str(missing)]), cache_dir=tmp_path)
+        load_corpus(DataConfig(source="local", options=dict(train_files=[str(missing)])), cache_dir=tmp_path)
     msg = str(e.value)
     assert str(missing) in msg and "\n" not in msg
     with pytest.raises(ValueError, match="data.source='nope' is not one of synthetic | local | tinystories"):
@@ -101,10 +102,10 @@ def test_missing_local_path_is_one_line_error(tmp_path):
 def test_hub_offline_errors_are_actionable(tmp_path):
     """Real hub code paths, run offline (HF_HUB_OFFLINE=1 makes them fail fast)."""
     code = (
-        "from backbone_lab.data.corpus import load_hub_texts\n"
+        "from backbone_lab.data.sources.tinystories_hub import load_hub_texts\n"
         "from backbone_lab.data.tokenizer import load_pretrained_tokenizer\n"
         "from backbone_lab.data.errors import DataError\n"
-        "for f in (lambda: load_hub_texts('train', 10, %r),\n"
+        "for f in (lambda: load_hub_texts('roneneldan/TinyStories', 'train', 10, %r),\n"
         "          lambda: load_pretrained_tokenizer('EleutherAI/pythia-70m')):  # not GPT-2's BPE: no fallback\n"
         "    try:\n        f()\n        print('LOADED')\n"
         "    except DataError as e:\n        print('ERR', e)\n" % str(tmp_path)
@@ -114,7 +115,7 @@ def test_hub_offline_errors_are_actionable(tmp_path):
                          cwd=Path(__file__).resolve().parents[1])
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("ERR", "LOADED"))]
     assert len(lines) == 2, out.stdout + out.stderr
-    assert "data.source=local data.train_files=" in lines[0]
+    assert "data=local data.options.train_files=" in lines[0]
     assert "data.tokenizer=bpe" in lines[1] and "data.tokenizer_name=gpt2" in lines[1]
 
 

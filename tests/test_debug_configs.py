@@ -19,7 +19,7 @@ def _cfg(tmp_path: Path, debug: str, *extra: str):
 
 def test_debug_configs_compose_on_top_of_tiny():
     fdr, prof, over = (compose_config([f"debug={d}"]) for d in ("fdr", "profiler", "overfit"))
-    assert fdr.trainer.debug == {"fast_dev_run": 3} and fdr.data.n_train_stories == 400  # tiny's sizes underneath
+    assert fdr.trainer.debug == {"fast_dev_run": 3} and fdr.data.options.n_train_stories == 400  # tiny's sizes underneath
     assert prof.trainer.debug == {"profiler": "simple"} and prof.train.max_steps == 50
     assert over.trainer.debug == {"overfit_batches": 2} and over.train.max_steps == 100
     assert compose_config([]).trainer.debug == {}  # off by default

@@ -66,7 +66,7 @@ def test_a_data_source_is_one_function_and_one_yaml(tmp_path, monkeypatch):
 
 
         def fables(config):
-            rng = random.Random(config.synthetic_seed)
+            rng = random.Random(config.options["seed"])
             animals = ["fox", "crow", "hare", "tortoise", "lion", "mouse", "ant", "grasshopper"]
             place = config.options["place"]   # a key only this source knows: data.options
             def story():
@@ -76,9 +76,10 @@ def test_a_data_source_is_one_function_and_one_yaml(tmp_path, monkeypatch):
             return [story() for _ in range(300)], [story() for _ in range(40)]
     ''')
     _write(tmp_path / "conf" / "data" / "fables.yaml", """
-        defaults: [synthetic, _self_]   # the embedded default's probe and tokenizer settings
+        defaults: [schema, _self_]   # DataConfig: the probe and tokenizer settings at their defaults
         source: my_corpus:fables
-        options: {place: river}
+        options: {place: river, seed: 7}   # the source's own keys, read as config.options[...]
+        cache_dir: ${paths.cache_dir}
     """)
     monkeypatch.syspath_prepend(str(tmp_path))
     run = _train(tmp_path, "data=fables", "data.options.place=forest")
@@ -88,9 +89,74 @@ def test_a_data_source_is_one_function_and_one_yaml(tmp_path, monkeypatch):
     assert OmegaConf.load(run / "config.yaml").data.options.place == "forest"
     from backbone_lab.data.config import DataConfig
 
-    with pytest.raises(ValueError, match=r"data.options \['place'\] are for a user source"):
+    with pytest.raises(ValueError, match=r"data.options.place is not an option of data.source=synthetic"):
         DataConfig(source="synthetic", options={"place": "river"})
     assert read_marker(run)[0] == "DONE" and (run / "tokenizer.json").exists()
+
+
+def test_a_lightning_module_is_one_class_and_one_yaml(tmp_path, monkeypatch):
+    """A Lightning module (here: the composite loss with the probe term scaled) and a data module
+    of one's own: a class and a YAML each, chosen as module=... / datamodule=...; train.py builds
+    them from their nodes with the run's typed configs, their own keys come from the YAML."""
+    _write(tmp_path / "my_modules.py", '''
+        from backbone_lab.data.datamodule import BackboneDataModule
+        from backbone_lab.lit_module import BackboneLitModule
+
+
+        class ScaledProbe(BackboneLitModule):
+            """L_LM + probe_scale * lambda L_probe."""
+
+            def __init__(self, model, optimizer, schedule, objective, loop, probe_scale: float = 1.0):
+                super().__init__(model, optimizer, schedule, objective, loop)
+                self.probe_scale = probe_scale
+
+            def current_lambda(self, step=None):
+                return self.probe_scale * super().current_lambda(step)
+
+            def on_fit_end(self):
+                from pathlib import Path
+
+                Path(self.trainer.default_root_dir, "module.txt").write_text(
+                    f"{type(self).__name__} {self.current_lambda(5)}")
+
+
+        class CountingData(BackboneDataModule):
+            def __init__(self, config, seq_len, seed, label: str = ""):
+                super().__init__(config, seq_len=seq_len, seed=seed)
+                self.label = label
+
+            def save_run_files(self, run_dir):
+                super().save_run_files(run_dir)
+                (run_dir / "datamodule.txt").write_text(f"{type(self).__name__} {self.label}")
+    ''')
+    _write(tmp_path / "conf" / "module" / "scaled_probe.yaml", """
+        _target_: my_modules.ScaledProbe
+        _partial_: true
+        probe_scale: 0.0
+    """)
+    _write(tmp_path / "conf" / "datamodule" / "counting.yaml", """
+        _target_: my_modules.CountingData
+        _partial_: true
+        label: hello
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = _train(tmp_path, "module=scaled_probe", "datamodule=counting")
+    assert (run / "datamodule.txt").read_text() == "CountingData hello"
+    assert (run / "module.txt").read_text() == "ScaledProbe 0.0"  # its own key reached the class
+    assert read_marker(run)[0] == "DONE"
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.module._target_ == "my_modules.ScaledProbe" and saved.module.probe_scale == 0.0
+    # a key the class does not take stops before any data preparation, in one line
+    from backbone_lab.errors import ConfigError
+    from backbone_lab.train import check_config
+
+    bad = compose_config(["debug=tiny", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "module=scaled_probe",
+                          "+module.probe_scael=1.0", f"run_dir={tmp_path / 'bad'}"])
+    with pytest.raises(ConfigError, match=r"module: ScaledProbe does not take .*probe_scael"):
+        check_config(bad)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_an_optimizer_is_one_yaml(tmp_path):

@@ -358,7 +358,7 @@ def test_bad_local_data_files_are_named(monkeypatch, capsys, tmp_path, name, con
         os.mkfifo(bad)  # opening it would block until a writer came: must be refused unopened
     else:
         bad.write_bytes(content)
-    line = _check_line(monkeypatch, capsys, tmp_path, "data=local", f"data.train_files=[{bad}]")
+    line = _check_line(monkeypatch, capsys, tmp_path, "data=local", f"data.options.train_files=[{bad}]")
     assert str(bad) in line and needle in line
 
 
@@ -367,8 +367,8 @@ def test_valid_json_and_json_lines_data_files_pass_the_check(tmp_path):
 
     (tmp_path / "doc.json").write_text(json.dumps([{"text": "Once upon a time."}] * 3))
     (tmp_path / "lines.json").write_text("\n".join(json.dumps({"text": f"story {i}"}) for i in range(3)))
-    check_text_file(tmp_path / "doc.json", "data.train_files[0]")
-    check_text_file(tmp_path / "lines.json", "data.train_files[1]")
+    check_text_file(tmp_path / "doc.json", "data.options.train_files[0]")
+    check_text_file(tmp_path / "lines.json", "data.options.train_files[1]")
 
 
 @pytest.mark.parametrize("content,needle", [
@@ -404,7 +404,7 @@ def test_a_failed_start_that_never_trained_does_not_poison_the_run_name(referenc
     data = tmp_path / "stories.json"
     data.write_text("\n".join(json.dumps({"body": f"Story number {i} is long enough to be kept."}) for i in range(40)))
     with pytest.raises(DataError, match="no 'text' field"):
-        train(_cfg(root, "x", ["data=local", f"data.train_files=[{data}]", "data.val_files=[]"], run_dir=run))
+        train(_cfg(root, "x", ["data=local", f"data.options.train_files=[{data}]", "data.options.val_files=[]"], run_dir=run))
     assert read_marker(run)[0] == "FAILED"
     result = train(_cfg(root, "x", ["train.max_steps=10"], run_dir=run))
     assert result["status"] == "done" and read_marker(run)[0] == "DONE"

@@ -258,14 +258,15 @@ def test_loader_workers_auto_is_zero_on_cpu_and_capped_on_gpu(monkeypatch):
 def test_synthetic_corpus_is_cached_by_its_generator_inputs(tmp_path, monkeypatch):
     from backbone_lab.data import synthetic
     from backbone_lab.data.config import DataConfig
-    from backbone_lab.data.corpus import load_corpus, synthetic_cache_path
+    from backbone_lab.data.corpus import load_corpus
+    from backbone_lab.data.sources.synthetic import synthetic_cache_path
 
     calls = []
     real = synthetic.generate_story
     monkeypatch.setattr(synthetic, "generate_story", lambda rng: calls.append(1) or real(rng))
 
     def corpus(**kw):
-        return load_corpus(DataConfig(source="synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=3, **kw), cache_dir=tmp_path)
+        return load_corpus(DataConfig(source="synthetic", options=dict(n_train_stories=200, n_val_stories=20, synthetic_seed=3), **kw), cache_dir=tmp_path)
 
     first = corpus()
     assert len(calls) == 220 and synthetic_cache_path(tmp_path, 220, 3).exists()
@@ -273,9 +274,9 @@ def test_synthetic_corpus_is_cached_by_its_generator_inputs(tmp_path, monkeypatc
     again = corpus()
     assert calls == []  # a cache hit: the generator is not called at all
     assert again.train == first.train and again.val == first.val and again.train_sha256 == first.train_sha256
-    assert first.train == load_corpus(DataConfig(source="synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=3)).train
+    assert first.train == load_corpus(DataConfig(source="synthetic", options=dict(n_train_stories=200, n_val_stories=20, synthetic_seed=3))).train
     calls.clear()  # (no cache_dir: no cache)
-    load_corpus(DataConfig(source="synthetic", n_train_stories=200, n_val_stories=20, synthetic_seed=4), cache_dir=tmp_path)
+    load_corpus(DataConfig(source="synthetic", options=dict(n_train_stories=200, n_val_stories=20, synthetic_seed=4)), cache_dir=tmp_path)
     assert len(calls) == 220  # another seed is another entry
     calls.clear()
     monkeypatch.setattr(synthetic, "RECIPE_VERSION", synthetic.RECIPE_VERSION + 1)
@@ -284,7 +285,7 @@ def test_synthetic_corpus_is_cached_by_its_generator_inputs(tmp_path, monkeypatc
 
 
 def test_a_damaged_corpus_cache_is_regenerated(tmp_path, caplog):
-    from backbone_lab.data.corpus import cached_synthetic_stories, synthetic_cache_path
+    from backbone_lab.data.sources.synthetic import cached_synthetic_stories, synthetic_cache_path
 
     stories = cached_synthetic_stories(30, 1, tmp_path)
     path = synthetic_cache_path(tmp_path, 30, 1)
@@ -366,7 +367,7 @@ def _tiny_fit(tmp_path, accelerator="cpu", precision="32-true", max_steps=6, cou
     import lightning as L
 
     L.seed_everything(0, verbose=False)
-    data = DataConfig(n_train_stories=200, n_val_stories=20, vocab_size=300, n_codewords=16, micro_batch_size=4,
+    data = DataConfig(options=dict(n_train_stories=200, n_val_stories=20), vocab_size=300, n_codewords=16, micro_batch_size=4,
                       n_eval=8, n_val=8, cache_dir=str(tmp_path / "cache"))
     dm = BackboneDataModule(data, seq_len=64, seed=0)
     dm.setup("fit")

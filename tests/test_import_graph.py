@@ -28,7 +28,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "backbone_lab"
 # bottom to top; a module's layer is that of the longest matching prefix (`x` covers `x.*`)
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "durable", "run_dir", "run_markers", "run_identity", "run_lock", "metrics_csv",
-              "summary_print", "preemption", "typed_config", "loop_config", "wandb_credentials", "did_you_mean",
+              "summary_print", "preemption", "typed_config", "saved_config", "loop_config", "wandb_credentials", "did_you_mean",
               "model_config", "objective_config")),
     ("snapshot store", ("trajectory", "trajectory.layout", "trajectory.store", "trajectory.background_writer",
                         "trajectory.sketch_writer", "series")),

@@ -44,7 +44,7 @@ def test_unknown_model_component_is_a_config_error(tmp_path):
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["data=local", "data.train_files=[/nonexistent/stories.txt]"], "nonexistent"),
+        (["data=local", "data.options.train_files=[/nonexistent/stories.txt]"], "nonexistent"),
         (["model.norm=BatchNorm"], "model.norm='BatchNorm'"),
         (["model.d_modle=3"], "d_modle"),
     ],

@@ -17,7 +17,7 @@ def test_make_demo_trains_analyses_and_reports(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     env = dict(os.environ, BACKBONE_LAB_OUTPUT=str(tmp_path / "out"), BACKBONE_LAB_CACHE=str(tmp_path / "cache"))
-    args = "train.max_steps=60 snapshots.every=5 train.eval_every=20 logger=csv data.n_train_stories=1000"
+    args = "train.max_steps=60 snapshots.every=5 train.eval_every=20 logger=csv data.options.n_train_stories=1000"
     proc = subprocess.run(["make", "demo", f"ARGS={args}"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -59,7 +59,7 @@ def test_the_readme_local_data_example_uses_a_file_the_clone_writes(tmp_path):
 
     run = next((tmp_path / "out" / "runs").iterdir())
     data = yaml.safe_load((run / "config.yaml").read_text())["data"]
-    assert data["source"] == "local" and data["train_files"] == ["stories.txt"], data
+    assert data["source"] == "local" and data["options"]["train_files"] == ["stories.txt"], data
     assert (run / "DONE").exists() and (run / "tokenizer.json").exists()
 
 

@@ -25,6 +25,7 @@ from backbone_lab.compare.malformed import UnreadableRun, check_summary, reason_
 from backbone_lab.metrics_csv import read_columns
 from backbone_lab.run_dir import RunDir
 from backbone_lab.run_markers import MARKERS, read_marker
+from backbone_lab.saved_config import upgrade
 
 
 @dataclass
@@ -156,7 +157,7 @@ def _summary(path: Path) -> Summary:
 def _config(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
-    config = OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # saved resolved
+    config = upgrade(OmegaConf.to_container(OmegaConf.load(path), resolve=False))  # saved resolved; today's layout
     if not isinstance(config, dict):
         raise UnreadableRun(f"{path.name} holds a {type(config).__name__}, not a config mapping")
     return config

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import math
-import re
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .codewords import CODEWORD_RULES
+from .sources import BUILT_IN, checked_options, is_user_source
 
-SOURCES = ("synthetic", "local", "tinystories")
 TOKENIZERS = ("bpe", "pretrained")
 GAP_POLICIES = ("scale", "clip", "error")
 VAL_CROPS = ("first", "random")
@@ -22,26 +21,12 @@ class DataConfig:
     """Corpus, tokenizer, probe task, evaluation sets and loading."""
 
     source: str = "synthetic"
-    """synthetic (the project's own stories) | local (train_files via `datasets`) | tinystories (the hub)
+    """synthetic (the project's own stories) | local (files via `datasets`) | tinystories (the hub)
     | package.module:function (a user source: function(config) -> (train_texts, val_texts))."""
     options: dict[str, Any] = field(default_factory=dict)
-    """A user source's own keys (`data.options.<key>`, read as `config.options[...]`): a key only
-    one source knows goes here, not into this schema. Built-in sources take none. Empty (the
-    default) leaves a run's identity as it was (empty nodes are not part of the fingerprint)."""
-    train_files: list[str] = field(default_factory=list)
-    """local: text (stories separated by blank lines) or JSON files."""
-    val_files: list[str] = field(default_factory=list)
-    """local: validation files; empty = hold out the last `val_fraction` of train_files' stories."""
-    val_fraction: float = 0.05
-    """local without val_files: fraction of stories held out for validation."""
-    text_field: str = "text"
-    """local JSON files: the field holding the story."""
-    n_train_stories: int = 8000
-    """synthetic: stories generated for training."""
-    n_val_stories: int = 400
-    """synthetic: stories generated for validation."""
-    synthetic_seed: int = 1234
-    """synthetic: generator seed (the corpus is cached by its config)."""
+    """The source's own keys (`data.options.<key>`): for a built-in source its `Options`
+    (`data/sources/<source>.py`: e.g. synthetic's n_train_stories, local's train_files), filled
+    with their defaults and checked; for a user source a free dict it reads as `config.options`."""
     max_train_texts: Optional[int] = None
     """Keep at most this many training stories (the paper: 200,000); null = all."""
     max_val_texts: Optional[int] = None
@@ -91,8 +76,9 @@ class DataConfig:
     """Where corpora, tokenizers and token stores are cached; null = ~/.cache/backbone_lab."""
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.source):
-            _choice("source", self.source, SOURCES)
+        if not is_user_source(self.source):
+            _choice("source", self.source, tuple(BUILT_IN))
+        self.options = checked_options(self.source, self.options)
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
         _choice("gap_policy", self.gap_policy, GAP_POLICIES)
         _choice("val_crop", self.val_crop, VAL_CROPS)
@@ -100,26 +86,16 @@ class DataConfig:
         for name in ("micro_batch_size", "n_eval", "n_val", "n_codewords", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_train_stories", "n_val_stories"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0 or null, got {self.num_workers}")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"data.eval_batch_size must be >= 1 or null, got {self.eval_batch_size}")
-        for name in ("p_probe", "val_fraction"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise ValueError(f"data.{name} must be in [0, 1], got {value}")
+        if not (math.isfinite(self.p_probe) and 0.0 <= self.p_probe <= 1.0):
+            raise ValueError(f"data.p_probe must be in [0, 1], got {self.p_probe}")
         for name in ("gap_train", "gap_ood", "filler_range"):
             pair = getattr(self, name)
             if len(pair) != 2 or not 0 <= pair[0] <= pair[1]:
                 raise ValueError(f"data.{name} must be [low, high] with 0 <= low <= high, got {list(pair)}")
-        if self.options and self.source in SOURCES:
-            raise ValueError(f"data.options {sorted(self.options)} are for a user source (package.module:function); "
-                             f"data.source={self.source} takes none")
-        if self.source == "local" and not self.train_files:
-            raise ValueError("data=local needs data.train_files=[path, ...]")
 
     @property
     def batch_size_for_eval(self) -> int:

@@ -1,7 +1,7 @@
 """Write the project's synthetic stories to a text file, for the `data=local` path.
 
     python -m backbone_lab.data.write_corpus stories.txt [--stories 3000] [--seed 0]
-    python -m backbone_lab data=local data.train_files=[stories.txt]
+    python -m backbone_lab data=local data.options.train_files=[stories.txt]
 
 One story per paragraph (stories separated by a blank line), the layout `data=local` reads
 (`datasets`' "text" builder, `sample_by="paragraph"`). The file is a pure function of
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--stories must be >= 1, got {args.stories}")
     path = write_corpus(args.path, args.stories, args.seed)
     print(f"wrote {args.stories} stories to {path}; train on them with: "
-          f"python -m backbone_lab data=local data.train_files=[{path}]")
+          f"python -m backbone_lab data=local data.options.train_files=[{path}]")
     return 0
 
 

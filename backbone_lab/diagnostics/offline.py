@@ -56,6 +56,7 @@ from backbone_lab.diagnostics.reference_direction import (
 from backbone_lab.model import GPT, ModelConfig
 from backbone_lab.objective import composite_loss, lambda_at
 from backbone_lab.run_dir import RunDir
+from backbone_lab.saved_config import upgrade
 from backbone_lab.durable import atomic_write_json
 
 DEFAULTS: dict = {
@@ -104,7 +105,7 @@ def load_run_config(run_dir: Path) -> dict:
     path = RunDir(run_dir).config
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a backbone_lab run folder?")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return upgrade(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
 
 
 def _checkpoint_for(run_dir: Path, step: int) -> tuple[Path | None, int | None]:
