@@ -33,15 +33,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbone_lab.model_config import MLPS, NORMS, POSITIONS, ModelConfig  # noqa: F401 - the schema lives there (torch-free)
+from backbone_lab.model_config import COMPONENT_CLASSES, ModelConfig  # the schema and its table live there (torch-free)
 
 
 # ---------------------------------------------------------------------------- components
-NORM_CLASSES = {"LayerNorm": nn.LayerNorm, "RMSNorm": nn.RMSNorm}
+def component_class(field: str, name: str) -> type:
+    """The class of this module that `model.<field>=<name>` names (`model_config.COMPONENT_CLASSES`,
+    the one table: a new norm or MLP is its class here + one entry there)."""
+    return globals()[COMPONENT_CLASSES[field][name]]
+
+
+LayerNorm = nn.LayerNorm
+RMSNorm = nn.RMSNorm
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
-    return NORM_CLASSES[cfg.norm](cfg.d_model, eps=cfg.norm_eps)
+    return component_class("norm", cfg.norm)(cfg.d_model, eps=cfg.norm_eps)
 
 
 def rope_tables(seq_len: int, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,25 +118,13 @@ class SwiGLUMLP(nn.Module):
         return self.drop(self.w_down(F.silu(self.w_gate(x)) * self.w_up(x)))
 
 
-MLP_CLASSES = {"GELU": GeluMLP, "SwiGLU": SwiGLUMLP}
-
-# The one place a model family's components are looked up by name. `ModelConfig` (torch-free, in
-# model_config.py, so the CLI checks a command line before importing torch) accepts the names
-# NORMS / MLPS / POSITIONS; a new norm or MLP is one entry here and its name there (checked below
-# at import and by tests/test_model.py).
-COMPONENTS: dict[str, dict] = {"norm": NORM_CLASSES, "mlp": MLP_CLASSES, "positions": dict.fromkeys(POSITIONS)}
-for _field, _names in (("norm", NORMS), ("mlp", MLPS), ("positions", POSITIONS)):
-    if tuple(COMPONENTS[_field]) != tuple(_names):
-        raise ImportError(f"model.COMPONENTS[{_field!r}] = {tuple(COMPONENTS[_field])} but model_config accepts {_names}")
-
-
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.ln1 = make_norm(cfg)
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = make_norm(cfg)
-        self.mlp = MLP_CLASSES[cfg.mlp](cfg)
+        self.mlp = component_class("mlp", cfg.mlp)(cfg)
 
     def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), rope)

@@ -8,13 +8,19 @@ from dataclasses import dataclass
 from typing import Optional
 
 
-NORMS = ("LayerNorm", "RMSNorm")
+COMPONENT_CLASSES: dict[str, dict[str, str]] = {
+    "norm": {"LayerNorm": "LayerNorm", "RMSNorm": "RMSNorm"},
+    "mlp": {"GELU": "GeluMLP", "SwiGLU": "SwiGLUMLP"},
+}
+"""The one table of a model family's components: `model.<field>` name -> the class of
+`backbone_lab.model` that builds it (looked up there by `component_class`, litgpt's
+`mlp_class_name` pattern). A new norm or MLP is its class in model.py + one entry here; names
+only, so this module (and the CLI's check of a command line) stays torch-free."""
 
-
-MLPS = ("GELU", "SwiGLU")
-
-
+NORMS = tuple(COMPONENT_CLASSES["norm"])
+MLPS = tuple(COMPONENT_CLASSES["mlp"])
 POSITIONS = ("learned", "rope")
+"""Position schemes (code paths of `GPT`, not classes)."""
 
 
 @dataclass

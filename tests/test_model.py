@@ -98,21 +98,25 @@ def test_bad_config_is_rejected_clearly():
 
 
 def test_component_names_come_from_one_table():
-    """`ModelConfig` accepts exactly the names of `model.COMPONENTS`, and the model builds the
-    class that table names (a new norm or MLP is one entry there)."""
+    """`ModelConfig` accepts exactly the names of `model_config.COMPONENT_CLASSES`, and the model
+    builds the class that table names (a new norm or MLP is its class + one entry there)."""
     import re
 
     import pytest
+    import torch.nn as nn
 
-    from backbone_lab.model import COMPONENTS
+    from backbone_lab import model as model_module
+    from backbone_lab.model_config import COMPONENT_CLASSES, POSITIONS
 
     base = dict(vocab_size=40, n_layer=1, d_model=16, n_head=2, d_ff=32, seq_len=8)
-    for norm, cls in COMPONENTS["norm"].items():
+    assert model_module.component_class("norm", "RMSNorm") is nn.RMSNorm
+    for norm, class_name in COMPONENT_CLASSES["norm"].items():
         model = GPT(ModelConfig(**base, norm=norm))
+        cls = getattr(model_module, class_name)
         assert type(model.ln_f) is cls and type(model.blocks[0].ln1) is cls
-    for mlp, cls in COMPONENTS["mlp"].items():
-        assert type(GPT(ModelConfig(**base, mlp=mlp)).blocks[0].mlp) is cls
-    for positions in COMPONENTS["positions"]:
+    for mlp, class_name in COMPONENT_CLASSES["mlp"].items():
+        assert type(GPT(ModelConfig(**base, mlp=mlp)).blocks[0].mlp) is getattr(model_module, class_name)
+    for positions in POSITIONS:
         ModelConfig(**base, positions=positions)
     with pytest.raises(ValueError, match=re.escape("model.mlp='ReLU' is not one of GELU | SwiGLU")):
         ModelConfig(**base, mlp="ReLU")
