@@ -29,12 +29,13 @@ class EvaluateOptions:
 
 def evaluate_run(run_dir, ckpt: str | int | None = "last", device: str = "cpu") -> dict:
     """{step, checkpoint, val_loss, p_in, p_ood, nll_in, nll_ood, lm_ood} of one checkpoint of a run."""
-    from backbone_lab.data.datamodule import BackboneDataModule
+    from backbone_lab.components import build_datamodule
     from backbone_lab.data.evaluation import evaluate_lm, evaluate_probe
     from backbone_lab.run_model import load_run
 
-    loaded = load_run(run_dir, ckpt, device)
-    dm = BackboneDataModule(loaded.conf["data"], seq_len=loaded.conf["model"].seq_len, seed=int(loaded.cfg.seed))
+    loaded = load_run(run_dir, ckpt, device)  # its config in today's layout (datamodule node included)
+    dm = build_datamodule(loaded.cfg.datamodule, loaded.conf["data"], seq_len=loaded.conf["model"].seq_len,
+                          seed=int(loaded.cfg.seed))
     dm.setup("fit")
     if dm.tokenizer.fingerprint != loaded.tokenizer.fingerprint:
         from backbone_lab.errors import RunDirError
