@@ -13,6 +13,13 @@ in its node — and a YAML naming it; `train.py` does not change.
 | `datamodule` | `config` (DataConfig), `seq_len`, `seed`                        | BackboneDataModule      |
 | `module`     | `model` (ModelConfig), `optimizer` (a partial factory), `schedule`, `objective`, `loop` | BackboneLitModule |
 
+What the rest of the run asks of them: the data module's `setup`, `vocab_size`,
+`save_run_files(run_dir)`, `set_start_step(step, accumulate)`, `train_dataloader`, and for the
+evaluation callback `val_loader()` / `probe_eval_loader(kind)`; the module's `model` (a `GPT`:
+snapshots, diagnostics and `init_from` read its parameters) and Lightning's hooks. A subclass of
+`BackboneDataModule` / `BackboneLitModule` has all of them
+(`tests/test_extensions.py::test_a_lightning_module_is_one_class_and_one_yaml`).
+
 `check_component` runs among the early checks (before any data preparation): the class imports
 and its signature accepts the node's keys plus the arguments `train.py` passes.
 """

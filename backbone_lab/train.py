@@ -10,8 +10,9 @@ Lightning module (`module`) are `_partial_` `_target_` nodes called with the typ
 protocol's own callbacks (evaluation, snapshots, checkpoints, preemption) are always added here.
 
 1. `check_config`: every concept's typed config is built from its node (`typed`), the component
-   classes are checked against their arguments, the optimizer is tried on a dummy parameter, data files and the memory of one micro-batch are checked, the
-   trainer is built and its world size checked: bad input ends here, in one line, before any
+   classes are checked against their arguments, the optimizer is tried on a dummy parameter,
+   data files and the memory of one micro-batch are checked, the trainer is built and its world
+   size checked: bad input ends here, in one line, before any
    data preparation or any write (the CLI runs the same function before Hydra makes a folder);
 2. rank 0 locks and claims the run folder (`prepare_run_dir`: same config, stale temp files,
    the newest loadable checkpoint); a one-node multi-process run then starts its other ranks
