@@ -108,6 +108,20 @@ def test_swept_keys_and_labels_from_resolved_configs(tmp_path):
     assert swept_keys(runs[:1]) == []
 
 
+def test_a_job_that_failed_before_saving_its_config_does_not_lengthen_every_label(tmp_path):
+    """A sweep job that stopped at the early checks has no config.yaml: it must not make every key
+    "swept" (the labels then spelled the whole config and no figure could fit them)."""
+    make_run(tmp_path / "s" / "0_a", _merge(BASE))
+    make_run(tmp_path / "s" / "1_b", _merge(BASE, seed=7))
+    failed = tmp_path / "s" / "2_c"
+    failed.mkdir(parents=True)
+    write_marker(failed, "FAILED", {"error": "ConfigError: optimizer rejected its arguments"})
+    runs = discover_runs([tmp_path / "s"])
+    assert len(runs) == 3
+    assert label_runs(runs) == ["seed"]
+    assert [r.label for r in runs] == ["seed=42", "seed=7", "2_c"]
+
+
 def test_redirected_jobs_are_followed_and_loaded_once(tmp_path):
     done = make_run(tmp_path / "old" / "0_x", _merge(BASE))
     job = tmp_path / "new" / "0_x"

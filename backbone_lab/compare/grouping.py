@@ -37,8 +37,10 @@ def _ignored(key: str) -> bool:
 
 
 def swept_keys(runs: list[Run]) -> list[str]:
-    """Config keys whose values differ between the runs (sorted, ignoring bookkeeping keys)."""
-    flat = [flatten(r.config) for r in runs]
+    """Config keys whose values differ between the runs (sorted, ignoring bookkeeping keys). A run
+    without a saved config (a job that failed before writing one) says nothing about them: with it,
+    every key would "differ" and every label would spell the whole config."""
+    flat = [flatten(r.config) for r in runs if r.config]
     keys = sorted(set().union(*flat)) if flat else []
     out = []
     for k in keys:
@@ -115,6 +117,9 @@ def label_runs(runs: list[Run]) -> list[str]:
     analysis_keys = [k for k in swept_analysis_keys(runs) if f"analysis.{k[len(ANALYSIS_PREFIX):]}" not in keys]
     target_differs = "optimizer._target_" in keys or any(k in keys for k in ("optimizer.momentum", "optimizer.nesterov"))
     for run in runs:
+        if not run.config:  # failed before saving its config: its folder name is all there is
+            run.label = run.group = run.name
+            continue
         flat = flatten(run.config)
         parts, group_parts = [], []
         if target_differs:
