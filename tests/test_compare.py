@@ -122,6 +122,14 @@ def test_a_job_that_failed_before_saving_its_config_does_not_lengthen_every_labe
     assert [r.label for r in runs] == ["seed=42", "seed=7", "2_c"]
 
 
+def test_runs_come_in_the_sweeps_job_order(tmp_path):
+    """Hydra numbers a sweep's jobs 0, 1, ..., 10, 11: job 2 comes before job 10 (runs, labels,
+    seed groups and figures follow this order)."""
+    for num in (0, 1, 2, 10, 11):
+        make_run(tmp_path / "s" / f"{num}_seed={num}", _merge(BASE, seed=num))
+    assert [r.run_dir.name.split("_")[0] for r in discover_runs([tmp_path / "s"])] == ["0", "1", "2", "10", "11"]
+
+
 def test_redirected_jobs_are_followed_and_loaded_once(tmp_path):
     done = make_run(tmp_path / "old" / "0_x", _merge(BASE))
     job = tmp_path / "new" / "0_x"

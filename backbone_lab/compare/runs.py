@@ -131,8 +131,16 @@ def job_folders(root: Path) -> list[Path]:
             if d == root or skip & set(rel):
                 continue
             found.add(d)
-    dirs = sorted(found)
+    dirs = sorted(found, key=natural_key)  # job 2 before job 10: the sweep's own order
     return [d for d in dirs if not any(o != d and o in d.parents for o in dirs)]
+
+
+def natural_key(path: Path) -> tuple:
+    """Sort key reading the digit runs of each path part as numbers (`2_x` < `10_x`)."""
+    import re
+
+    return tuple(tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", part) if t)
+                 for part in path.parts)
 
 
 def _read(path: Path, reader):
