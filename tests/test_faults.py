@@ -25,6 +25,7 @@ from backbone_lab.run_dir import RunDir
 from backbone_lab.run_markers import read_marker
 from backbone_lab.trajectory.store import TrajectoryReader, TrajectoryWriter
 from conftest import REPO, compose_config
+from process_batch import ProcessBatch, selected_items
 
 SHORT = ["train.max_steps=30", "train.eval_every=10", "train.ckpt_every=10", "snapshots.every=5", "analyze=false"]
 
@@ -410,36 +411,67 @@ def test_a_failed_start_that_never_trained_does_not_poison_the_run_name(referenc
     assert result["status"] == "done" and read_marker(run)[0] == "DONE"
 
 
-def test_the_cli_itself_exits_2_with_one_line_and_creates_nothing(tmp_path):
-    proc = _cli(tmp_path, "logger=none", "optimizer.lr=fast")
-    _, err = proc.communicate(timeout=120)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and "lr='fast'" in lines[0], err[-2000:]
-    assert "Traceback" not in err and not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
-
-
-def test_a_sweep_with_failed_jobs_exits_nonzero(tmp_path):
-    proc = _cli(tmp_path, "logger=none", "-m", "model.n_head=4,3", "train.max_steps=2", "experiment_name=failing")
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1, err[-2000:]
-    assert "1 sweep job(s) failed" in err
-    summary = json.loads(next((tmp_path / "out" / "failing").glob("*/sweep_summary.json")).read_text())
-    assert sorted(r["state"] for r in summary) == ["done", "failed"]
+def _cli_to_the_end(tmp: Path, *args, timeout: int = 300) -> tuple[Path, int, str]:
+    """`_cli` run to its end: (its folder, its exit status, its stderr)."""
+    proc = _cli(tmp, *args)
+    _, err = proc.communicate(timeout=timeout)
+    return tmp, proc.returncode, err
 
 
 NEW_BAD_INPUTS = BAD_INPUTS[12:]  # the issue's list (the first 12 rows ran through the CLI before)
 
 
+def _bad_input_args(item: pytest.Item, tmp: Path) -> list[str]:
+    args = item.callspec.params["args"]
+    return args(tmp) if callable(args) else args
+
+
+# the command line of each test below that runs one CLI process: test -> args(its test item, its folder)
+CLI_CASES = {
+    "test_the_cli_itself_exits_2_with_one_line_and_creates_nothing": lambda item, tmp: ["optimizer.lr=fast"],
+    "test_a_sweep_with_failed_jobs_exits_nonzero":
+        lambda item, tmp: ["-m", "model.n_head=4,3", "train.max_steps=2", "experiment_name=failing"],
+    "test_each_bad_input_through_the_cli_is_one_line_and_leaves_nothing": _bad_input_args,
+}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(request, tmp_path_factory):
+    """The CLI processes of the selected tests below, started side by side (tests/process_batch.py),
+    each in a folder of its own; a test reads its own with `cli_runs.result(request.node.name)`."""
+    batch = ProcessBatch()
+    for item in selected_items(request):
+        if item.originalname in CLI_CASES:
+            tmp = tmp_path_factory.mktemp("cli")
+            batch.submit(item.name, _cli_to_the_end, tmp, "logger=none", *CLI_CASES[item.originalname](item, tmp))
+    yield batch
+    batch.close()
+
+
+def test_the_cli_itself_exits_2_with_one_line_and_creates_nothing(cli_runs, request):
+    tmp_path, returncode, err = cli_runs.result(request.node.name)  # logger=none optimizer.lr=fast
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert returncode == 2 and len(lines) == 1 and "lr='fast'" in lines[0], err[-2000:]
+    assert "Traceback" not in err and not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_sweep_with_failed_jobs_exits_nonzero(cli_runs, request):
+    tmp_path, returncode, err = cli_runs.result(request.node.name)  # -m model.n_head=4,3 (3 does not divide)
+    assert returncode == 1, err[-2000:]
+    assert "1 sweep job(s) failed" in err
+    summary = json.loads(next((tmp_path / "out" / "failing").glob("*/sweep_summary.json")).read_text())
+    assert sorted(r["state"] for r in summary) == ["done", "failed"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args,needle", NEW_BAD_INPUTS + [(m, n) for _, m, n in BAD_PATHS],
                          ids=[a[-1][:30] for a, _ in NEW_BAD_INPUTS] + [i for i, _, _ in BAD_PATHS])
-def test_each_bad_input_through_the_cli_is_one_line_and_leaves_nothing(tmp_path, args, needle):
-    """The same inputs through `python -m backbone_lab`: exit 2, one line, no traceback, no folder."""
-    args = args(tmp_path) if callable(args) else args
-    proc = _cli(tmp_path, "logger=none", *args)
-    _, err = proc.communicate(timeout=300)
+def test_each_bad_input_through_the_cli_is_one_line_and_leaves_nothing(cli_runs, request, args, needle):
+    """The same inputs through `python -m backbone_lab` (one real process each, all of them side by
+    side): exit 2, one line, no traceback, no folder."""
+    tmp_path, returncode, err = cli_runs.result(request.node.name)
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], err[-2000:]
+    assert returncode == 2 and len(lines) == 1 and needle in lines[0], err[-2000:]
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
