@@ -53,3 +53,16 @@ class ProcessBatch:
     def close(self) -> None:
         """Wait for whatever is still running (a test that failed early leaves nothing behind)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def start_side_by_side(request: pytest.FixtureRequest, tmp_path_factory, starters: dict, *extra) -> ProcessBatch:
+    """A batch that runs `starters[test](item, folder, *extra)` for every selected test of the
+    requesting module named in `starters` (a fresh folder each), in the order of `starters`; the
+    result of a test is under its `request.node.name`."""
+    items = selected_items(request)
+    batch = ProcessBatch()
+    for name, start in starters.items():
+        for item in items:
+            if item.originalname == name:
+                batch.submit(item.name, start, item, tmp_path_factory.mktemp("side_by_side"), *extra)
+    return batch

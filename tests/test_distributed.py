@@ -16,7 +16,7 @@ from backbone_lab.metrics_csv import read_rows
 from backbone_lab.run_markers import read_marker
 from backbone_lab.trajectory.store import TrajectoryReader
 from conftest import REPO, compose_config
-from process_batch import ProcessBatch, selected_items
+from process_batch import start_side_by_side
 
 STEPS = ["train.max_steps=20", "train.eval_every=10", "train.ckpt_every=10", "snapshots.every=5", "analyze=false"]
 
@@ -139,13 +139,10 @@ def _run_then_resume_on_two_ranks(tmp: Path) -> tuple[subprocess.CompletedProces
 def cli_runs(request, tmp_path_factory):
     """The CLI processes of the selected tests below, started side by side (tests/process_batch.py),
     each in a folder of its own; a test reads its own with `cli_runs.result(request.node.name)`."""
-    batch = ProcessBatch()
-    for item in selected_items(request):
-        if item.originalname == "test_bad_distributed_settings_are_refused_before_data_preparation":
-            batch.submit(item.name, lambda tmp, args: (tmp, _cli(tmp, *args, timeout=120)),
-                         tmp_path_factory.mktemp("cli"), item.callspec.params["args"])
-        elif item.originalname == "test_resume_at_another_world_size_is_refused":
-            batch.submit(item.name, _run_then_resume_on_two_ranks, tmp_path_factory.mktemp("cli"))
+    batch = start_side_by_side(request, tmp_path_factory, {
+        "test_bad_distributed_settings_are_refused_before_data_preparation":
+            lambda item, tmp: (tmp, _cli(tmp, *item.callspec.params["args"], timeout=120)),
+        "test_resume_at_another_world_size_is_refused": lambda item, tmp: _run_then_resume_on_two_ranks(tmp)})
     yield batch
     batch.close()
 

@@ -26,7 +26,7 @@ from backbone_lab.run_dir import RunDir
 from backbone_lab.run_markers import read_marker
 from backbone_lab.trajectory.store import TrajectoryReader, TrajectoryWriter
 from conftest import REPO, compose_config
-from process_batch import ProcessBatch, selected_items
+from process_batch import start_side_by_side
 
 SHORT = ["train.max_steps=30", "train.eval_every=10", "train.ckpt_every=10", "snapshots.every=5", "analyze=false"]
 
@@ -610,11 +610,6 @@ def processes(request, reference, tmp_path_factory):
     them runs (tests/process_batch.py), each in a folder of its own; a test reads what its own
     left with `processes.result(request.node.name)` and asserts on it."""
     root, _ = reference
-    items = selected_items(request)
-    batch = ProcessBatch()
-    for name, start in PROCESS_TESTS.items():
-        for item in items:
-            if item.originalname == name:
-                batch.submit(item.name, start, item, tmp_path_factory.mktemp("proc"), root)
+    batch = start_side_by_side(request, tmp_path_factory, PROCESS_TESTS, root)
     yield batch
     batch.close()

@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import gpu_check  # noqa: E402
 import import_guard  # noqa: E402
-from process_batch import ProcessBatch, selected_items  # noqa: E402
+from process_batch import start_side_by_side  # noqa: E402
 
 QUICK_ARMS = ("adamw", "adamw_beta2_080", "sgd", "sgd_momentum", "sgdw_nesterov")
 
@@ -266,21 +266,20 @@ def _dry_run(tmp_path: Path, refused: tuple[str, ...] = ()) -> tuple[subprocess.
     return proc, import_guard.refusals(guard)
 
 
+def _dry_run_of(item: pytest.Item, tmp: Path):
+    """The dry run of a test below (with its `module` refused, if it has one): (folder, process, refusals)."""
+    module = item.callspec.params["module"] if hasattr(item, "callspec") else None
+    return (tmp, *_dry_run(tmp, (module,) if module else ()))
+
+
 @pytest.fixture(scope="module")
 def dry_runs(request, tmp_path_factory):
     """The dry runs of the selected tests below, started side by side (each is one thread in one
     process at a time: tests/process_batch.py), each in its own folder; a test reads its own with
     `dry_runs.result(request.node.name)` -> (folder, CompletedProcess, refused imports)."""
-
-    def dry_run(tmp: Path, refused: tuple[str, ...]):
-        return (tmp, *_dry_run(tmp, refused))
-
-    batch = ProcessBatch()
-    for item in selected_items(request):
-        if item.originalname == "test_gpu_check_dry_run_end_to_end_under_the_import_guard":
-            batch.submit(item.name, dry_run, tmp_path_factory.mktemp("dry_run"), ())
-        elif item.originalname == "test_a_failure_at_one_step_leaves_partial_results":
-            batch.submit(item.name, dry_run, tmp_path_factory.mktemp("dry_run"), (item.callspec.params["module"],))
+    batch = start_side_by_side(request, tmp_path_factory, {
+        "test_gpu_check_dry_run_end_to_end_under_the_import_guard": _dry_run_of,
+        "test_a_failure_at_one_step_leaves_partial_results": _dry_run_of})
     yield batch
     batch.close()
 
