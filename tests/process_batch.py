@@ -66,3 +66,10 @@ def start_side_by_side(request: pytest.FixtureRequest, tmp_path_factory, starter
             if item.originalname == name:
                 batch.submit(item.name, start, item, tmp_path_factory.mktemp("side_by_side"), *extra)
     return batch
+
+
+def side_by_side(fn, *calls: tuple) -> list:
+    """[fn(*args) for args in calls], the calls running side by side (`parallel_slots` at a time):
+    for one test's independent processes."""
+    with ThreadPoolExecutor(max_workers=parallel_slots(), thread_name_prefix="side-by-side") as pool:
+        return list(pool.map(lambda args: fn(*args), calls))
