@@ -11,6 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
 os.environ.setdefault("WANDB_SILENT", "true")
+# One compute thread per test process, this one and every subprocess (they inherit it): set before
+# torch is imported. The tests' models are tiny and CI has 2 cores shared by processes that often
+# run side by side (ranks, a CLI under test, a batch of them); two OpenMP threads per process on a
+# busy core make a tiny model ~10x slower (debug=tiny, 30 steps: 0.7-1.2 s with one thread, 9-16 s
+# with two while one other process was busy). The distributed tests unset it where they check
+# what Lightning does to the thread settings.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def compose_config(overrides: list[str] | None = None, config_name: str = "config"):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from process_batch import start_side_by_side
+
 REPO = Path(__file__).resolve().parents[1]
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; "
 
@@ -42,9 +44,19 @@ def test_every_analysis_module_is_listed():
     assert len(ANALYSIS) > 25
 
 
+@pytest.fixture(scope="module")
+def first_imports(request, tmp_path_factory):
+    """The fresh interpreters of the selected tests below, started side by side (tests/process_batch.py)."""
+    batch = start_side_by_side(request, tmp_path_factory, {
+        "test_module_imports_first_without_torch":
+            lambda item, tmp: _python(BLOCK_TORCH + f"import {item.callspec.params['module']}")})
+    yield batch
+    batch.close()
+
+
 @pytest.mark.parametrize("module", ANALYSIS + COMPARE)
-def test_module_imports_first_without_torch(module):
-    p = _python(BLOCK_TORCH + f"import {module}")
+def test_module_imports_first_without_torch(first_imports, request, module):
+    p = first_imports.result(request.node.name)  # python -c "<torch blocked>; import {module}"
     assert p.returncode == 0, p.stderr.strip().splitlines()[-1] if p.stderr else p
 
 

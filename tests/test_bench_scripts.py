@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import REPO
+from process_batch import start_side_by_side
 
 BENCH = REPO / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -151,11 +152,39 @@ def test_gpu_throughput_keeps_the_figures_of_the_variants_that_ran(tmp_path, mon
 
 
 # ----------------------------------------------------------------------------- the scripts run
-def test_gpu_throughput_dry_run(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = _run(["benchmarks/bench_gpu_throughput.py", "--dry-run", "--json", str(out)], tmp_path)
+# the command line of each test below: test -> the script and its arguments, given the test's folder
+SCRIPT_RUNS = {
+    "test_gpu_throughput_dry_run":
+        lambda tmp: ["benchmarks/bench_gpu_throughput.py", "--dry-run", "--json", str(tmp / "bench.json")],
+    "test_bench_train_bare_loop_dry_run":
+        lambda tmp: ["benchmarks/bench_train.py", "--dry-run", "--skip-demo", "--threads", "1", "--json",
+                     str(tmp / "train.json")],
+    "test_bench_train_dry_run_with_the_demo":
+        lambda tmp: ["benchmarks/bench_train.py", "--dry-run", "--threads", "1", "--json", str(tmp / "train.json")],
+    "test_bench_diagnostics_smallest_fisher_mode":
+        lambda tmp: ["benchmarks/bench_diagnostics.py", "fisher", "--presets", "tiny", "--n", "4", "--k", "2",
+                     "--repeats", "1"],
+}
+
+
+def _script_run(item: pytest.Item, tmp: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    return tmp, _run(SCRIPT_RUNS[item.originalname](tmp), tmp)
+
+
+@pytest.fixture(scope="module")
+def script_runs(request, tmp_path_factory):
+    """The script runs of the selected tests below, started side by side (tests/process_batch.py),
+    each in a folder of its own; a test reads its own with `script_runs.result(request.node.name)`
+    -> (folder, CompletedProcess), after `_run` checked that the script ended with status 0."""
+    batch = start_side_by_side(request, tmp_path_factory, dict.fromkeys(SCRIPT_RUNS, _script_run))
+    yield batch
+    batch.close()
+
+
+def test_gpu_throughput_dry_run(script_runs, request):
+    tmp_path, proc = script_runs.result(request.node.name)
     assert "DRY RUN" in proc.stdout and "skipped on CPU" in proc.stdout
-    result = json.loads(out.read_text())
+    result = json.loads((tmp_path / "bench.json").read_text())
     status = {v["key"]: v["status"] for v in result["variants"]}
     assert status["a"] == status["b"] == status["d"] == "ran"
     assert status["c"].startswith("skipped on CPU") and status["e"].startswith("skipped on CPU")
@@ -164,26 +193,23 @@ def test_gpu_throughput_dry_run(tmp_path):
     assert result["goals"]["mfu_met"] is None  # no GPU: nothing judged
 
 
-def test_bench_train_bare_loop_dry_run(tmp_path):
-    out = tmp_path / "train.json"
-    proc = _run(["benchmarks/bench_train.py", "--dry-run", "--skip-demo", "--threads", "1", "--json", str(out)], tmp_path)
+def test_bench_train_bare_loop_dry_run(script_runs, request):
+    tmp_path, proc = script_runs.result(request.node.name)
     assert "ratio Lightning / plain" in proc.stdout
-    result = json.loads(out.read_text())
+    result = json.loads((tmp_path / "train.json").read_text())
     assert result["threads"] == 1 and "demo" not in result
     rates = result["bare_loop"]["steps_per_s"]
     assert set(rates) == {"plain", "lightning"} and rates["plain"]["n"] == rates["lightning"]["n"] == 2
 
 
 @pytest.mark.slow
-def test_bench_train_dry_run_with_the_demo(tmp_path):
-    out = tmp_path / "train.json"
-    _run(["benchmarks/bench_train.py", "--dry-run", "--threads", "1", "--json", str(out)], tmp_path)
-    demo = json.loads(out.read_text())["demo"][0]
+def test_bench_train_dry_run_with_the_demo(script_runs, request):
+    tmp_path, _ = script_runs.result(request.node.name)
+    demo = json.loads((tmp_path / "train.json").read_text())["demo"][0]
     assert demo["steps"] == 30 and demo["peak_rss_mb"] > 0  # debug=tiny: 30 steps
     assert set(demo["phases_s"]) == {"data", "training", "analysis", "rest"}
 
 
 @pytest.mark.slow  # ~12 s here (one subprocess per estimator): kept out of the fast suite
-def test_bench_diagnostics_smallest_fisher_mode(tmp_path):
-    _run(["benchmarks/bench_diagnostics.py", "fisher", "--presets", "tiny", "--n", "4", "--k", "2", "--repeats", "1"],
-         tmp_path)
+def test_bench_diagnostics_smallest_fisher_mode(script_runs, request):
+    script_runs.result(request.node.name)  # the script ran to its end with status 0

@@ -10,9 +10,10 @@ import sys
 import pytest
 
 from conftest import REPO
+from process_batch import start_side_by_side
 
 
-def test_the_wandb_logger_starts_without_the_anonymous_setting_warning(tmp_path):
+def _wandb_logger_in_a_fresh_process(item: pytest.Item, tmp_path) -> subprocess.CompletedProcess:
     # a fresh process, as a user's: wandb keeps its first session's output streams for the whole
     # process, so in-process runs of earlier tests would hide what it prints
     code = ("from backbone_lab.loggers import make_wandb_logger\n"
@@ -22,8 +23,31 @@ def test_the_wandb_logger_starts_without_the_anonymous_setting_warning(tmp_path)
             "wandb.finish()\n")
     env = {k: v for k, v in os.environ.items() if k not in ("WANDB_SILENT", "WANDB_API_KEY", "WANDB_MODE")}
     env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO))  # no ~/.netrc credentials; let wandb speak
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w")], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-c", code, str(tmp_path / "w")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def _cli(tmp_path, *args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(REPO), BACKBONE_LAB_OUTPUT=str(tmp_path / "out"),
+               BACKBONE_LAB_CACHE=str(tmp_path / "cache"))
+    return subprocess.run([sys.executable, "-m", "backbone_lab", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def processes(request, tmp_path_factory):
+    """The processes of the selected tests below, started side by side (tests/process_batch.py)."""
+    batch = start_side_by_side(request, tmp_path_factory, {
+        "test_the_wandb_logger_starts_without_the_anonymous_setting_warning": _wandb_logger_in_a_fresh_process,
+        "test_a_run_into_a_log_file_shows_steps_and_labelled_losses_in_plain_lines":
+            lambda item, tmp: _cli(tmp, "debug=tiny", "callbacks=default", "logger=wandb", "run_name=p",
+                                   "callbacks.progress.plain_every_s=0")})
+    yield batch
+    batch.close()
+
+
+def test_the_wandb_logger_starts_without_the_anonymous_setting_warning(processes, request):
+    proc = processes.result(request.node.name)  # _wandb_logger_in_a_fresh_process
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "offline" in proc.stderr  # wandb did print its lines here
     assert "anonymous" not in proc.stderr, proc.stderr
@@ -41,20 +65,12 @@ def test_the_final_table_prints_long_paths_in_full(capsys, tmp_path):
     assert "…" not in out and "2.603" in out and "backbone_lab run: done" in out
 
 
-def _cli(tmp_path, *args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=str(REPO), BACKBONE_LAB_OUTPUT=str(tmp_path / "out"),
-               BACKBONE_LAB_CACHE=str(tmp_path / "cache"))
-    return subprocess.run([sys.executable, "-m", "backbone_lab", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.mark.slow
-def test_a_run_into_a_log_file_shows_steps_and_labelled_losses_in_plain_lines(tmp_path):
+def test_a_run_into_a_log_file_shows_steps_and_labelled_losses_in_plain_lines(processes, request):
     """stdout is a pipe here, as for a log file: plain progress lines (step / max_steps, LM and
     probe loss, tokens/s), no epoch counter, no terminal control codes, and no warning on stderr
     from the default callbacks and logger (W&B offline)."""
-    proc = _cli(tmp_path, "debug=tiny", "callbacks=default", "logger=wandb", "run_name=p",
-                "callbacks.progress.plain_every_s=0")
+    proc = processes.result(request.node.name)  # debug=tiny callbacks=default logger=wandb run_name=p plain_every_s=0
     assert proc.returncode == 0, proc.stderr[-3000:]
     progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("step ")]
     assert progress and progress[-1].startswith("step 30/30 · lm "), proc.stdout

@@ -16,6 +16,7 @@ from backbone_lab.metrics_csv import read_rows
 from backbone_lab.run_markers import read_marker
 from backbone_lab.trajectory.store import TrajectoryReader
 from conftest import REPO, compose_config
+from process_batch import start_side_by_side
 
 STEPS = ["train.max_steps=20", "train.eval_every=10", "train.ckpt_every=10", "snapshots.every=5", "analyze=false"]
 
@@ -39,13 +40,19 @@ def runs(tmp_path_factory):
     import torch
 
     tmp = tmp_path_factory.mktemp("ddp")
-    before = (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
-    out = {
-        "accumulate2": train(_cfg(tmp, "accumulate2", ["train.accumulate=2"])),
-        "ddp2": train(_cfg(tmp, "ddp2", ["trainer=ddp_cpu"])),
-    }
-    # a finished local launch leaves no process group, rank variables or thread settings behind
-    assert (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")) == before
+    # OMP_NUM_THREADS unset, as in a user's shell (the suite sets it): Lightning then sets it for the ranks
+    omp = os.environ.pop("OMP_NUM_THREADS", None)
+    try:
+        before = (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
+        out = {
+            "accumulate2": train(_cfg(tmp, "accumulate2", ["train.accumulate=2"])),
+            "ddp2": train(_cfg(tmp, "ddp2", ["trainer=ddp_cpu"])),
+        }
+        # a finished local launch leaves no process group, rank variables or thread settings behind
+        assert (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")) == before
+    finally:
+        if omp is not None:
+            os.environ["OMP_NUM_THREADS"] = omp
     assert "LOCAL_RANK" not in os.environ and not torch.distributed.is_initialized()
     out["single"] = train(_cfg(tmp, "single"))
     return tmp, out
@@ -121,13 +128,32 @@ def test_kill_9_of_a_two_rank_run_resumes_to_the_uninterrupted_snapshots(runs, t
     assert [r["step"] for r in read_rows(run / "eval_metrics.csv")] == [1, 10, 20]
 
 
+def _run_then_resume_on_two_ranks(tmp: Path) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess | None]:
+    first = _cli(tmp, "run_name=w", "train.max_steps=2", timeout=120)
+    if first.returncode != 0:
+        return first, None
+    return first, _cli(tmp, "run_name=w", "train.max_steps=2", "resume=auto", "trainer=ddp_cpu", timeout=120)
+
+
+@pytest.fixture(scope="module")
+def cli_runs(request, tmp_path_factory):
+    """The CLI processes of the selected tests below, started side by side (tests/process_batch.py),
+    each in a folder of its own; a test reads its own with `cli_runs.result(request.node.name)`."""
+    batch = start_side_by_side(request, tmp_path_factory, {
+        "test_bad_distributed_settings_are_refused_before_data_preparation":
+            lambda item, tmp: (tmp, _cli(tmp, *item.callspec.params["args"], timeout=120)),
+        "test_resume_at_another_world_size_is_refused": lambda item, tmp: _run_then_resume_on_two_ranks(tmp)})
+    yield batch
+    batch.close()
+
+
 @pytest.mark.parametrize("args,needle", [
     (["trainer=ddp_cpu", "trainer.devices=1"], "with one device"),
     (["trainer=ddp_cpu", "trainer.num_nodes=2"], "needs a cluster launcher"),
     (["trainer=ddp_cpu", "data.n_eval=33"], "data.n_eval=33 cannot be split over 2 ranks"),
 ])
-def test_bad_distributed_settings_are_refused_before_data_preparation(tmp_path, args, needle):
-    proc = _cli(tmp_path, *args, timeout=120)
+def test_bad_distributed_settings_are_refused_before_data_preparation(cli_runs, request, args, needle):
+    tmp_path, proc = cli_runs.result(request.node.name)  # _cli(tmp_path, *args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
@@ -137,10 +163,9 @@ def test_bad_distributed_settings_are_refused_before_data_preparation(tmp_path, 
     assert not ours  # nor the run folder (Hydra's own .hydra/ record aside)
 
 
-def test_resume_at_another_world_size_is_refused(tmp_path):
-    first = _cli(tmp_path, "run_name=w", "train.max_steps=2", timeout=120)
+def test_resume_at_another_world_size_is_refused(cli_runs, request):
+    first, proc = cli_runs.result(request.node.name)  # a 2-step run, then resume=auto with trainer=ddp_cpu
     assert first.returncode == 0, first.stderr[-2000:]
-    proc = _cli(tmp_path, "run_name=w", "train.max_steps=2", "resume=auto", "trainer=ddp_cpu", timeout=120)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "other trainer settings" in lines[0] and "same world size" in lines[0]

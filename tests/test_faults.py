@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from backbone_lab.run_dir import RunDir
 from backbone_lab.run_markers import read_marker
 from backbone_lab.trajectory.store import TrajectoryReader, TrajectoryWriter
 from conftest import REPO, compose_config
+from process_batch import start_side_by_side
 
 SHORT = ["train.max_steps=30", "train.eval_every=10", "train.ckpt_every=10", "snapshots.every=5", "analyze=false"]
 
@@ -187,29 +189,45 @@ def _cli(tmp: Path, *args) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_saves_a_checkpoint_and_resume_finishes(reference, tmp_path, sig, code):
-    root, ref = reference
-    proc = _cli(tmp_path, "run_name=sig", "train.max_steps=30", f"paths.cache_dir={root / 'cache'}",
+def _signal_then_resume(item: pytest.Item, tmp: Path, root: Path) -> SimpleNamespace:
+    """The processes of the test below: the CLI trains with a 0.2 s pause per step and gets the
+    test's signal once snapshot 5 is written; what it left is read; then `resume=auto` runs."""
+    sig, code = item.callspec.params["sig"], item.callspec.params["code"]
+    run = tmp / "out" / "runs" / "sig"
+    proc = _cli(tmp, "run_name=sig", "train.max_steps=30", f"paths.cache_dir={root / 'cache'}",
                 "+callbacks.slow._target_=crash_callback.SlowDown", "+callbacks.slow.seconds=0.2")
-    run = tmp_path / "out" / "runs" / "sig"
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "trajectory" / "snap_00000005.bin").exists():
         time.sleep(0.05)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == code, err[-2000:]
+    _, err = proc.communicate(timeout=120)
+    seen = SimpleNamespace(run=run, returncode=proc.returncode, err=err)
+    if proc.returncode != code:
+        return seen
+    seen.marker = read_marker(run)
+    seen.step = checkpoint_step(run / "checkpoints" / "last.ckpt")
+    seen.snapshot_steps = TrajectoryReader(run).steps
+    again = _cli(tmp, "run_name=sig", "train.max_steps=30", "resume=auto", f"paths.cache_dir={root / 'cache'}")
+    _, seen.again_err = again.communicate(timeout=300)
+    seen.again_returncode = again.returncode
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_saves_a_checkpoint_and_resume_finishes(reference, processes, request, sig, code):
+    _, ref = reference
+    seen = processes.result(request.node.name)  # _signal_then_resume
+    run, err = seen.run, seen.err
+    assert seen.returncode == code, err[-2000:]
     assert "interrupted:" in err and "resume=auto" in err
     # the exact command that continues this run (its folder's run_name, resume=auto)
     assert "continue with: python -m backbone_lab debug=tiny " in err and err.rstrip().endswith("run_name=sig resume=auto"), err
-    state, payload = read_marker(run)
-    step = checkpoint_step(run / "checkpoints" / "last.ckpt")
+    state, payload = seen.marker
+    step = seen.step
     assert state == "INTERRUPTED" and payload["step"] == step and 5 <= step < 30
-    assert max(TrajectoryReader(run).steps) <= step
-    again = _cli(tmp_path, "run_name=sig", "train.max_steps=30", "resume=auto", f"paths.cache_dir={root / 'cache'}")
-    _, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err[-2000:]
+    assert max(seen.snapshot_steps) <= step
+    assert seen.again_returncode == 0, seen.again_err[-2000:]
     assert read_marker(run)[0] == "DONE"
     _same_snapshots(ref, run)
     # the train-loss running mean is checkpointed: the resumed rows equal the uninterrupted ones
@@ -410,36 +428,45 @@ def test_a_failed_start_that_never_trained_does_not_poison_the_run_name(referenc
     assert result["status"] == "done" and read_marker(run)[0] == "DONE"
 
 
-def test_the_cli_itself_exits_2_with_one_line_and_creates_nothing(tmp_path):
-    proc = _cli(tmp_path, "logger=none", "optimizer.lr=fast")
-    _, err = proc.communicate(timeout=120)
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and "lr='fast'" in lines[0], err[-2000:]
-    assert "Traceback" not in err and not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
-
-
-def test_a_sweep_with_failed_jobs_exits_nonzero(tmp_path):
-    proc = _cli(tmp_path, "logger=none", "-m", "model.n_head=4,3", "train.max_steps=2", "experiment_name=failing")
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1, err[-2000:]
-    assert "1 sweep job(s) failed" in err
-    summary = json.loads(next((tmp_path / "out" / "failing").glob("*/sweep_summary.json")).read_text())
-    assert sorted(r["state"] for r in summary) == ["done", "failed"]
+def _cli_to_the_end(tmp: Path, *args, timeout: int = 300) -> tuple[Path, int, str]:
+    """`_cli` run to its end: (its folder, its exit status, its stderr)."""
+    proc = _cli(tmp, *args)
+    _, err = proc.communicate(timeout=timeout)
+    return tmp, proc.returncode, err
 
 
 NEW_BAD_INPUTS = BAD_INPUTS[12:]  # the issue's list (the first 12 rows ran through the CLI before)
 
 
+def _bad_input_cli(item: pytest.Item, tmp: Path, root: Path) -> tuple[Path, int, str]:
+    args = item.callspec.params["args"]
+    return _cli_to_the_end(tmp, "logger=none", *(args(tmp) if callable(args) else args))
+
+
+def test_the_cli_itself_exits_2_with_one_line_and_creates_nothing(processes, request):
+    tmp_path, returncode, err = processes.result(request.node.name)  # logger=none optimizer.lr=fast
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert returncode == 2 and len(lines) == 1 and "lr='fast'" in lines[0], err[-2000:]
+    assert "Traceback" not in err and not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_sweep_with_failed_jobs_exits_nonzero(processes, request):
+    tmp_path, returncode, err = processes.result(request.node.name)  # -m model.n_head=4,3 (3 does not divide)
+    assert returncode == 1, err[-2000:]
+    assert "1 sweep job(s) failed" in err
+    summary = json.loads(next((tmp_path / "out" / "failing").glob("*/sweep_summary.json")).read_text())
+    assert sorted(r["state"] for r in summary) == ["done", "failed"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args,needle", NEW_BAD_INPUTS + [(m, n) for _, m, n in BAD_PATHS],
                          ids=[a[-1][:30] for a, _ in NEW_BAD_INPUTS] + [i for i, _, _ in BAD_PATHS])
-def test_each_bad_input_through_the_cli_is_one_line_and_leaves_nothing(tmp_path, args, needle):
-    """The same inputs through `python -m backbone_lab`: exit 2, one line, no traceback, no folder."""
-    args = args(tmp_path) if callable(args) else args
-    proc = _cli(tmp_path, "logger=none", *args)
-    _, err = proc.communicate(timeout=300)
+def test_each_bad_input_through_the_cli_is_one_line_and_leaves_nothing(processes, request, args, needle):
+    """The same inputs through `python -m backbone_lab` (one real process each, side by side):
+    exit 2, one line, no traceback, no folder."""
+    tmp_path, returncode, err = processes.result(request.node.name)  # _bad_input_cli
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], err[-2000:]
+    assert returncode == 2 and len(lines) == 1 and needle in lines[0], err[-2000:]
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
@@ -456,31 +483,48 @@ def test_a_fifo_as_claim_file_through_the_cli_does_not_hang(tmp_path):
     assert proc.returncode == 2 and len(lines) == 1 and "is a FIFO" in lines[0], proc.stderr[-2000:]
 
 
-@pytest.mark.slow
-def test_sigterm_during_the_analysis_stops_it_and_resume_finishes(reference, tmp_path):
-    """A real SIGTERM while the end-of-run analysis runs (held busy by a planted diagnostic hook):
-    the analysis stops at the signal, INTERRUPTED says so, exit 143; resume=auto finishes it, DONE."""
-    root, _ = reference
-    env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp_path / "out"), "BACKBONE_LAB_CACHE": str(root / "cache"),
+def _sigterm_during_the_analysis(item: pytest.Item, tmp: Path, root: Path) -> SimpleNamespace:
+    """The processes of the test below: the CLI trains, a planted diagnostic hook holds its analysis
+    busy, SIGTERM comes while the hook runs; what it left is read; then `resume=auto` runs."""
+    env = {**os.environ, "BACKBONE_LAB_OUTPUT": str(tmp / "out"), "BACKBONE_LAB_CACHE": str(root / "cache"),
            "PYTHONPATH": str(REPO / "tests")}
     args = [sys.executable, "-m", "backbone_lab", "debug=tiny", "logger=none", "run_name=ana", "train.max_steps=30",
             "train.eval_every=10", "train.ckpt_every=10", "snapshots.every=5", f"paths.cache_dir={root / 'cache'}",
             "analysis.diagnostics=[slow_analysis_hook:slow_the_first_time]"]
-    run = tmp_path / "out" / "runs" / "ana"
+    run = tmp / "out" / "runs" / "ana"
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not (run / "hook_started").exists() and proc.poll() is None:
         time.sleep(0.1)
-    assert (run / "hook_started").exists(), proc.communicate()[1][-2000:]
+    seen = SimpleNamespace(run=run, hook_started=(run / "hook_started").exists())
+    if not seen.hook_started:
+        seen.err = proc.communicate()[1]
+        return seen
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)  # the hook would sleep 300 s: only a stopped analysis ends in time
-    assert proc.returncode == 143, err[-2000:]
+    _, seen.err = proc.communicate(timeout=60)  # the hook would sleep 300 s: only a stopped analysis ends in time
+    seen.returncode = proc.returncode
+    if proc.returncode != 143:
+        return seen
+    seen.marker = read_marker(run)
+    seen.summary_after_the_signal = (run / "analysis" / "summary.json").exists()
+    seen.again = subprocess.run(args + ["resume=auto"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return seen
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_analysis_stops_it_and_resume_finishes(processes, request):
+    """A real SIGTERM while the end-of-run analysis runs (held busy by a planted diagnostic hook):
+    the analysis stops at the signal, INTERRUPTED says so, exit 143; resume=auto finishes it, DONE."""
+    seen = processes.result(request.node.name)  # _sigterm_during_the_analysis
+    run = seen.run
+    assert seen.hook_started, seen.err[-2000:]
+    err = seen.err
+    assert seen.returncode == 143, err[-2000:]
     assert "during the end-of-run analysis" in err and "resume=auto" in err
-    state, payload = read_marker(run)
+    state, payload = seen.marker
     assert state == "INTERRUPTED" and payload["during"] == "analysis" and payload["step"] == 30
-    assert not (run / "analysis" / "summary.json").exists()
-    again = subprocess.run(args + ["resume=auto"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert not seen.summary_after_the_signal
+    assert seen.again.returncode == 0, seen.again.stderr[-2000:]
     state, payload = read_marker(run)
     assert state == "DONE" and payload["steps_done"] == 30
     summary = json.loads((run / "analysis" / "summary.json").read_text())
@@ -504,30 +548,68 @@ def _launched_ranks(parent: int) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
-def test_a_stopped_rank_ends_the_run_with_failed_naming_it(reference, tmp_path):
-    """SIGSTOP of rank 1 mid-run with trainer.collective_timeout_s=20: the run ends (exit 1) with
-    FAILED and one line naming rank 1, instead of hanging for the library's default timeout."""
-    root, _ = reference
-    proc = _cli(tmp_path, "logger=none", "trainer=ddp_cpu", "trainer.collective_timeout_s=20", "run_name=hung",
+def _stop_rank_1(item: pytest.Item, tmp: Path, root: Path) -> SimpleNamespace:
+    """The processes of the test below: a 2-rank CLI run with a 0.2 s pause per step and a 20 s
+    collective timeout; rank 1 gets SIGSTOP once its snapshot 5 is written."""
+    proc = _cli(tmp, "logger=none", "trainer=ddp_cpu", "trainer.collective_timeout_s=20", "run_name=hung",
                 f"paths.cache_dir={root / 'cache'}", "+callbacks.slow._target_=crash_callback.SlowDown",
                 "+callbacks.slow.seconds=0.2")
-    run = tmp_path / "out" / "runs" / "hung"
+    run = tmp / "out" / "runs" / "hung"
     deadline = time.time() + 300
     while time.time() < deadline and not (run / "trajectory" / "snap_00000005.rank1.bin").exists() and proc.poll() is None:
         time.sleep(0.1)
-    ranks = _launched_ranks(proc.pid)
-    assert len(ranks) == 1, proc.communicate()[1][-2000:]
-    os.kill(ranks[0], signal.SIGSTOP)
+    seen = SimpleNamespace(run=run, ranks=_launched_ranks(proc.pid))
+    if len(seen.ranks) != 1:
+        seen.err = proc.communicate()[1]
+        return seen
+    os.kill(seen.ranks[0], signal.SIGSTOP)
     try:
-        _, err = proc.communicate(timeout=20 + 60 + 60)  # the timeout, the watchdog's grace, slack
+        _, seen.err = proc.communicate(timeout=20 + 60 + 60)  # the timeout, the watchdog's grace, slack
     finally:
         try:
-            os.kill(ranks[0], signal.SIGKILL)
+            os.kill(seen.ranks[0], signal.SIGKILL)
         except ProcessLookupError:
             pass
+    seen.returncode = proc.returncode
+    return seen
+
+
+@pytest.mark.slow
+def test_a_stopped_rank_ends_the_run_with_failed_naming_it(processes, request):
+    """SIGSTOP of rank 1 mid-run with trainer.collective_timeout_s=20: the run ends (exit 1) with
+    FAILED and one line naming rank 1, instead of hanging for the library's default timeout."""
+    seen = processes.result(request.node.name)  # _stop_rank_1
+    assert len(seen.ranks) == 1, seen.err[-2000:]
+    err = seen.err
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-    assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert seen.returncode == 1 and "Traceback" not in err, err[-3000:]
     assert len(lines) == 1 and "rank 1" in lines[0] and "silent" in lines[0] and "rank1.log" in lines[0], lines
-    state, payload = read_marker(run)
+    state, payload = read_marker(seen.run)
     assert state == "FAILED" and payload["error"].startswith("RankFailure: rank 1") and "silent" in payload["error"]
+
+
+# ------------------------------------------------------------------------------------ side by side
+# the tests above whose processes run side by side: test -> what runs them (its test item, its own
+# folder, the reference's folder), in the order they start (the longest waits first)
+PROCESS_TESTS = {
+    "test_a_stopped_rank_ends_the_run_with_failed_naming_it": _stop_rank_1,
+    "test_a_signal_saves_a_checkpoint_and_resume_finishes": _signal_then_resume,
+    "test_sigterm_during_the_analysis_stops_it_and_resume_finishes": _sigterm_during_the_analysis,
+    "test_a_sweep_with_failed_jobs_exits_nonzero":
+        lambda item, tmp, root: _cli_to_the_end(tmp, "logger=none", "-m", "model.n_head=4,3", "train.max_steps=2",
+                                                "experiment_name=failing"),
+    "test_the_cli_itself_exits_2_with_one_line_and_creates_nothing":
+        lambda item, tmp, root: _cli_to_the_end(tmp, "logger=none", "optimizer.lr=fast"),
+    "test_each_bad_input_through_the_cli_is_one_line_and_leaves_nothing": _bad_input_cli,
+}
+
+
+@pytest.fixture(scope="module")
+def processes(request, reference, tmp_path_factory):
+    """The processes of the selected tests in PROCESS_TESTS, started side by side when the first of
+    them runs (tests/process_batch.py), each in a folder of its own; a test reads what its own
+    left with `processes.result(request.node.name)` and asserts on it."""
+    root, _ = reference
+    batch = start_side_by_side(request, tmp_path_factory, PROCESS_TESTS, root)
+    yield batch
+    batch.close()

@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import gpu_check  # noqa: E402
 import import_guard  # noqa: E402
+from process_batch import start_side_by_side  # noqa: E402
 
 QUICK_ARMS = ("adamw", "adamw_beta2_080", "sgd", "sgd_momentum", "sgdw_nesterov")
 
@@ -265,16 +266,34 @@ def _dry_run(tmp_path: Path, refused: tuple[str, ...] = ()) -> tuple[subprocess.
     return proc, import_guard.refusals(guard)
 
 
+def _dry_run_of(item: pytest.Item, tmp: Path):
+    """The dry run of a test below (with its `module` refused, if it has one): (folder, process, refusals)."""
+    module = item.callspec.params["module"] if hasattr(item, "callspec") else None
+    return (tmp, *_dry_run(tmp, (module,) if module else ()))
+
+
+@pytest.fixture(scope="module")
+def dry_runs(request, tmp_path_factory):
+    """The dry runs of the selected tests below, started side by side (each is one thread in one
+    process at a time: tests/process_batch.py), each in its own folder; a test reads its own with
+    `dry_runs.result(request.node.name)` -> (folder, CompletedProcess, refused imports)."""
+    batch = start_side_by_side(request, tmp_path_factory, {
+        "test_gpu_check_dry_run_end_to_end_under_the_import_guard": _dry_run_of,
+        "test_a_failure_at_one_step_leaves_partial_results": _dry_run_of})
+    yield batch
+    batch.close()
+
+
 def _steps(tmp_path: Path) -> dict[str, str]:
     summary = json.loads((tmp_path / "copied" / "summary.json").read_text())
     return {s["step"].split(" ")[0]: s["status"] for s in summary["steps"]}
 
 
 @pytest.mark.slow
-def test_gpu_check_dry_run_end_to_end_under_the_import_guard(tmp_path):
+def test_gpu_check_dry_run_end_to_end_under_the_import_guard(dry_runs, request):
     """Every step of the GPU check at toy size on the CPU, the wheel install from a folder included,
     with every import the GPU machine would lack refused; one table at the end, results copied out."""
-    proc, refused = _dry_run(tmp_path)
+    tmp_path, proc, refused = dry_runs.result(request.node.name)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:] + "\nrefused imports:\n" + "\n".join(refused)
     for n in range(1, 8):
@@ -301,11 +320,11 @@ def test_gpu_check_dry_run_end_to_end_under_the_import_guard(tmp_path):
     ("5/7", "backbone_lab.analysis.run_analysis"),  # each run trains, then its analysis fails
     ("6/7", "backbone_lab.compare.report"),         # compare cannot start
 ])
-def test_a_failure_at_one_step_leaves_partial_results(tmp_path, step, module):
+def test_a_failure_at_one_step_leaves_partial_results(dry_runs, request, step, module):
     """A planted fault (one module fails to import) at step 3, 5 or 6: the later steps still run,
     the exit status says it failed, and the summary so far, the benchmark's JSON and the log are
     in the output directory and copied out."""
-    proc, refused = _dry_run(tmp_path, refused=(module,))
+    tmp_path, proc, refused = dry_runs.result(request.node.name)  # the dry run with `module` refused
     log = proc.stdout + proc.stderr
     assert proc.returncode == 1, log[-4000:]
     assert any(line.startswith(module) for line in refused), refused  # the fault did fire

@@ -11,6 +11,7 @@ import pytest
 from backbone_lab.errors import ConfigError
 from backbone_lab.train import train
 from conftest import REPO, TINY_OVERRIDES, compose_config
+from process_batch import start_side_by_side
 
 
 def _cfg(tmp_path, *extra):
@@ -41,6 +42,22 @@ def test_unknown_model_component_is_a_config_error(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before the run folder is touched
 
 
+def _bad_input_cli(item: pytest.Item, tmp_path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, BACKBONE_LAB_OUTPUT=str(tmp_path / "out"), BACKBONE_LAB_CACHE=str(tmp_path / "c"))
+    return subprocess.run(
+        [sys.executable, "-m", "backbone_lab", "logger=none", "callbacks=none", *item.callspec.params["args"]],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_runs(request, tmp_path_factory):
+    """The CLI processes of the selected tests below, started side by side (tests/process_batch.py)."""
+    batch = start_side_by_side(request, tmp_path_factory, {"test_cli_reports_bad_input_in_one_line": _bad_input_cli})
+    yield batch
+    batch.close()
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
@@ -49,12 +66,8 @@ def test_unknown_model_component_is_a_config_error(tmp_path):
         (["model.d_modle=3"], "d_modle"),
     ],
 )
-def test_cli_reports_bad_input_in_one_line(tmp_path, args, needle):
-    env = dict(os.environ, BACKBONE_LAB_OUTPUT=str(tmp_path / "out"), BACKBONE_LAB_CACHE=str(tmp_path / "c"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "backbone_lab", "logger=none", "callbacks=none", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )
+def test_cli_reports_bad_input_in_one_line(cli_runs, request, args, needle):
+    proc = cli_runs.result(request.node.name)  # _bad_input_cli
     assert proc.returncode != 0
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]

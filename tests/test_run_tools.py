@@ -14,6 +14,7 @@ import pytest
 from backbone_lab.metrics_csv import read_rows
 from backbone_lab.run_dir import RunDir
 from conftest import REPO, TINY_OVERRIDES, compose_config
+from process_batch import side_by_side
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +52,15 @@ def test_evaluate_reproduces_the_runs_last_evaluation(tiny_run):
 
 @pytest.mark.slow
 def test_evaluate_cli_prints_json_and_refuses_bad_folders_in_one_line(tiny_run, tmp_path):
-    out = _cli("backbone_lab.evaluate", str(tiny_run), "json=true")
+    refusals = (([str(tmp_path)], "is not a run folder"), ([str(tmp_path / "nope")], "no such folder"),
+                ([str(tiny_run), "ckpt=999"], "no checkpoint step000999.ckpt"),
+                ([str(tiny_run), "ckp=5"], "unknown evaluate option 'ckp'"))
+    out, *bads = side_by_side(_cli, ("backbone_lab.evaluate", str(tiny_run), "json=true"),
+                              *(("backbone_lab.evaluate", *args) for args, _ in refusals))
     assert out.returncode == 0, out.stderr
     numbers = json.loads(out.stdout.strip().splitlines()[-1])
     assert numbers["val_loss"] == pytest.approx(read_rows(RunDir(tiny_run).eval_metrics)[-1]["val_loss"], rel=1e-6)
-    for args, words in (([str(tmp_path)], "is not a run folder"), ([str(tmp_path / "nope")], "no such folder"),
-                        ([str(tiny_run), "ckpt=999"], "no checkpoint step000999.ckpt"),
-                        ([str(tiny_run), "ckp=5"], "unknown evaluate option 'ckp'")):
-        bad = _cli("backbone_lab.evaluate", *args)
+    for (args, words), bad in zip(refusals, bads):
         assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
@@ -120,10 +122,9 @@ def test_generate_respects_top_k_and_the_context_length():
 
 @pytest.mark.slow
 def test_sample_cli_prints_the_continuation(tiny_run):
-    out = _cli("backbone_lab.sample", str(tiny_run), "prompt=Once upon a time", "max_new_tokens=15", "seed=2")
+    same = ("backbone_lab.sample", str(tiny_run), "prompt=Once upon a time", "max_new_tokens=15", "seed=2")
+    out, again, bad = side_by_side(_cli, same, same, ("backbone_lab.sample", str(tiny_run), "temperature=-1"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("Once upon a time")
-    again = _cli("backbone_lab.sample", str(tiny_run), "prompt=Once upon a time", "max_new_tokens=15", "seed=2")
     assert again.stdout == out.stdout
-    bad = _cli("backbone_lab.sample", str(tiny_run), "temperature=-1")
     assert bad.returncode == 2 and bad.stderr.startswith("error: temperature must be >= 0")
