@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 TORCH_CONSTRAINTS ?= -c constraints-cpu.txt
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# test processes: one per core (at most 8); each test file runs whole in one of them, so a file's
+# module fixtures and side-by-side batches stay together. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --maxprocesses 8 --dist loadfile
 
 .DEFAULT_GOAL := help
 # gpu-wheels: Python version and platforms of the GPU machine the wheels are for
@@ -34,10 +38,10 @@ demo: $(STAMP) ## train + analyse the embedded CPU default; report in multirun_o
 	$(BIN)/python -m backbone_lab $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (what CI runs)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## the suite without the slow end-to-end subprocess tests
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP) ## the CPU benchmarks (interleaved rounds, ratios against baselines measured in the same run)
 	$(BIN)/python benchmarks/bench_train.py
